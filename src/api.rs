@@ -1,0 +1,363 @@
+//! The JSON API under `/v1`, for the app's backend: authorization links, connected accounts and references.
+//! Every request carries `Authorization: Bearer <key>`; every error is `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::account::{AccountStatus, ConnectedAccount, Identifier};
+use crate::crypto::constant_time_eq;
+use crate::server::AppState;
+use crate::store::{AccountQuery, StoreError};
+use crate::{flow, telemetry};
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/authorization-links", post(create_link))
+        .route("/connected-accounts", get(list_accounts))
+        .route(
+            "/connected-accounts/{connection}/{identifier}",
+            get(get_account),
+        )
+        .route("/references/{reference}", get(get_reference))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
+        })
+        .layer(middleware::from_fn_with_state(state, require_api_key))
+}
+
+/// An API failure: its status, a stable code, a message a developer can act on, and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn invalid_field(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    fn connection_unknown(connection: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "connection_unknown",
+            format!(
+                "no connection named \"{}\" is configured",
+                telemetry::escape(connection)
+            ),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(target: "callback_gate::api", error = %err, "store failure");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the store is unavailable; try again",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Checks the bearer key against every configured key in constant time (all keys are compared, always).
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <key> with a key from CALLBACK_GATE_API_KEYS",
+        )
+        .into_response();
+    };
+    let matched = state.settings.api_keys.iter().fold(false, |found, key| {
+        constant_time_eq(key.expose().as_bytes(), presented.as_bytes()) | found
+    });
+    if !matched {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer key is not valid",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(err) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            err.body_text(),
+        ),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_content_type",
+            "send the body as application/json",
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {}", other.body_text()),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LinkRequest {
+    connection: String,
+    identifier: String,
+    return_to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LinkResponse {
+    link: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// `POST /v1/authorization-links`
+async fn create_link(
+    State(state): State<AppState>,
+    payload: Result<Json<LinkRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = payload.map_err(json_rejection)?;
+    if state.settings.connection(&request.connection).is_none() {
+        return Err(ApiError::connection_unknown(&request.connection));
+    }
+    let identifier = Identifier::parse(&request.identifier).map_err(|err| {
+        ApiError::invalid_field(
+            "identifier",
+            "invalid_identifier",
+            format!("identifier {err}"),
+        )
+    })?;
+    let return_to = request
+        .return_to
+        .as_deref()
+        .map(|raw| parse_return_to(&state, raw))
+        .transpose()?;
+    let (link, expires_at) = flow::mint_link(
+        &state.settings,
+        &state.store,
+        &request.connection,
+        &identifier,
+        return_to.as_ref(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(LinkResponse { link, expires_at })).into_response())
+}
+
+/// A `return_to` is accepted only as an absolute URL on an allowed origin, written plainly: nothing a browser
+/// could read as another host.
+fn parse_return_to(state: &AppState, raw: &str) -> Result<Url, ApiError> {
+    let invalid = |why: &str| {
+        ApiError::invalid_field("return_to", "invalid_return_to", format!("return_to {why}"))
+    };
+    if raw.len() > 2048 {
+        return Err(invalid("is longer than 2048 bytes"));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\' || !c.is_ascii())
+    {
+        return Err(invalid(
+            "contains whitespace, control characters, backslashes or non-ASCII characters",
+        ));
+    }
+    let url = Url::parse(raw).map_err(|_| invalid("is not an absolute URL"))?;
+    if !state.settings.is_allowed_return(&url) {
+        return Err(invalid(
+            "is not on one of app.allowed_return_origins (https only; no user name)",
+        ));
+    }
+    Ok(url)
+}
+
+async fn get_account(
+    State(state): State<AppState>,
+    Path((connection, identifier)): Path<(String, String)>,
+) -> Result<Json<ConnectedAccount>, ApiError> {
+    if state.settings.connection(&connection).is_none() {
+        return Err(ApiError::connection_unknown(&connection));
+    }
+    state
+        .store
+        .account(&connection, &identifier)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "account_not_found",
+                "no connected account for this connection and identifier",
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    connection: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AccountPage {
+    data: Vec<ConnectedAccount>,
+    next_cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+/// `GET /v1/connected-accounts?connection=&status=&limit=&cursor=`
+async fn list_accounts(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<AccountPage>, ApiError> {
+    let Query(params) = params.map_err(|err| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            err.body_text(),
+        )
+    })?;
+    let connection = params.connection.filter(|c| !c.is_empty());
+    if let Some(connection) = &connection
+        && state.settings.connection(connection).is_none()
+    {
+        return Err(ApiError::connection_unknown(connection));
+    }
+    let status = params
+        .status
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<AccountStatus>().map_err(|()| {
+                ApiError::invalid_field("status", "invalid_status", "status must be one of PENDING_AUTH, PENDING_VERIFICATION, ACTIVE, EXPIRED, DISCONNECTED")
+            })
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let after = params
+        .cursor
+        .map(|c| {
+            decode_cursor(&c).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "cursor",
+                    "invalid_cursor",
+                    "cursor is not one this API returned",
+                )
+            })
+        })
+        .transpose()?;
+    let mut data = state
+        .store
+        .list_accounts(&AccountQuery {
+            connection,
+            status,
+            after,
+            limit: limit + 1,
+        })
+        .await?;
+    let next_cursor = if data.len() > limit as usize {
+        data.truncate(limit as usize);
+        data.last()
+            .map(|last| encode_cursor(&last.connection, &last.identifier))
+    } else {
+        None
+    };
+    Ok(Json(AccountPage { data, next_cursor }))
+}
+
+fn encode_cursor(connection: &str, identifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(json!([connection, identifier]).to_string())
+}
+
+fn decode_cursor(cursor: &str) -> Option<(String, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    serde_json::from_slice::<(String, String)>(&bytes).ok()
+}
+
+/// `GET /v1/references/{reference}`: the raw details and the developer hint behind a reference.
+async fn get_reference(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "reference_not_found",
+            "no outcome is stored under this reference",
+        )
+    };
+    if !telemetry::is_reference(&reference) {
+        return Err(not_found());
+    }
+    let event = state
+        .store
+        .reference(&reference)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(event).into_response())
+}

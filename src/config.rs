@@ -1,0 +1,712 @@
+//! How the service is configured: a TOML file with `CALLBACK_GATE_<KEY>` environment overrides, secrets from the
+//! environment only. Loading parses everything once into [`Settings`], whose fields cannot hold invalid values;
+//! every problem found is reported on its own line.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use url::Url;
+
+use crate::crypto::{Secret, SecretKey};
+use crate::provider::{self, ProviderKind};
+
+/// Environment variables that carry secrets or process settings rather than config keys; they are never merged
+/// into the file's keys.
+const RESERVED_ENV: [&str; 5] = [
+    "SECRET_KEY",
+    "SECRET_KEY_PREVIOUS",
+    "API_KEYS",
+    "CONFIG",
+    "LOG_FORMAT",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Production,
+    Development,
+}
+
+impl Mode {
+    pub fn is_development(self) -> bool {
+        self == Mode::Development
+    }
+}
+
+/// The file's shape, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub public_url: Option<String>,
+    pub listen: Option<String>,
+    pub mode: Option<String>,
+    pub database_url: Option<String>,
+    /// How long an authorization link can be opened, in seconds (default 24 hours).
+    pub link_ttl_seconds: Option<u64>,
+    /// How long a user has between opening a link and finishing at the provider, in seconds (default 10 minutes).
+    pub flow_ttl_seconds: Option<u64>,
+    /// Upper bound of one token request, in seconds (default 10).
+    pub token_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub app: RawApp,
+    #[serde(default)]
+    pub support: RawSupport,
+    #[serde(default)]
+    pub connections: Vec<RawConnection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub name: Option<String>,
+    pub return_url: Option<String>,
+    #[serde(default)]
+    pub allowed_return_origins: Vec<String>,
+    pub user_verify_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupport {
+    pub email: Option<String>,
+    pub url: Option<String>,
+    pub status_page_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub name: Option<String>,
+    pub provider: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// Present only to give a clear error: secrets never live in the file.
+    pub client_secret: Option<toml_value::Ignored>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub issuer: Option<String>,
+    pub revocation_url: Option<String>,
+    /// `client_secret_basic` or `client_secret_post`; presets and discovery choose one when absent.
+    pub token_auth_method: Option<String>,
+    pub user_verification: Option<bool>,
+    pub expose_tokens: Option<bool>,
+}
+
+mod toml_value {
+    /// Accepts any value and keeps none of it.
+    #[derive(Debug)]
+    pub struct Ignored;
+
+    impl<'de> serde::Deserialize<'de> for Ignored {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(deserializer).map(|_| Ignored)
+        }
+    }
+}
+
+/// The validated configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Origin browsers use, without a trailing slash.
+    pub public_url: Url,
+    pub listen: String,
+    pub mode: Mode,
+    pub database_url: String,
+    pub link_ttl: Duration,
+    pub flow_ttl: Duration,
+    pub token_timeout: Duration,
+    pub app: AppSettings,
+    pub support: SupportSettings,
+    pub connections: Vec<ConnectionSettings>,
+    pub secret_key: SecretKey,
+    pub api_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub name: String,
+    pub return_url: Option<Url>,
+    pub allowed_return_origins: Vec<url::Origin>,
+    pub user_verify_url: Option<Url>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SupportSettings {
+    pub email: Option<String>,
+    pub url: Option<Url>,
+    pub status_page_url: Option<Url>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    /// Client id and secret in the `Authorization: Basic` header (RFC 6749 section 2.3.1).
+    ClientSecretBasic,
+    /// Client id and secret in the form body.
+    ClientSecretPost,
+}
+
+impl TokenAuthMethod {
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub authorization_url: Option<Url>,
+    pub token_url: Option<Url>,
+    pub issuer: Option<Url>,
+    pub revocation_url: Option<Url>,
+    pub token_auth_method: Option<TokenAuthMethod>,
+    pub user_verification: bool,
+    pub expose_tokens: bool,
+    /// `{public_url}/connect/callback/{name}`: the one redirect URI registered in the provider console.
+    pub redirect_uri: Url,
+}
+
+/// Every problem found in a configuration, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "config error: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
+/// Where the secrets come from: the process environment in production, a map in tests.
+pub trait SecretSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// Reads secrets from the process environment.
+pub struct ProcessEnv;
+
+impl SecretSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> SecretSource for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// The config file to read: `--config`, else `$CALLBACK_GATE_CONFIG`, else `./callback-gate.toml`.
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("CALLBACK_GATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("callback-gate.toml"))
+}
+
+/// Reads the file, applies environment overrides and validates.
+pub fn load(path: &Path) -> Result<Settings, ConfigProblems> {
+    if !path.exists() {
+        return Err(ConfigProblems(vec![format!(
+            "config file {} not found (pass --config FILE or set CALLBACK_GATE_CONFIG)",
+            path.display()
+        )]));
+    }
+    let figment = Figment::from(Toml::file(path)).merge(
+        Env::prefixed("CALLBACK_GATE_")
+            .ignore(&RESERVED_ENV)
+            .split("__")
+            .map(|key| key.as_str().to_lowercase().into()),
+    );
+    let raw = extract(figment)?;
+    validate(raw, &ProcessEnv)
+}
+
+/// Parses a TOML document without environment overrides (tests and the demo build their config this way).
+pub fn from_toml(document: &str, secrets: &dyn SecretSource) -> Result<Settings, ConfigProblems> {
+    let raw = extract(Figment::from(Toml::string(document)))?;
+    validate(raw, secrets)
+}
+
+fn extract(figment: Figment) -> Result<RawConfig, ConfigProblems> {
+    figment
+        .extract::<RawConfig>()
+        .map_err(|err| ConfigProblems(err.into_iter().map(|e| one_line(&e.to_string())).collect()))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Checks everything and collects every problem rather than stopping at the first.
+pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, ConfigProblems> {
+    let mut problems = Vec::new();
+
+    let mode = match raw.mode.as_deref() {
+        None | Some("production") => Mode::Production,
+        Some("development") => Mode::Development,
+        Some(other) => {
+            problems.push(format!(
+                "mode \"{other}\" is not known; use \"production\" or \"development\""
+            ));
+            Mode::Production
+        }
+    };
+
+    let public_url = match raw.public_url.as_deref() {
+        None => {
+            problems.push(
+                "public_url is required: the origin browsers use, e.g. \"https://app.example.com\""
+                    .into(),
+            );
+            None
+        }
+        Some(value) => parse_public_url(value, mode)
+            .map_err(|p| problems.push(p))
+            .ok(),
+    };
+
+    let listen = raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into());
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!(
+            "listen \"{listen}\" is not a socket address like \"0.0.0.0:8080\""
+        ));
+    }
+
+    let database_url = raw
+        .database_url
+        .unwrap_or_else(|| "sqlite://callback-gate.db".into());
+    if !database_url.starts_with("sqlite:") {
+        problems.push(format!(
+            "database_url \"{}\": only sqlite: URLs are supported by this build",
+            database_url.split('@').next_back().unwrap_or_default()
+        ));
+    }
+
+    let ttl = |value: Option<u64>, default: u64, key: &str, problems: &mut Vec<String>| match value
+    {
+        Some(0) => {
+            problems.push(format!("{key} must be greater than 0"));
+            Duration::from_secs(default)
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => Duration::from_secs(default),
+    };
+    let link_ttl = ttl(
+        raw.link_ttl_seconds,
+        24 * 60 * 60,
+        "link_ttl_seconds",
+        &mut problems,
+    );
+    let flow_ttl = ttl(
+        raw.flow_ttl_seconds,
+        10 * 60,
+        "flow_ttl_seconds",
+        &mut problems,
+    );
+    let token_timeout = ttl(
+        raw.token_timeout_seconds,
+        10,
+        "token_timeout_seconds",
+        &mut problems,
+    );
+
+    let app = validate_app(raw.app, mode, &mut problems);
+    let support = validate_support(raw.support, &mut problems);
+
+    let mut seen = HashSet::new();
+    let mut connections = Vec::new();
+    if raw.connections.is_empty() {
+        problems.push("no [[connections]] configured; add at least one".into());
+    }
+    for (index, connection) in raw.connections.into_iter().enumerate() {
+        if let Some(name) = &connection.name
+            && !seen.insert(name.clone())
+        {
+            problems.push(format!(
+                "connections[{index}]: duplicate connection name \"{name}\""
+            ));
+            continue;
+        }
+        if let Some(settings) = validate_connection(
+            index,
+            connection,
+            public_url.as_ref(),
+            mode,
+            secrets,
+            &mut problems,
+        ) {
+            connections.push(settings);
+        }
+    }
+
+    let secret_key = match secrets.var("CALLBACK_GATE_SECRET_KEY") {
+        None => {
+            problems.push(
+                "CALLBACK_GATE_SECRET_KEY is not set; generate one with: openssl rand -base64 32"
+                    .into(),
+            );
+            None
+        }
+        Some(value) => SecretKey::from_base64(&value)
+            .map_err(|err| {
+                problems.push(format!(
+                    "CALLBACK_GATE_SECRET_KEY {err} (generate one with: openssl rand -base64 32)"
+                ))
+            })
+            .ok(),
+    };
+
+    let api_keys: Vec<Secret> = secrets
+        .var("CALLBACK_GATE_API_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(Secret::new)
+        .collect();
+    if api_keys.is_empty() {
+        problems.push(
+            "CALLBACK_GATE_API_KEYS is not set; give at least one bearer key for the /v1 API"
+                .into(),
+        );
+    } else if api_keys.iter().any(|key| key.expose().len() < 16) {
+        problems.push("CALLBACK_GATE_API_KEYS: every key must be at least 16 characters".into());
+    }
+
+    match (public_url, secret_key, problems.is_empty()) {
+        (Some(public_url), Some(secret_key), true) => Ok(Settings {
+            public_url,
+            listen,
+            mode,
+            database_url,
+            link_ttl,
+            flow_ttl,
+            token_timeout,
+            app,
+            support,
+            connections,
+            secret_key,
+            api_keys,
+        }),
+        _ => Err(ConfigProblems(problems)),
+    }
+}
+
+fn parse_public_url(value: &str, mode: Mode) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|_| {
+        format!("public_url \"{value}\" is not an absolute URL; use the origin browsers use, e.g. \"https://app.example.com\"")
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if mode.is_development() => {}
+        "http" => {
+            return Err(format!(
+                "public_url \"{value}\" uses plain http; production mode requires https (set mode = \"development\" for local testing)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "public_url \"{value}\" has scheme \"{other}\"; it must be https"
+            ));
+        }
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "public_url \"{value}\" must be a plain origin with a host and no user name"
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "public_url \"{value}\" must be an origin only, with no path, query or fragment"
+        ));
+    }
+    Ok(url)
+}
+
+/// Parses an absolute http(s) URL used as a link target on pages.
+fn parse_link_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => {
+            Some(url)
+        }
+        _ => {
+            problems.push(format!("{key} \"{value}\" is not an absolute http(s) URL"));
+            None
+        }
+    }
+}
+
+fn validate_app(raw: RawApp, mode: Mode, problems: &mut Vec<String>) -> AppSettings {
+    let return_url = raw
+        .return_url
+        .as_deref()
+        .and_then(|v| parse_link_url("app.return_url", v, problems));
+    let mut allowed_return_origins = Vec::new();
+    for (index, value) in raw.allowed_return_origins.iter().enumerate() {
+        match parse_origin(value) {
+            Some(origin) => allowed_return_origins.push(origin),
+            None => problems.push(format!(
+                "app.allowed_return_origins[{index}] \"{value}\" is not an origin; write scheme://host[:port] with no path, e.g. \"https://app.example.com\""
+            )),
+        }
+    }
+    if allowed_return_origins.is_empty()
+        && let Some(url) = &return_url
+    {
+        allowed_return_origins.push(url.origin());
+    }
+    let user_verify_url = raw
+        .user_verify_url
+        .as_deref()
+        .and_then(|v| parse_link_url("app.user_verify_url", v, problems));
+    if user_verify_url.is_none() && raw.user_verify_url.is_none() && mode == Mode::Production {
+        problems.push(
+            "app.user_verify_url is required in production mode: the page of your app that confirms which user finished a connection".into(),
+        );
+    }
+    AppSettings {
+        name: raw
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "the app".into()),
+        return_url,
+        allowed_return_origins,
+        user_verify_url,
+    }
+}
+
+/// Accepts exactly `scheme://host[:port]` (an optional trailing slash), http or https.
+fn parse_origin(value: &str) -> Option<url::Origin> {
+    let url = Url::parse(value).ok()?;
+    let plain = matches!(url.scheme(), "https" | "http")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !value.trim_end_matches('/').ends_with(':');
+    let written = value.trim_end_matches('/');
+    (plain && !written.contains(['\\', '\t', '\n', '\r', ' '])).then(|| url.origin())
+}
+
+fn validate_support(raw: RawSupport, problems: &mut Vec<String>) -> SupportSettings {
+    if let Some(email) = &raw.email
+        && (!email.contains('@') || email.contains(['<', '>', '"', ' ', '\n', '?', '&']))
+    {
+        problems.push(format!("support.email \"{email}\" is not an email address"));
+    }
+    SupportSettings {
+        email: raw.email,
+        url: raw
+            .url
+            .as_deref()
+            .and_then(|v| parse_link_url("support.url", v, problems)),
+        status_page_url: raw
+            .status_page_url
+            .as_deref()
+            .and_then(|v| parse_link_url("support.status_page_url", v, problems)),
+    }
+}
+
+fn validate_connection(
+    index: usize,
+    raw: RawConnection,
+    public_url: Option<&Url>,
+    mode: Mode,
+    secrets: &dyn SecretSource,
+    problems: &mut Vec<String>,
+) -> Option<ConnectionSettings> {
+    let before = problems.len();
+    let label = match &raw.name {
+        Some(name) => format!("connection \"{name}\""),
+        None => format!("connections[{index}]"),
+    };
+    let name = match raw.name {
+        Some(name) if is_valid_connection_name(&name) => Some(name),
+        Some(name) => {
+            problems.push(format!(
+                "{label}: name \"{name}\" must be 1 to 64 characters of a-z, 0-9, '-' and '_' (it is part of the redirect URI)"
+            ));
+            None
+        }
+        None => {
+            problems.push(format!("{label}: name is required"));
+            None
+        }
+    };
+    let provider = match raw.provider.as_deref() {
+        None => {
+            problems.push(format!(
+                "{label}: provider is required ({})",
+                provider::KNOWN_PROVIDERS
+            ));
+            None
+        }
+        Some(value) => match ProviderKind::parse(value) {
+            Some(kind) => Some(kind),
+            None => {
+                problems.push(format!(
+                    "{label}: unknown provider \"{value}\"; use one of {}",
+                    provider::KNOWN_PROVIDERS
+                ));
+                None
+            }
+        },
+    };
+    let client_id = raw.client_id.filter(|id| !id.trim().is_empty());
+    if client_id.is_none() {
+        problems.push(format!("{label}: client_id is required"));
+    }
+    if raw.client_secret.is_some() {
+        problems.push(format!(
+            "{label}: client_secret must not be written in the file; put it in an environment variable and name that variable in client_secret_env"
+        ));
+    }
+    let client_secret = match raw.client_secret_env.as_deref() {
+        None => {
+            problems.push(format!(
+                "{label}: client_secret_env is required: the name of the environment variable holding the client secret"
+            ));
+            None
+        }
+        Some(var) => match secrets.var(var) {
+            Some(secret) if !secret.is_empty() => Some(Secret::new(secret)),
+            _ => {
+                problems.push(format!(
+                    "{label}: environment variable {var} (client_secret_env) is not set"
+                ));
+                None
+            }
+        },
+    };
+    let url_field = |key: &str, value: Option<String>, problems: &mut Vec<String>| -> Option<Url> {
+        let value = value?;
+        match Url::parse(&value) {
+            Ok(url) if url.scheme() == "https" => Some(url),
+            Ok(url) if url.scheme() == "http" && mode.is_development() => Some(url),
+            Ok(url) if url.scheme() == "http" => {
+                problems.push(format!(
+                    "{label}: {key} \"{value}\" must use https in production mode"
+                ));
+                None
+            }
+            _ => {
+                problems.push(format!(
+                    "{label}: {key} \"{value}\" is not an absolute https URL"
+                ));
+                None
+            }
+        }
+    };
+    let authorization_url = url_field("authorization_url", raw.authorization_url, problems);
+    let token_url = url_field("token_url", raw.token_url, problems);
+    let issuer = url_field("issuer", raw.issuer, problems);
+    let revocation_url = url_field("revocation_url", raw.revocation_url, problems);
+    match provider {
+        Some(ProviderKind::OAuth2) => {
+            for (key, present) in [
+                ("authorization_url", authorization_url.is_some()),
+                ("token_url", token_url.is_some()),
+            ] {
+                if !present {
+                    problems.push(format!("{label}: provider \"oauth2\" needs {key}"));
+                }
+            }
+        }
+        Some(ProviderKind::Oidc) if issuer.is_none() => {
+            problems.push(format!("{label}: provider \"oidc\" needs issuer (discovery reads its /.well-known/openid-configuration)"));
+        }
+        _ => {}
+    }
+    let token_auth_method = match raw.token_auth_method.as_deref() {
+        None => None,
+        Some(value) => match TokenAuthMethod::parse(value) {
+            Some(method) => Some(method),
+            None => {
+                problems.push(format!(
+                    "{label}: token_auth_method \"{value}\" is not known; use \"client_secret_basic\" or \"client_secret_post\""
+                ));
+                None
+            }
+        },
+    };
+    if raw.scopes.iter().any(|s| {
+        s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control())
+    }) {
+        problems.push(format!(
+            "{label}: each scope must be one non-empty word without spaces or commas"
+        ));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let (name, provider, client_id, client_secret, public_url) =
+        (name?, provider?, client_id?, client_secret?, public_url?);
+    let redirect_uri = public_url.join(&format!("connect/callback/{name}")).ok()?;
+    Some(ConnectionSettings {
+        name,
+        provider,
+        client_id,
+        client_secret,
+        scopes: raw.scopes,
+        authorization_url,
+        token_url,
+        issuer,
+        revocation_url,
+        token_auth_method,
+        user_verification: raw.user_verification.unwrap_or(mode == Mode::Production),
+        expose_tokens: raw.expose_tokens.unwrap_or(false),
+        redirect_uri,
+    })
+}
+
+fn is_valid_connection_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Settings {
+    pub fn connection(&self, name: &str) -> Option<&ConnectionSettings> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// Whether `url` may be used as a "back to the app" target.
+    pub fn is_allowed_return(&self, url: &Url) -> bool {
+        let loopback_http = url.scheme() == "http"
+            && self.mode.is_development()
+            && matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || url.scheme() == "http"
+                && self.mode.is_development()
+                && url.host_str() == Some("localhost");
+        (url.scheme() == "https"
+            || loopback_http
+            || url.scheme() == "http" && self.public_url.scheme() == "http")
+            && url.username().is_empty()
+            && url.password().is_none()
+            && self.app.allowed_return_origins.contains(&url.origin())
+    }
+}

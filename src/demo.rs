@@ -1,0 +1,462 @@
+//! `callback-gate demo`: the whole flow on one machine with no set-up. An embedded SQLite database in a temporary
+//! folder, generated keys, a demo provider served by the same process (a consent page with Approve and Deny), and a
+//! demo app page at `/` that mints links and lists connected accounts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::account::{ConnectedAccount, Identifier};
+use crate::config::{self, ConfigProblems};
+use crate::crypto::{self, Pkce, constant_time_eq};
+use crate::pages::render;
+use crate::server::{AppState, Application, StartupError};
+use crate::store::AccountQuery;
+use crate::{flow, telemetry};
+
+/// The demo's one connection.
+const CONNECTION: &str = "demo";
+const CLIENT_ID: &str = "callback-gate-demo";
+/// Codes the demo provider keeps at most; older ones are dropped first.
+const MAX_CODES: usize = 10_000;
+const CODE_LIFETIME: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Config(#[from] ConfigProblems),
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("could not create the data folder: {0}")]
+    Data(std::io::Error),
+    #[error("{0}")]
+    Serve(std::io::Error),
+}
+
+/// A demo ready to run: the application plus what to tell the person who started it.
+pub struct Demo {
+    pub app: Application,
+    pub url: String,
+    pub api_key: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Builds the demo on `127.0.0.1:{port}` (0 picks a free port).
+pub async fn build(port: u16, data: Option<PathBuf>) -> Result<Demo, DemoError> {
+    let (data_dir, temp) = match data {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).map_err(DemoError::Data)?;
+            (dir, None)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("callback-gate-demo-")
+                .tempdir()
+                .map_err(DemoError::Data)?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let listener = crate::server::bind(&format!("127.0.0.1:{port}")).await?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    let url = format!("http://127.0.0.1:{port}");
+    let client_secret = crypto::random_token::<24>();
+    let api_key = format!("demo_{}", crypto::random_token::<24>());
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|err| DemoError::Data(std::io::Error::other(err.to_string())))?;
+    let secret_key = STANDARD.encode(key);
+    let document = format!(
+        r#"
+public_url = "{url}"
+listen = "127.0.0.1:{port}"
+mode = "development"
+database_url = "sqlite://{db}"
+token_timeout_seconds = 3
+
+[app]
+name = "Demo App"
+return_url = "{url}/"
+
+[support]
+email = "support@example.com"
+
+[[connections]]
+name = "{CONNECTION}"
+provider = "oauth2"
+client_id = "{CLIENT_ID}"
+client_secret_env = "DEMO_CLIENT_SECRET"
+authorization_url = "{url}/demo/provider/authorize"
+token_url = "{url}/demo/provider/token"
+scopes = ["profile", "email"]
+"#,
+        db = data_dir.join("callback-gate.db").display(),
+    );
+    let secrets = {
+        let (client_secret, api_key, secret_key) =
+            (client_secret.clone(), api_key.clone(), secret_key.clone());
+        move |name: &str| match name {
+            "DEMO_CLIENT_SECRET" => Some(client_secret.clone()),
+            "CALLBACK_GATE_API_KEYS" => Some(api_key.clone()),
+            "CALLBACK_GATE_SECRET_KEY" => Some(secret_key.clone()),
+            _ => None,
+        }
+    };
+    let settings = config::from_toml(&document, &secrets)?;
+    let provider = Arc::new(DemoProvider {
+        client_secret,
+        codes: Mutex::new(HashMap::new()),
+    });
+    let app = Application::build(settings, listener, routes(provider)).await?;
+    Ok(Demo {
+        app,
+        url,
+        api_key,
+        data_dir,
+        _temp: temp,
+    })
+}
+
+/// `callback-gate demo`: builds, prints where to go, and serves until interrupted.
+pub async fn run(port: u16, data: Option<PathBuf>) -> Result<(), DemoError> {
+    let started = Instant::now();
+    let demo = build(port, data).await?;
+    println!(
+        "callback-gate demo is ready in {} ms",
+        started.elapsed().as_millis()
+    );
+    println!();
+    println!("  Open:      {}/", demo.url);
+    println!("  API key:   {}", demo.api_key);
+    println!("  Data:      {}", demo.data_dir.display());
+    println!();
+    println!("  Mint a link from the command line:");
+    println!(
+        "  curl -s -X POST {}/v1/authorization-links -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"connection\":\"{CONNECTION}\",\"identifier\":\"user_123\"}}'",
+        demo.url, demo.api_key
+    );
+    println!();
+    println!("Press Ctrl+C to stop.");
+    let Demo { app, _temp, .. } = demo;
+    app.run_until(crate::server::shutdown_signal())
+        .await
+        .map_err(DemoError::Serve)
+}
+
+fn routes(provider: Arc<DemoProvider>) -> Router<AppState> {
+    Router::new()
+        .route("/", get(app_page))
+        .route("/demo/connect", post(connect))
+        .route("/demo/provider/authorize", get(authorize))
+        .route("/demo/provider/decide", post(decide))
+        .route("/demo/provider/token", post(token))
+        .layer(Extension(provider))
+}
+
+// ---- the demo app ----
+
+#[derive(Template)]
+#[template(path = "demo_app.html")]
+struct AppPage {
+    app_name: String,
+    accounts: Vec<ConnectedAccount>,
+}
+
+async fn app_page(State(state): State<AppState>) -> Response {
+    let query = AccountQuery {
+        connection: Some(CONNECTION.into()),
+        limit: 100,
+        ..AccountQuery::default()
+    };
+    let accounts = state.store.list_accounts(&query).await.unwrap_or_default();
+    render(
+        StatusCode::OK,
+        &AppPage {
+            app_name: state.settings.app.name.clone(),
+            accounts,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct ConnectForm {
+    identifier: String,
+}
+
+async fn connect(State(state): State<AppState>, Form(form): Form<ConnectForm>) -> Response {
+    let identifier = match Identifier::parse(form.identifier.trim()) {
+        Ok(identifier) => identifier,
+        Err(err) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("identifier {err}"),
+            )
+                .into_response();
+        }
+    };
+    match flow::mint_link(&state.settings, &state.store, CONNECTION, &identifier, None).await {
+        Ok((link, _)) => Redirect::to(&link).into_response(),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not mint a link: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+// ---- the demo provider ----
+
+/// An OAuth 2.0 provider small enough to read: it checks the client, the redirect URI and PKCE like a real one.
+struct DemoProvider {
+    client_secret: String,
+    codes: Mutex<HashMap<String, Grant>>,
+}
+
+struct Grant {
+    redirect_uri: String,
+    code_challenge: String,
+    scope: String,
+    issued: Instant,
+}
+
+#[derive(Deserialize)]
+struct AuthorizeParams {
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    state: Option<String>,
+    scope: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "demo_consent.html")]
+struct ConsentPage {
+    app_name: String,
+    scopes: Vec<String>,
+    redirect_uri: String,
+    state: String,
+    scope: String,
+    code_challenge: String,
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    Query(params): Query<AuthorizeParams>,
+) -> Response {
+    let expected_redirect = state
+        .settings
+        .connection(CONNECTION)
+        .map(|c| c.redirect_uri.to_string());
+    if params.client_id.as_deref() != Some(CLIENT_ID) || params.redirect_uri != expected_redirect {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Demo provider: unknown client or redirect_uri",
+        )
+            .into_response();
+    }
+    let (Some(redirect_uri), Some(flow_state), Some(code_challenge)) =
+        (params.redirect_uri, params.state, params.code_challenge)
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Demo provider: state and code_challenge are required",
+        )
+            .into_response();
+    };
+    if params.code_challenge_method.as_deref() != Some("S256") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Demo provider: only PKCE S256 is accepted",
+        )
+            .into_response();
+    }
+    let scope = params.scope.unwrap_or_default();
+    let page = ConsentPage {
+        app_name: state.settings.app.name.clone(),
+        scopes: scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        redirect_uri,
+        state: flow_state,
+        scope,
+        code_challenge,
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    decision: String,
+    redirect_uri: String,
+    state: String,
+    scope: String,
+    code_challenge: String,
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    Extension(provider): Extension<Arc<DemoProvider>>,
+    Form(decision): Form<Decision>,
+) -> Response {
+    let expected_redirect = state
+        .settings
+        .connection(CONNECTION)
+        .map(|c| c.redirect_uri.to_string());
+    if Some(&decision.redirect_uri) != expected_redirect.as_ref() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Demo provider: unknown redirect_uri",
+        )
+            .into_response();
+    }
+    let Ok(mut target) = url::Url::parse(&decision.redirect_uri) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Demo provider: invalid redirect_uri",
+        )
+            .into_response();
+    };
+    match decision.decision.as_str() {
+        "approve" => {
+            let code = crypto::random_token::<24>();
+            if let Ok(mut codes) = provider.codes.lock() {
+                codes.retain(|_, grant| grant.issued.elapsed() < CODE_LIFETIME);
+                if codes.len() >= MAX_CODES {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Demo provider: too many pending codes",
+                    )
+                        .into_response();
+                }
+                codes.insert(
+                    code.clone(),
+                    Grant {
+                        redirect_uri: decision.redirect_uri.clone(),
+                        code_challenge: decision.code_challenge,
+                        scope: decision.scope,
+                        issued: Instant::now(),
+                    },
+                );
+            }
+            target
+                .query_pairs_mut()
+                .append_pair("code", &code)
+                .append_pair("state", &decision.state);
+        }
+        _ => {
+            target
+                .query_pairs_mut()
+                .append_pair("error", "access_denied")
+                .append_pair(
+                    "error_description",
+                    "The user denied the request at the demo provider",
+                )
+                .append_pair("state", &decision.state);
+        }
+    }
+    Redirect::to(target.as_str()).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    grant_type: String,
+    code: String,
+    redirect_uri: String,
+    code_verifier: String,
+}
+
+fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+async fn token(
+    Extension(provider): Extension<Arc<DemoProvider>>,
+    headers: HeaderMap,
+    Form(request): Form<TokenRequest>,
+) -> Response {
+    let expected = STANDARD.encode(format!("{CLIENT_ID}:{}", provider.client_secret));
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .unwrap_or_default();
+    if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        );
+    }
+    if request.grant_type != "authorization_code" {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Only authorization_code is supported",
+        );
+    }
+    let grant = provider
+        .codes
+        .lock()
+        .ok()
+        .and_then(|mut codes| codes.remove(&request.code));
+    let Some(grant) = grant.filter(|g| g.issued.elapsed() < CODE_LIFETIME) else {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The code is unknown, used or expired",
+        );
+    };
+    if grant.redirect_uri != request.redirect_uri {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "redirect_uri does not match the authorization request",
+        );
+    }
+    if !constant_time_eq(
+        Pkce::challenge_for(&request.code_verifier).as_bytes(),
+        grant.code_challenge.as_bytes(),
+    ) {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "PKCE verification failed",
+        );
+    }
+    Json(json!({
+        "access_token": format!("demo_at_{}", crypto::random_token::<24>()),
+        "refresh_token": format!("demo_rt_{}", crypto::random_token::<24>()),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "scope": grant.scope,
+    }))
+    .into_response()
+}
+
+/// For the log line of a demo start.
+pub fn describe(demo: &Demo) -> String {
+    format!(
+        "demo on {} (data in {})",
+        demo.url,
+        telemetry::escape(&demo.data_dir.display().to_string())
+    )
+}

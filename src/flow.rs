@@ -1,0 +1,728 @@
+//! Flows: minting authorization links, starting a flow when a link is opened, and terminating the provider's
+//! callback. Every way this can end is an [`Ending`]: a redirect, or a failure that has been recorded under a
+//! reference and logged once.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::account::{AccountStatus, Identifier};
+use crate::config::Settings;
+use crate::crypto::{self, Pkce, Secret};
+use crate::outcome::Failure;
+use crate::provider::Provider;
+use crate::provider::exchange::{self, Tokens};
+use crate::server::AppState;
+use crate::store::{
+    FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, Store, StoreError, TokenWrite,
+};
+use crate::telemetry;
+
+/// Who a failure concerns, for its record, its log line and its page.
+#[derive(Debug, Clone, Default)]
+pub struct FailureContext {
+    pub connection: Option<String>,
+    pub identifier: Option<String>,
+    pub flow_id: Option<String>,
+    pub link_id: Option<String>,
+    pub return_to: Option<String>,
+    /// Whether the failure becomes the account's `last_error`. Replays and foreign browsers do not speak for the
+    /// account's owner, so they leave it alone.
+    pub touches_account: bool,
+}
+
+impl FailureContext {
+    fn of_flow(flow: &FlowRecord) -> Self {
+        Self {
+            connection: Some(flow.connection.clone()),
+            identifier: Some(flow.identifier.clone()),
+            flow_id: Some(flow.id.clone()),
+            link_id: Some(flow.link_id.clone()),
+            return_to: flow.return_to.clone(),
+            touches_account: true,
+        }
+    }
+}
+
+/// A failure that was recorded: what the page needs to render it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub failure: Failure,
+    pub reference: String,
+    pub context: FailureContext,
+    pub at: OffsetDateTime,
+}
+
+/// How a browser request ends.
+#[derive(Debug)]
+pub enum Ending {
+    /// Send the browser to the provider (start) or to the result page (callback).
+    Redirect {
+        location: String,
+        set_browser: Option<Secret>,
+    },
+    /// Render the failure page right here.
+    Failed(Box<Recorded>),
+}
+
+/// The secrets a flow keeps for its callback, sealed in the flow record.
+#[derive(Serialize, Deserialize)]
+struct FlowSecrets {
+    verifier: Secret,
+    nonce: Option<Secret>,
+}
+
+/// The public form of an authorization link: `{id}.{signature}`. The signature lets a forged or truncated link be
+/// refused before the store is asked.
+pub fn link_token(settings: &Settings, link_id: &str) -> String {
+    format!("{link_id}.{}", settings.secret_key.sign_link(link_id))
+}
+
+pub fn link_url(settings: &Settings, link_id: &str) -> String {
+    format!(
+        "{}connect/start/{}",
+        settings.public_url,
+        link_token(settings, link_id)
+    )
+}
+
+/// Mints an authorization link; the account becomes PENDING_AUTH if it is new.
+pub async fn mint_link(
+    settings: &Settings,
+    store: &Store,
+    connection: &str,
+    identifier: &Identifier,
+    return_to: Option<&Url>,
+) -> Result<(String, OffsetDateTime), StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let link = LinkRecord {
+        id: crypto::random_token::<16>(),
+        connection: connection.to_owned(),
+        identifier: identifier.as_str().to_owned(),
+        return_to: return_to.map(|u| u.to_string()),
+        created_at: now,
+        expires_at: now + settings.link_ttl,
+    };
+    store.create_link(&link).await?;
+    Ok((link_url(settings, &link.id), link.expires_at))
+}
+
+/// A browser-binding cookie value as sent back by a browser, if well formed.
+pub fn parse_browser(value: Option<&str>) -> Option<Secret> {
+    value
+        .filter(|v| {
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(Secret::new)
+}
+
+/// `GET /connect/start/{link}`: checks the link and starts a flow bound to this browser.
+pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> Ending {
+    let started = Instant::now();
+    let Some((link_id, signature)) = token.split_once('.') else {
+        return fail(
+            state,
+            Failure::new("link_invalid").with_detail("the link has no signature"),
+            FailureContext::default(),
+            started,
+        )
+        .await;
+    };
+    if link_id.len() > 64 || !state.settings.secret_key.verify_link(link_id, signature) {
+        return fail(
+            state,
+            Failure::new("link_invalid").with_detail("the link's signature does not verify"),
+            FailureContext::default(),
+            started,
+        )
+        .await;
+    }
+    let link = match state.store.find_link(link_id).await {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            let failure = Failure::new("link_invalid")
+                .with_detail("the link is signed but not stored (swept or from another database)");
+            return fail(state, failure, FailureContext::default(), started).await;
+        }
+        Err(err) => {
+            return fail(
+                state,
+                store_failure(&err),
+                FailureContext::default(),
+                started,
+            )
+            .await;
+        }
+    };
+    let context = FailureContext {
+        connection: Some(link.connection.clone()),
+        identifier: Some(link.identifier.clone()),
+        link_id: Some(link.id.clone()),
+        return_to: link.return_to.clone(),
+        ..FailureContext::default()
+    };
+    let now = OffsetDateTime::now_utc();
+    if now >= link.expires_at {
+        let failure = Failure::new("link_expired").with_detail(format!(
+            "the link expired at {}",
+            telemetry::rfc3339(link.expires_at)
+        ));
+        return fail(state, failure, context, started).await;
+    }
+    let Some(provider) = state.providers.get(&link.connection) else {
+        let failure = Failure::new("connection_unknown").with_detail(format!(
+            "connection \"{}\" is not configured",
+            link.connection
+        ));
+        return fail(state, failure, context, started).await;
+    };
+
+    let (browser, set_browser) = match browser {
+        Some(existing) => (existing, None),
+        None => {
+            let fresh = Secret::new(crypto::random_token::<32>());
+            (fresh.clone(), Some(fresh))
+        }
+    };
+    let flow_id = crypto::random_token::<16>();
+    let flow_state = crypto::new_state();
+    let pkce = Pkce::new();
+    let nonce = provider
+        .is_oidc()
+        .then(|| Secret::new(crypto::random_token::<32>()));
+    let secrets = FlowSecrets {
+        verifier: pkce.verifier.clone(),
+        nonce: nonce.clone(),
+    };
+    let Ok(secrets_json) = serde_json::to_vec(&secrets) else {
+        unreachable!("flow secrets always serialise");
+    };
+    let flow = FlowRecord {
+        id: flow_id.clone(),
+        state_hash: crypto::hash_hex(flow_state.expose()),
+        link_id: link.id.clone(),
+        connection: link.connection.clone(),
+        identifier: link.identifier.clone(),
+        browser_hash: crypto::hash_hex(browser.expose()),
+        sealed_secrets: state
+            .settings
+            .secret_key
+            .seal(&secrets_json, &crypto::flow_associated_data(&flow_id)),
+        return_to: link.return_to.clone(),
+        status: FlowStatus::Started,
+        outcome_code: None,
+        reference: None,
+        created_at: now,
+        expires_at: now + state.settings.flow_ttl,
+    };
+    if let Err(err) = state.store.create_flow(&flow).await {
+        return fail(state, store_failure(&err), context, started).await;
+    }
+    let location = provider.authorization_request(
+        flow_state.expose(),
+        &pkce.challenge,
+        nonce.as_ref().map(Secret::expose),
+    );
+    tracing::info!(
+        target: "callback_gate::flow",
+        event = "flow_started",
+        flow = %flow.id,
+        connection = %flow.connection,
+        identifier = %telemetry::escape(&flow.identifier),
+        latency_ms = telemetry::millis_since(started),
+        "flow started"
+    );
+    Ending::Redirect {
+        location: location.into(),
+        set_browser,
+    }
+}
+
+/// The callback's query, parsed strictly: each parameter this service reads may appear once, percent-encoding
+/// must be valid and the decoded text UTF-8. Unknown parameters are ignored.
+#[derive(Debug, Default)]
+pub struct CallbackQuery {
+    pub state: Option<Secret>,
+    pub code: Option<Secret>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub error_uri: Option<String>,
+    pub iss: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    #[error("parameter `{0}` appears more than once")]
+    Repeated(&'static str),
+    #[error("the query has invalid percent-encoding or is not UTF-8")]
+    Encoding,
+}
+
+impl CallbackQuery {
+    pub fn parse(raw: Option<&str>) -> Result<Self, QueryError> {
+        let mut query = Self::default();
+        for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode_component(key)?;
+            let slot_name: &'static str = match key.as_str() {
+                "state" => "state",
+                "code" => "code",
+                "error" => "error",
+                "error_description" => "error_description",
+                "error_uri" => "error_uri",
+                "iss" => "iss",
+                _ => continue,
+            };
+            let value = decode_component(value)?;
+            let taken = match slot_name {
+                "state" => query.state.replace(Secret::new(value)).is_some(),
+                "code" => query.code.replace(Secret::new(value)).is_some(),
+                "error" => query.error.replace(value).is_some(),
+                "error_description" => query.error_description.replace(value).is_some(),
+                "error_uri" => query.error_uri.replace(value).is_some(),
+                _ => query.iss.replace(value).is_some(),
+            };
+            if taken {
+                return Err(QueryError::Repeated(slot_name));
+            }
+        }
+        Ok(query)
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component, refusing what a lenient decoder would paper over.
+fn decode_component(raw: &str) -> Result<String, QueryError> {
+    let bytes = raw.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let valid = bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
+            if !valid {
+                return Err(QueryError::Encoding);
+            }
+        }
+    }
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| QueryError::Encoding)
+}
+
+/// `GET /connect/callback/{connection}`: validates the flow, exchanges the code and stores the account.
+pub async fn callback(
+    state: &AppState,
+    connection: &str,
+    raw_query: Option<&str>,
+    browser: Option<Secret>,
+) -> Ending {
+    let started = Instant::now();
+    let path_context = FailureContext {
+        connection: Some(connection.to_owned()),
+        ..FailureContext::default()
+    };
+    let Some(provider) = state.providers.get(connection) else {
+        let failure = Failure::new("connection_unknown").with_detail(format!(
+            "a callback arrived for connection \"{}\", which is not configured",
+            telemetry::escape(connection)
+        ));
+        return fail(state, failure, FailureContext::default(), started).await;
+    };
+    let query = match CallbackQuery::parse(raw_query) {
+        Ok(query) => query,
+        Err(err) => {
+            return fail(
+                state,
+                Failure::new("invalid_request").with_detail(err.to_string()),
+                path_context,
+                started,
+            )
+            .await;
+        }
+    };
+    let Some(flow_state) = query.state.as_ref().filter(|s| !s.is_empty()) else {
+        let mut failure =
+            Failure::new("state_missing").with_detail("the callback has no state parameter");
+        failure.error = query.error.clone();
+        failure.error_description = query.error_description.clone();
+        return fail(state, failure, path_context, started).await;
+    };
+    let flow = match state
+        .store
+        .find_flow_by_state(&crypto::hash_hex(flow_state.expose()))
+        .await
+    {
+        Ok(Some(flow)) => flow,
+        Ok(None) => {
+            let failure = Failure::new("state_invalid").with_detail("the state matches no flow");
+            return fail(state, failure, path_context, started).await;
+        }
+        Err(err) => return fail(state, store_failure(&err), path_context, started).await,
+    };
+    let mut context = FailureContext::of_flow(&flow);
+    let same_browser = browser.as_ref().is_some_and(|b| {
+        crypto::constant_time_eq(
+            crypto::hash_hex(b.expose()).as_bytes(),
+            flow.browser_hash.as_bytes(),
+        )
+    });
+    if !same_browser {
+        context.touches_account = false;
+        let detail = if browser.is_some() {
+            "the browser-binding cookie belongs to another browser"
+        } else {
+            "the callback carried no browser-binding cookie"
+        };
+        return fail(
+            state,
+            Failure::new("browser_mismatch").with_detail(detail),
+            context,
+            started,
+        )
+        .await;
+    }
+    if flow.status != FlowStatus::Started {
+        context.touches_account = false;
+        let failure = Failure::new("flow_already_used")
+            .with_detail(format!("the flow was already {:?}", flow.status));
+        return fail(state, failure, context, started).await;
+    }
+    match state.store.claim_flow(&flow.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            context.touches_account = false;
+            let failure = Failure::new("flow_already_used")
+                .with_detail("another callback claimed the flow first");
+            return fail(state, failure, context, started).await;
+        }
+        Err(err) => return fail(state, store_failure(&err), context, started).await,
+    }
+    // From here on this request owns the flow: every ending records it and sends the browser to the result page.
+    let result = finish_claimed(state, &provider, &flow, &query, started).await;
+    match result {
+        Ok(()) => Ending::Redirect {
+            location: result_path(&flow.id),
+            set_browser: None,
+        },
+        Err(failure) => {
+            let recorded = record(state, failure, context, started).await;
+            if let Err(err) = state
+                .store
+                .fail_flow(
+                    &flow.id,
+                    recorded.failure.code(),
+                    &recorded.reference,
+                    recorded.at,
+                )
+                .await
+            {
+                tracing::error!(target: "callback_gate::flow", flow = %flow.id, error = %err, "could not mark the flow failed");
+            }
+            Ending::Redirect {
+                location: result_path(&flow.id),
+                set_browser: None,
+            }
+        }
+    }
+}
+
+pub fn result_path(flow_id: &str) -> String {
+    format!("/connect/result/{flow_id}")
+}
+
+async fn finish_claimed(
+    state: &AppState,
+    provider: &Provider,
+    flow: &FlowRecord,
+    query: &CallbackQuery,
+    started: Instant,
+) -> Result<(), Failure> {
+    let now = OffsetDateTime::now_utc();
+    if flow.connection != provider.name() {
+        return Err(Failure::new("state_invalid").with_detail(format!(
+            "the flow belongs to connection \"{}\" but the callback arrived on \"{}\"",
+            flow.connection,
+            provider.name()
+        )));
+    }
+    if now >= flow.expires_at {
+        let age = (now - flow.created_at).whole_seconds();
+        return Err(Failure::new("session_expired").with_detail(format!(
+            "the provider redirected back {age} s after the flow started; flows last {} s",
+            state.settings.flow_ttl.as_secs()
+        )));
+    }
+    check_issuer(provider, query)?;
+    let code = match (&query.code, &query.error) {
+        (Some(_), Some(_)) => {
+            return Err(with_query(Failure::new("invalid_request"), query)
+                .with_detail("the callback has both code and error"));
+        }
+        (None, Some(error)) => {
+            let mut failure = Failure::from_callback_error(
+                error,
+                query.error_description.as_deref(),
+                query.error_uri.as_deref(),
+            );
+            failure.iss = query.iss.clone();
+            return Err(failure);
+        }
+        (Some(code), None) if !code.is_empty() => code,
+        _ => {
+            return Err(with_query(Failure::new("code_missing"), query)
+                .with_detail("the callback has neither code nor error"));
+        }
+    };
+    let secrets: FlowSecrets = state
+        .settings
+        .secret_key
+        .open(
+            &flow.sealed_secrets,
+            &crypto::flow_associated_data(&flow.id),
+        )
+        .ok()
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(|| {
+            Failure::new("internal_error").with_detail(
+                "the flow's sealed secrets could not be opened (was the secret key changed?)",
+            )
+        })?;
+
+    let exchanged =
+        exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
+    let provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0;
+    let tokens = exchanged
+        .result
+        .map_err(|err| Failure::from_exchange(&err))?;
+    if let Some(jwks) = &provider.jwks {
+        validate_id_token(state, provider, jwks, &tokens, secrets.nonce.as_ref()).await?;
+    }
+    let scopes = provider.parse_granted_scopes(tokens.scope.as_deref());
+    let sealed = seal_tokens(state, &flow.connection, &flow.identifier, &tokens)?;
+    let write = TokenWrite {
+        connection: flow.connection.clone(),
+        identifier: flow.identifier.clone(),
+        status: AccountStatus::Active,
+        scopes,
+        sealed_tokens: sealed,
+        key_id: state.settings.secret_key.id().to_owned(),
+        token_expires_at: tokens.expires_at,
+    };
+    state
+        .store
+        .complete_flow(&flow.id, &write, OffsetDateTime::now_utc())
+        .await
+        .map_err(|err| {
+            Failure::from_entry(crate::outcome::entry(
+                "failed_to_exchange_token",
+                Some("post_auth_hook"),
+            ))
+            .with_detail(err.to_string())
+        })?;
+    let latency_ms = telemetry::millis_since(started);
+    tracing::info!(
+        target: "callback_gate::outcome",
+        outcome = "connected",
+        flow = %flow.id,
+        connection = %flow.connection,
+        identifier = %telemetry::escape(&flow.identifier),
+        status = %write.status,
+        provider_ms,
+        added_ms = (latency_ms - provider_ms).max(0.0),
+        latency_ms,
+        "flow succeeded"
+    );
+    state.metrics.record_outcome("connected");
+    Ok(())
+}
+
+fn with_query(mut failure: Failure, query: &CallbackQuery) -> Failure {
+    failure.error = query.error.clone();
+    failure.error_description = query.error_description.clone();
+    failure.error_uri = query.error_uri.clone();
+    failure.iss = query.iss.clone();
+    failure
+}
+
+/// RFC 9207: where the provider sends `iss`, it must name this connection's issuer; where it promises to, it must.
+fn check_issuer(provider: &Provider, query: &CallbackQuery) -> Result<(), Failure> {
+    match (&query.iss, &provider.issuer) {
+        (Some(iss), Some(expected)) if iss.trim_end_matches('/') != expected.trim_end_matches('/') => Err(with_query(
+            Failure::new("issuer_mismatch"),
+            query,
+        )
+        .with_detail(format!("the callback's iss is not the connection's issuer \"{expected}\""))),
+        (None, Some(_)) if provider.iss_required => Err(Failure::new("issuer_mismatch")
+            .with_detail("the provider promises RFC 9207 iss in every authorization response, but this callback has none")),
+        _ => Ok(()),
+    }
+}
+
+async fn validate_id_token(
+    state: &AppState,
+    provider: &Provider,
+    jwks: &crate::provider::id_token::Jwks,
+    tokens: &Tokens,
+    nonce: Option<&Secret>,
+) -> Result<(), Failure> {
+    let invalid = |detail: String| Failure::new("id_token_invalid").with_detail(detail);
+    let (Some(id_token), Some(nonce), Some(issuer)) = (&tokens.id_token, nonce, &provider.issuer)
+    else {
+        return Err(invalid(
+            "the token response of an OpenID connection has no id_token".into(),
+        ));
+    };
+    jwks.validate(
+        &state.providers.http,
+        id_token.expose(),
+        issuer,
+        &provider.connection.client_id,
+        nonce.expose(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|err| invalid(err.to_string()))
+}
+
+fn seal_tokens(
+    state: &AppState,
+    connection: &str,
+    identifier: &str,
+    tokens: &Tokens,
+) -> Result<Vec<u8>, Failure> {
+    let plain = serde_json::to_vec(tokens).map_err(|err| {
+        Failure::new("internal_error").with_detail(format!("tokens did not serialise: {err}"))
+    })?;
+    Ok(state.settings.secret_key.seal(
+        &plain,
+        &crypto::account_associated_data(connection, identifier),
+    ))
+}
+
+fn store_failure(err: &StoreError) -> Failure {
+    Failure::new("internal_error").with_detail(err.to_string())
+}
+
+async fn fail(
+    state: &AppState,
+    failure: Failure,
+    context: FailureContext,
+    started: Instant,
+) -> Ending {
+    Ending::Failed(Box::new(record(state, failure, context, started).await))
+}
+
+/// Records a failure under a fresh reference, makes it the account's last error where it speaks for the account,
+/// and writes the one log event for this flow outcome.
+pub async fn record(
+    state: &AppState,
+    failure: Failure,
+    context: FailureContext,
+    started: Instant,
+) -> Recorded {
+    let reference = telemetry::new_reference();
+    let at = OffsetDateTime::now_utc();
+    let entry = failure.entry;
+    let event = OutcomeEvent {
+        reference: reference.clone(),
+        code: entry.code.to_owned(),
+        cause: entry.cause.map(str::to_owned),
+        class: entry.class.as_str().to_owned(),
+        connection: context.connection.clone(),
+        identifier: context
+            .identifier
+            .clone()
+            .filter(|_| context.touches_account),
+        flow_id: context.flow_id.clone(),
+        error: failure.error.as_deref().map(bounded),
+        error_description: failure.error_description.as_deref().map(bounded),
+        error_uri: failure.error_uri.as_deref().map(bounded),
+        iss: failure.iss.as_deref().map(bounded),
+        provider_status: failure.provider_status.map(i64::from),
+        provider_body: failure.provider_body.clone(),
+        detail: failure.detail.clone(),
+        hint: entry.hint.to_owned(),
+        created_at: Millis(at),
+    };
+    let stored = state.store.record_outcome(&event).await;
+    let latency_ms = telemetry::millis_since(started);
+    tracing::warn!(
+        target: "callback_gate::outcome",
+        outcome = entry.code,
+        cause = entry.cause,
+        class = entry.class.as_str(),
+        reference = %reference,
+        connection = context.connection.as_deref().map(telemetry::escape),
+        identifier = context.identifier.as_deref().map(telemetry::escape),
+        flow = context.flow_id.as_deref(),
+        provider_status = failure.provider_status,
+        error = failure.error.as_deref().map(telemetry::escape_bounded),
+        error_description = failure.error_description.as_deref().map(telemetry::escape_bounded),
+        error_uri = failure.error_uri.as_deref().map(telemetry::escape_bounded),
+        iss = failure.iss.as_deref().map(telemetry::escape_bounded),
+        provider_body = failure.provider_body.as_deref().map(telemetry::escape_bounded),
+        detail = %telemetry::escape(&failure.detail),
+        stored = stored.is_ok(),
+        latency_ms,
+        "flow failed"
+    );
+    if let Err(err) = stored {
+        tracing::error!(target: "callback_gate::store", reference = %reference, error = %err, "could not store the outcome event");
+    }
+    state.metrics.record_outcome(entry.code);
+    Recorded {
+        failure,
+        reference,
+        context,
+        at,
+    }
+}
+
+/// Raw provider values are stored for diagnosis, but never unbounded.
+fn bounded(value: &str) -> String {
+    exchange::excerpt(value, 2048)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert_eq!(
+            CallbackQuery::parse(Some("state=a&state=b")).unwrap_err(),
+            QueryError::Repeated("state")
+        );
+        assert_eq!(
+            CallbackQuery::parse(Some("code=a&code=a")).unwrap_err(),
+            QueryError::Repeated("code")
+        );
+        assert!(CallbackQuery::parse(Some("state=a&code=b&extra=1&extra=2")).is_ok());
+    }
+
+    #[test]
+    fn bad_encoding_is_refused_not_replaced() {
+        assert_eq!(
+            CallbackQuery::parse(Some("state=%zz")).unwrap_err(),
+            QueryError::Encoding
+        );
+        assert_eq!(
+            CallbackQuery::parse(Some("state=%ff%fe")).unwrap_err(),
+            QueryError::Encoding
+        );
+        assert_eq!(
+            CallbackQuery::parse(Some("state=%4")).unwrap_err(),
+            QueryError::Encoding
+        );
+        let query = CallbackQuery::parse(Some(
+            "error=access_denied&error_description=User+said+no%21",
+        ))
+        .unwrap();
+        assert_eq!(query.error_description.as_deref(), Some("User said no!"));
+    }
+}

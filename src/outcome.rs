@@ -1,0 +1,355 @@
+//! The outcome catalog: every way a flow can end badly has a stable code, and each code fixes the HTTP status, a
+//! class, what the user reads, which next steps the page offers, and a hint for the developer.
+//!
+//! The catalog is data: one row per code (and per cause of `failed_to_exchange_token`).
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::provider::exchange::ExchangeError;
+
+/// Who or what a failure is down to; decides the tone of the page and whether the status page is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    UserCancelled,
+    UserAction,
+    AppConfiguration,
+    ProviderTransient,
+    Security,
+    Internal,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserCancelled => "user_cancelled",
+            Self::UserAction => "user_action",
+            Self::AppConfiguration => "app_configuration",
+            Self::ProviderTransient => "provider_transient",
+            Self::Security => "security",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// The next steps a failure page may offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actions(u8);
+
+impl Actions {
+    pub const RESTART: Actions = Actions(1);
+    pub const RETURN: Actions = Actions(2);
+    pub const SUPPORT: Actions = Actions(4);
+    pub const STATUS: Actions = Actions(8);
+
+    const fn with(self, other: Actions) -> Actions {
+        Actions(self.0 | other.0)
+    }
+
+    pub fn contains(self, other: Actions) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+const R: Actions = Actions::RESTART;
+const B: Actions = Actions::RETURN;
+const RB: Actions = R.with(B);
+const BS: Actions = B.with(Actions::SUPPORT);
+const RBS: Actions = RB.with(Actions::SUPPORT);
+const RBST: Actions = RBS.with(Actions::STATUS);
+
+use Class::*;
+
+/// One row of the catalog.
+#[derive(Debug)]
+pub struct Entry {
+    pub code: &'static str,
+    /// For `failed_to_exchange_token`: why the exchange failed.
+    pub cause: Option<&'static str>,
+    pub status: u16,
+    pub class: Class,
+    pub title: &'static str,
+    pub message: &'static str,
+    pub actions: Actions,
+    /// For developers: what it means, the likely causes, what to do.
+    pub hint: &'static str,
+}
+
+macro_rules! row {
+    ($code:literal, $cause:expr, $status:literal, $class:ident, $actions:ident, $title:literal, $message:literal, $hint:literal) => {
+        Entry {
+            code: $code,
+            cause: $cause,
+            status: $status,
+            class: $class,
+            actions: $actions,
+            title: $title,
+            message: $message,
+            hint: $hint,
+        }
+    };
+}
+
+#[rustfmt::skip]
+pub static CATALOG: &[Entry] = &[
+    row!("access_denied", None, 403, UserCancelled, RB, "Connection cancelled", "You chose not to give access, so nothing was connected. You can try again whenever you like.", "The user declined consent at the provider, or the provider refused on their behalf. Nothing to fix unless this happens for every user."),
+    row!("invalid_request", None, 400, AppConfiguration, BS, "This connection could not be started", "The request to the service was not accepted. Please go back and try again later, or contact support.", "The provider rejected the authorization request as malformed: a missing or repeated parameter, or a PKCE parameter it does not accept. Check the raw error_description under this reference."),
+    row!("unauthorized_client", None, 502, AppConfiguration, BS, "This connection is not available", "The app is not allowed to connect to this service right now. Please contact support.", "The provider says this client may not use the authorization code grant. Check the OAuth app's settings and grant types in the provider console."),
+    row!("unsupported_response_type", None, 502, AppConfiguration, BS, "This connection is not available", "The service does not accept the way the app asked for access. Please contact support.", "The provider does not support response_type=code for this client. Enable the authorization code flow for the OAuth app."),
+    row!("invalid_scope", None, 502, AppConfiguration, BS, "This connection is not available", "The app asked for access the service does not offer. Please contact support.", "A scope in the connection's `scopes` is unknown to the provider or not enabled for this OAuth app. Compare the configured scopes with the provider console."),
+    row!("server_error", None, 502, ProviderTransient, RBST, "The service had a problem", "The service you are connecting to had an error. Please try again in a few minutes.", "The provider reported an internal error during authorization. It is usually transient; retrying is safe."),
+    row!("temporarily_unavailable", None, 503, ProviderTransient, RBST, "The service is busy", "The service you are connecting to is temporarily unavailable. Please try again in a few minutes.", "The provider is overloaded or in maintenance. Retrying later is safe; check the provider's status page."),
+    row!("login_required", None, 400, UserAction, RB, "Please sign in", "You need to be signed in to the service to connect it. Try again and sign in when asked.", "The provider needs the user to sign in, but the request did not allow an interactive prompt (for example prompt=none)."),
+    row!("consent_required", None, 400, UserAction, RB, "Your approval is needed", "The service needs you to approve access. Try again and approve when asked.", "The provider needs explicit consent, but the request did not allow a prompt. Restarting shows the consent screen."),
+    row!("interaction_required", None, 400, UserAction, RB, "A step is needed at the service", "The service needs you to complete a step before connecting. Try again and follow its instructions.", "The provider needs user interaction (MFA, terms, account choice) that the request did not allow."),
+    row!("state_missing", None, 400, Security, B, "This page was opened without a connection", "This address is only meant to be reached from the service you were connecting to. Go back to the app to start again.", "The callback had no `state` parameter. A bookmark, a hand-typed URL, or a provider that drops `state` (check the authorization request) can cause it."),
+    row!("state_invalid", None, 400, Security, B, "This connection link is not valid", "We could not match this page to a connection you started. Go back to the app to start again.", "The callback's `state` matches no flow: it was altered, is from another deployment or database, or the flow was swept long ago."),
+    row!("session_expired", None, 400, UserAction, RB, "This connection took too long", "Too much time passed between starting and finishing, so we stopped it to keep your account safe. Please start again.", "The flow expired (flow_ttl_seconds, 10 minutes by default) before the provider redirected back. Long pauses on the consent screen or a reopened old tab cause it; restarting creates a fresh flow."),
+    row!("browser_mismatch", None, 403, Security, B, "Finish in the same browser", "This connection was started in another browser or window. Please go back to the app and finish connecting in the browser where you started.", "The flow's browser-binding cookie is missing or belongs to another browser. The user switched browsers or devices mid-flow, blocks cookies, or someone forwarded the callback URL."),
+    row!("flow_already_used", None, 409, Security, B, "This connection was already completed", "This step has already been used. If you just connected, you are done; otherwise go back to the app to start again.", "The callback for this flow was already received (a refresh, the back button, or a replay). Codes and state are single use."),
+    row!("code_missing", None, 400, Security, B, "The service did not send what we expected", "The service you were connecting to returned without the information we need. Please go back to the app and try again.", "The callback had `state` but neither `code` nor `error`, or both. Check the provider's redirect and response_mode."),
+    row!("issuer_mismatch", None, 400, Security, B, "This connection could not be verified", "The answer did not come from the service you were connecting to, so we stopped. Please go back to the app and try again.", "The callback's RFC 9207 `iss` parameter does not name this connection's issuer (or is missing where the provider promises it). Possible mix-up attack, or a wrong `issuer` in the config."),
+    row!("id_token_invalid", None, 502, Security, BS, "This connection could not be verified", "We could not verify the answer from the service you were connecting to. Please try again later or contact support.", "The ID token failed validation (signature, issuer, audience, expiry or nonce). The cause chain under this reference says which check failed."),
+    row!("failed_to_exchange_token", Some("invalid_grant"), 400, UserAction, RB, "Please try connecting again", "The connection could not be completed. Starting again usually fixes this.", "The provider refused the authorization code (invalid_grant): it expired, was already used, or the PKCE verifier or redirect_uri did not match. Restarting the flow can help."),
+    row!("failed_to_exchange_token", Some("invalid_client"), 502, AppConfiguration, BS, "This connection is not available", "The app could not complete the connection because of a setup problem on its side. Please contact support.", "The provider rejected the client credentials (invalid_client). The client secret may have rotated or expired, or client_id is wrong; check client_secret_env and token_auth_method. Restarting will not help."),
+    row!("failed_to_exchange_token", Some("redirect_uri_mismatch"), 502, AppConfiguration, BS, "This connection is not available", "The app could not complete the connection because of a setup problem on its side. Please contact support.", "The provider says the redirect URI differs from the registered one. Paste the exact redirect URI printed by `callback-gate check` into the provider console (protocol, host, path, no trailing slash). Restarting will not help."),
+    row!("failed_to_exchange_token", Some("timeout"), 504, ProviderTransient, RBST, "The service is not answering", "The service you are connecting to took too long to answer. Please try again in a few minutes.", "The token endpoint did not answer within token_timeout_seconds. The provider may be degraded; restarting can help."),
+    row!("failed_to_exchange_token", Some("provider_unavailable"), 502, ProviderTransient, RBST, "The service had a problem", "The service you are connecting to had an error. Please try again in a few minutes.", "The token endpoint failed (HTTP 5xx, or the connection failed). Usually transient; restarting can help."),
+    row!("failed_to_exchange_token", Some("malformed_response"), 502, ProviderTransient, RBS, "The service gave an unexpected answer", "The service you are connecting to answered in a way we could not use. Please try again later or contact support.", "The token endpoint's answer was not a token response (HTML, invalid JSON, a redirect, no access_token, or too large). Check token_url; the body excerpt is stored under this reference."),
+    row!("failed_to_exchange_token", Some("post_auth_hook"), 500, Internal, RBST, "Something went wrong on our side", "The connection could not be saved. Please try again in a few minutes.", "The exchange succeeded but a post-authorization step failed. See the cause chain under this reference."),
+    row!("user_verify_url_not_configured", None, 500, AppConfiguration, BS, "This connection cannot be finished", "The app is not set up to confirm connections yet. Please contact support.", "The connection has user_verification on but app.user_verify_url is not set. Set it, or turn user_verification off for development."),
+    row!("user_verification_failed", None, 403, Security, B, "This connection could not be confirmed", "We could not confirm that this connection belongs to you, so nothing was connected. Please go back to the app and try again.", "The app's user verification did not match the identifier the link was minted for, or it came too late. The held tokens were discarded."),
+    row!("insufficient_scope", None, 403, UserAction, RB, "Some permissions were not granted", "The connection needs all the permissions it asked for. Please try again and leave every permission selected.", "The provider granted fewer scopes than the connection requires. The missing scopes are listed under this reference."),
+    row!("link_expired", None, 410, UserAction, B, "This link has expired", "Connection links only work for a limited time. Go back to the app to get a new one.", "The authorization link is older than link_ttl_seconds (24 hours by default). Mint a new link when the user clicks Connect rather than sending old ones."),
+    row!("link_invalid", None, 404, Security, B, "This link is not valid", "This connection link is incomplete or was changed. Go back to the app to get a new one.", "The link's signature does not verify, or it names no stored link: it was truncated, altered, or minted with another CALLBACK_GATE_SECRET_KEY or database."),
+    row!("connection_unknown", None, 404, AppConfiguration, BS, "This connection is not available", "The app is not set up for this service. Please contact support.", "The connection in the link or callback path is not configured (anymore). Check the [[connections]] names."),
+    row!("unknown_provider_error", None, 502, ProviderTransient, RBS, "The service reported a problem", "The service you are connecting to reported a problem. Please try again or contact support.", "The provider returned an error this service does not recognise. The raw error, error_description and error_uri are stored under this reference."),
+    row!("internal_error", None, 500, Internal, RBST, "Something went wrong on our side", "We could not finish connecting. Please try again in a few minutes.", "An unexpected failure inside the service (store unavailable, for example). The cause chain is in the logs and under this reference."),
+];
+
+/// Looks up a catalog row by code and, for exchange failures, cause. Unknown codes fall back to `internal_error`.
+pub fn entry(code: &str, cause: Option<&str>) -> &'static Entry {
+    CATALOG
+        .iter()
+        .find(|e| e.code == code && e.cause == cause)
+        .or_else(|| CATALOG.iter().find(|e| e.code == code))
+        .unwrap_or_else(|| internal_error())
+}
+
+fn internal_error() -> &'static Entry {
+    match CATALOG.iter().find(|e| e.code == "internal_error") {
+        Some(entry) => entry,
+        None => unreachable!("the catalog has an internal_error row"),
+    }
+}
+
+/// A failure as it happened: the catalog row plus everything a developer needs behind the reference.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub entry: &'static Entry,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub error_uri: Option<String>,
+    pub iss: Option<String>,
+    pub provider_status: Option<u16>,
+    pub provider_body: Option<String>,
+    /// The cause chain, for logs and the reference record.
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(code: &str) -> Self {
+        Self::from_entry(entry(code, None))
+    }
+
+    pub fn from_entry(entry: &'static Entry) -> Self {
+        Self {
+            entry,
+            error: None,
+            error_description: None,
+            error_uri: None,
+            iss: None,
+            provider_status: None,
+            provider_body: None,
+            detail: String::new(),
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.entry.code
+    }
+
+    pub fn cause(&self) -> Option<&'static str> {
+        self.entry.cause
+    }
+
+    /// An error the provider sent to the callback (`error`, `error_description`, `error_uri`).
+    pub fn from_callback_error(error: &str, description: Option<&str>, uri: Option<&str>) -> Self {
+        let code = recognize_callback_error(error);
+        let mut failure = Self::new(code);
+        failure.error = Some(error.to_owned());
+        failure.error_description = description.map(str::to_owned);
+        failure.error_uri = uri.map(str::to_owned);
+        failure.detail = format!("the provider redirected back with error \"{error}\"");
+        failure
+    }
+
+    /// A failed token exchange, named by its cause.
+    pub fn from_exchange(err: &ExchangeError) -> Self {
+        let cause = exchange_cause(err);
+        let mut failure = Self::from_entry(entry("failed_to_exchange_token", Some(cause)));
+        if let ExchangeError::Rejected {
+            error,
+            error_description,
+            error_uri,
+            ..
+        } = err
+        {
+            failure.error = Some(error.clone());
+            failure.error_description = error_description.clone();
+            failure.error_uri = error_uri.clone();
+        }
+        failure.provider_status = err.provider_status();
+        failure.provider_body = err.body_excerpt().map(str::to_owned);
+        failure.detail = err.to_string();
+        failure
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.entry.cause {
+            Some(cause) => write!(f, "{} ({cause})", self.entry.code),
+            None => f.write_str(self.entry.code),
+        }
+    }
+}
+
+/// Errors a provider may put in the callback that have a row of their own.
+const CALLBACK_ERRORS: [&str; 10] = [
+    "access_denied",
+    "invalid_request",
+    "unauthorized_client",
+    "unsupported_response_type",
+    "invalid_scope",
+    "server_error",
+    "temporarily_unavailable",
+    "login_required",
+    "consent_required",
+    "interaction_required",
+];
+
+pub fn recognize_callback_error(error: &str) -> &'static str {
+    CALLBACK_ERRORS
+        .iter()
+        .find(|known| **known == error)
+        .copied()
+        .unwrap_or("unknown_provider_error")
+}
+
+/// Names why an exchange failed, from the provider's `error` field where it gave one, else from what happened.
+pub fn exchange_cause(err: &ExchangeError) -> &'static str {
+    match err {
+        ExchangeError::Rejected { status, error, .. } => match error.as_str() {
+            // GitHub says bad_verification_code and Slack invalid_code for what RFC 6749 calls invalid_grant.
+            "invalid_grant" | "bad_verification_code" | "invalid_code" | "code_already_used" => {
+                "invalid_grant"
+            }
+            "invalid_client"
+            | "incorrect_client_credentials"
+            | "invalid_client_id"
+            | "bad_client_secret"
+            | "unauthorized_client" => "invalid_client",
+            "redirect_uri_mismatch" | "bad_redirect_uri" => "redirect_uri_mismatch",
+            "temporarily_unavailable" | "server_error" => "provider_unavailable",
+            _ if *status == 401 => "invalid_client",
+            _ if *status >= 500 => "provider_unavailable",
+            _ => "invalid_grant",
+        },
+        ExchangeError::Timeout => "timeout",
+        ExchangeError::Request(_) => "provider_unavailable",
+        ExchangeError::Status { status, .. } if *status >= 500 => "provider_unavailable",
+        ExchangeError::Status { status: 401, .. } => "invalid_client",
+        ExchangeError::Status { .. }
+        | ExchangeError::Redirect { .. }
+        | ExchangeError::Malformed { .. }
+        | ExchangeError::TooLarge { .. } => "malformed_response",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_unique_and_complete() {
+        let mut seen = std::collections::HashSet::new();
+        for entry in CATALOG {
+            assert!(
+                seen.insert((entry.code, entry.cause)),
+                "duplicate row {}",
+                entry.code
+            );
+            assert!((400..600).contains(&entry.status));
+            assert!(!entry.title.is_empty() && !entry.message.is_empty() && !entry.hint.is_empty());
+        }
+    }
+
+    #[test]
+    fn exchange_errors_name_their_cause() {
+        let rejected = |status, error: &str| ExchangeError::Rejected {
+            status,
+            error: error.into(),
+            error_description: None,
+            error_uri: None,
+            body: String::new(),
+        };
+        assert_eq!(
+            exchange_cause(&rejected(400, "invalid_grant")),
+            "invalid_grant"
+        );
+        assert_eq!(
+            exchange_cause(&rejected(200, "bad_verification_code")),
+            "invalid_grant"
+        );
+        assert_eq!(
+            exchange_cause(&rejected(401, "invalid_client")),
+            "invalid_client"
+        );
+        assert_eq!(
+            exchange_cause(&rejected(400, "redirect_uri_mismatch")),
+            "redirect_uri_mismatch"
+        );
+        assert_eq!(exchange_cause(&ExchangeError::Timeout), "timeout");
+        assert_eq!(
+            exchange_cause(&ExchangeError::Status {
+                status: 500,
+                body: String::new()
+            }),
+            "provider_unavailable"
+        );
+        assert_eq!(
+            exchange_cause(&ExchangeError::Redirect {
+                status: 302,
+                location: String::new()
+            }),
+            "malformed_response"
+        );
+    }
+
+    #[test]
+    fn unknown_callback_errors_are_named_as_such() {
+        assert_eq!(recognize_callback_error("access_denied"), "access_denied");
+        assert_eq!(
+            recognize_callback_error("<script>"),
+            "unknown_provider_error"
+        );
+    }
+}

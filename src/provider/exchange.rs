@@ -1,0 +1,413 @@
+//! The authorization-code exchange (RFC 6749 section 4.1.3): one POST to the token endpoint, its answer parsed into
+//! either tokens or a typed failure that keeps what a developer needs to diagnose it.
+//!
+//! The failure type separates "the provider answered with an OAuth error" from "the request failed" and "the answer
+//! did not parse", because that separation is what turns `failed_to_exchange_token` into a cause.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Provider;
+use crate::config::TokenAuthMethod;
+use crate::crypto::Secret;
+
+/// Largest token response read; anything longer is refused rather than buffered.
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+/// Longest excerpt of a provider body kept for diagnosis.
+pub const BODY_EXCERPT_CHARS: usize = 2048;
+
+/// Tokens from a successful exchange. Every token is a [`Secret`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tokens {
+    pub access_token: Secret,
+    pub refresh_token: Option<Secret>,
+    pub id_token: Option<Secret>,
+    pub token_type: Option<String>,
+    /// Unix seconds when the access token expires, where the provider said.
+    pub expires_at: Option<i64>,
+    pub scope: Option<String>,
+}
+
+/// What went wrong at the token endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The provider answered with an OAuth error (any HTTP status, including GitHub's and Slack's 200-with-error).
+    #[error("the token endpoint answered HTTP {status} with error \"{error}\"")]
+    Rejected {
+        status: u16,
+        error: String,
+        error_description: Option<String>,
+        error_uri: Option<String>,
+        body: String,
+    },
+    /// No answer within the timeout.
+    #[error("the token endpoint did not answer within the configured token_timeout_seconds")]
+    Timeout,
+    /// The request could not be made (connection refused, TLS, DNS).
+    #[error("the token request failed: {0}")]
+    Request(String),
+    /// A redirect, which is never followed for a token request.
+    #[error(
+        "the token endpoint answered HTTP {status} redirecting to {location}; redirects are not followed"
+    )]
+    Redirect { status: u16, location: String },
+    /// An error status with no OAuth error in the body (an HTML error page, an empty 500).
+    #[error("the token endpoint answered HTTP {status} without an OAuth error")]
+    Status { status: u16, body: String },
+    /// A success status whose body is not a token response.
+    #[error(
+        "the token endpoint answered HTTP {status} with a body that is not a token response: {reason}"
+    )]
+    Malformed {
+        status: u16,
+        reason: String,
+        body: String,
+    },
+    /// The body was larger than [`MAX_TOKEN_RESPONSE_BYTES`].
+    #[error("the token endpoint's answer exceeded {MAX_TOKEN_RESPONSE_BYTES} bytes")]
+    TooLarge { status: u16 },
+}
+
+impl ExchangeError {
+    pub fn provider_status(&self) -> Option<u16> {
+        match self {
+            Self::Rejected { status, .. }
+            | Self::Redirect { status, .. }
+            | Self::Status { status, .. }
+            | Self::Malformed { status, .. }
+            | Self::TooLarge { status } => Some(*status),
+            Self::Timeout | Self::Request(_) => None,
+        }
+    }
+
+    /// The redacted, bounded excerpt of the provider's body, where there was one.
+    pub fn body_excerpt(&self) -> Option<&str> {
+        match self {
+            Self::Rejected { body, .. }
+            | Self::Status { body, .. }
+            | Self::Malformed { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of an exchange, with how long the token endpoint took.
+pub struct Exchanged {
+    pub result: Result<Tokens, ExchangeError>,
+    pub provider_latency: Duration,
+}
+
+/// Exchanges `code` for tokens.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    provider: &Provider,
+    code: &Secret,
+    verifier: &Secret,
+) -> Exchanged {
+    let connection = &provider.connection;
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.expose()),
+        ("redirect_uri", connection.redirect_uri.as_str()),
+        ("code_verifier", verifier.expose()),
+    ];
+    let mut request = http
+        .post(provider.token_url.clone())
+        .header(reqwest::header::ACCEPT, "application/json");
+    match provider.auth_method {
+        TokenAuthMethod::ClientSecretBasic => {
+            // RFC 6749 section 2.3.1: both parts are form-urlencoded before Basic encoding.
+            let id = form_urlencode(&connection.client_id);
+            let secret = form_urlencode(connection.client_secret.expose());
+            request = request.basic_auth(id, Some(secret));
+        }
+        TokenAuthMethod::ClientSecretPost => {
+            form.push(("client_id", &connection.client_id));
+            form.push(("client_secret", connection.client_secret.expose()));
+        }
+    }
+    let started = Instant::now();
+    let result = send(request.form(&form)).await;
+    Exchanged {
+        result,
+        provider_latency: started.elapsed(),
+    }
+}
+
+fn form_urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<Tokens, ExchangeError> {
+    let response = request.send().await.map_err(request_error)?;
+    let status = response.status().as_u16();
+    if response.status().is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| excerpt(v, 256))
+            .unwrap_or_default();
+        return Err(ExchangeError::Redirect { status, location });
+    }
+    let is_form = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let body = match read_capped(response, MAX_TOKEN_RESPONSE_BYTES).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => return Err(ExchangeError::TooLarge { status }),
+        Err(ReadError::Request(err)) => return Err(request_error(err)),
+    };
+    parse_token_response(status, &body, is_form)
+}
+
+fn request_error(err: reqwest::Error) -> ExchangeError {
+    if err.is_timeout() {
+        return ExchangeError::Timeout;
+    }
+    ExchangeError::Request(super::error_chain(&err))
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    TooLarge,
+    Request(reqwest::Error),
+}
+
+/// Reads a response body, refusing to buffer more than `limit` bytes.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Request)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses a token endpoint's answer. JSON is the standard; a form-encoded body is accepted from providers that
+/// still send one (GitHub without `Accept`).
+pub fn parse_token_response(
+    status: u16,
+    body: &[u8],
+    is_form: bool,
+) -> Result<Tokens, ExchangeError> {
+    let text = String::from_utf8_lossy(body);
+    let parsed: Option<serde_json::Map<String, Value>> = if is_form {
+        Some(
+            url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect(),
+        )
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| match v {
+                Value::Object(map) => Some(map),
+                _ => None,
+            })
+    };
+    let redacted = || redact_body(&text);
+    let Some(fields) = parsed else {
+        return Err(if (200..300).contains(&status) {
+            ExchangeError::Malformed {
+                status,
+                reason: "not a JSON object".into(),
+                body: redacted(),
+            }
+        } else {
+            ExchangeError::Status {
+                status,
+                body: redacted(),
+            }
+        });
+    };
+    let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
+    // An OAuth error wins over the status code: GitHub and Slack answer 200 with an error (Slack as `ok: false`).
+    let slack_failed = fields.get("ok") == Some(&Value::Bool(false));
+    if let Some(error) =
+        string("error").filter(|_| fields.get("access_token").is_none() || slack_failed)
+    {
+        return Err(ExchangeError::Rejected {
+            status,
+            error,
+            error_description: string("error_description"),
+            error_uri: string("error_uri"),
+            body: redacted(),
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(ExchangeError::Status {
+            status,
+            body: redacted(),
+        });
+    }
+    let Some(access_token) = string("access_token").filter(|t| !t.is_empty()) else {
+        return Err(ExchangeError::Malformed {
+            status,
+            reason: "no access_token".into(),
+            body: redacted(),
+        });
+    };
+    let expires_in = match fields.get("expires_in") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(Tokens {
+        access_token: Secret::new(access_token),
+        refresh_token: string("refresh_token")
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+        id_token: string("id_token")
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+        token_type: string("token_type"),
+        expires_at: expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s)),
+        scope: string("scope"),
+    })
+}
+
+/// Keys whose values are secrets wherever they appear in a provider body.
+const SECRET_KEYS: [&str; 8] = [
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "code",
+    "client_secret",
+    "code_verifier",
+    "token",
+    "password",
+];
+
+/// A bounded excerpt of a provider body with every secret value replaced, safe to store and to log.
+pub fn redact_body(text: &str) -> String {
+    if let Ok(mut value) = serde_json::from_str::<Value>(text) {
+        redact_json(&mut value);
+        return excerpt(&value.to_string(), BODY_EXCERPT_CHARS);
+    }
+    let looks_like_form = text.contains('=') && !text.contains(['<', ' ', '\n']);
+    if looks_like_form {
+        let pairs: Vec<String> = url::form_urlencoded::parse(text.as_bytes())
+            .map(|(k, v)| {
+                let v = if is_secret_key(&k) {
+                    "[redacted]".into()
+                } else {
+                    v
+                };
+                format!("{k}={v}")
+            })
+            .collect();
+        return excerpt(&pairs.join("&"), BODY_EXCERPT_CHARS);
+    }
+    excerpt(text, BODY_EXCERPT_CHARS)
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEYS
+        .iter()
+        .any(|secret| key == *secret || key.ends_with(&format!("_{secret}")))
+}
+
+fn redact_json(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if is_secret_key(key) && !value.is_null() {
+                    *value = Value::String("[redacted]".into());
+                } else {
+                    redact_json(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// The first `max` characters of `text`, marked when cut.
+pub fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… [{} more bytes]", &text[..cut], text.len() - cut),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_200_with_an_error_is_a_rejection() {
+        let github = br#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#;
+        assert!(
+            matches!(parse_token_response(200, github, false), Err(ExchangeError::Rejected { error, .. }) if error == "bad_verification_code")
+        );
+        let slack = br#"{"ok":false,"error":"invalid_code"}"#;
+        assert!(
+            matches!(parse_token_response(200, slack, false), Err(ExchangeError::Rejected { error, .. }) if error == "invalid_code")
+        );
+    }
+
+    #[test]
+    fn tokens_parse_from_json_and_form() {
+        let tokens = parse_token_response(
+            200,
+            br#"{"access_token":"at","refresh_token":"rt","expires_in":3600,"scope":"a b"}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(tokens.access_token.expose(), "at");
+        assert_eq!(tokens.refresh_token.unwrap().expose(), "rt");
+        let tokens = parse_token_response(
+            200,
+            b"access_token=gho_x&scope=repo%2Cuser&token_type=bearer",
+            true,
+        )
+        .unwrap();
+        assert_eq!(tokens.scope.as_deref(), Some("repo,user"));
+    }
+
+    #[test]
+    fn bodies_are_redacted_and_bounded() {
+        let redacted = redact_body(
+            r#"{"access_token":"s3cret","nested":{"refresh_token":"r3fresh"},"error":"x"}"#,
+        );
+        assert!(!redacted.contains("s3cret") && !redacted.contains("r3fresh"));
+        assert!(redacted.contains("[redacted]"));
+        assert!(!redact_body("access_token=s3cret&x=1").contains("s3cret"));
+        assert!(redact_body(&"a".repeat(100_000)).len() < BODY_EXCERPT_CHARS + 64);
+    }
+
+    #[test]
+    fn html_and_non_objects_are_told_apart_by_status() {
+        assert!(matches!(
+            parse_token_response(200, b"<html>", false),
+            Err(ExchangeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_token_response(502, b"<html>", false),
+            Err(ExchangeError::Status { status: 502, .. })
+        ));
+        assert!(matches!(
+            parse_token_response(200, br#"{"token_type":"bearer"}"#, false),
+            Err(ExchangeError::Malformed { .. })
+        ));
+    }
+}

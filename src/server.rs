@@ -1,0 +1,241 @@
+//! How the service is wired: the shared state, the router with its layers, the background sweeper, and serving
+//! with graceful shutdown. Tests build the same [`Application`] on port 0.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Settings;
+use crate::provider::{self, Providers, ResolveError};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::{api, pages};
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub providers: Providers,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("could not open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Provider(#[from] ResolveError),
+    #[error("could not listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Requests larger than this are refused before a handler reads them.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// No request may take longer than this, whatever a provider does.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often expired links and old flows are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// A built service bound to its listener, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+/// Binds the configured `listen` address.
+pub async fn bind(address: &str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Listen {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+impl Application {
+    /// Opens the store, resolves providers and builds the router; `extra` adds routes (the demo's).
+    pub async fn build(
+        settings: Settings,
+        listener: TcpListener,
+        extra: Router<AppState>,
+    ) -> Result<Self, StartupError> {
+        let store = Store::connect(&settings.database_url).await?;
+        let http = provider::http_client(&settings)?;
+        let providers = Providers::resolve(&settings, http).await?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            providers,
+            metrics: Arc::new(Metrics::default()),
+        };
+        let router = router(state.clone(), extra);
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests (callbacks mid-exchange among them) finish first.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sweeper = tokio::spawn(sweep_forever(self.state.store.clone(), stop_rx));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = sweeper.await;
+        self.state.store.close().await;
+        served
+    }
+}
+
+fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let security_headers = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            pages::CONTENT_SECURITY_POLICY,
+        ),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    let mut router = Router::new()
+        .merge(pages::routes())
+        .nest("/v1", api::routes(state.clone()))
+        .merge(extra)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            pages::plain_notice(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side",
+                "Please try again in a few minutes.",
+            )
+        }));
+    for (name, value) in security_headers {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(err) => {
+            tracing::warn!(target: "callback_gate::store", error = %err, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    pages::plain_notice(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is nothing at this address.",
+    )
+}
+
+async fn sweep_forever(store: Store, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match store.sweep(time::OffsetDateTime::now_utc()).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::debug!(target: "callback_gate::store", removed, "swept expired records")
+            }
+            Err(err) => {
+                tracing::warn!(target: "callback_gate::store", error = %err, "sweep failed")
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!(target: "callback_gate::server", "shutting down: finishing in-flight requests");
+}

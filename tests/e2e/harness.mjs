@@ -1,0 +1,287 @@
+// Shared plumbing for the callback-gate end-to-end tests.
+//
+// Everything runs on loopback (127.0.0.1): an in-process OpenID provider
+// (oidc-provider with its development interactions), the callback-gate binary
+// as a child process, and a headless Chromium driven by playwright-core.
+//
+// This file is not a test file itself (node --test only picks up *.test.mjs
+// here); connect.test.mjs imports it.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+import Provider from 'oidc-provider';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+export const CLIENT_ID = 'callback-gate-e2e';
+export const CLIENT_SECRET = 'e2e-client-secret-0123456789abcdef';
+export const CONNECTION = 'idp';
+// What the dev interactions' abort endpoint sends back with access_denied.
+export const ABORT_ERROR_DESCRIPTION = 'End-User aborted interaction';
+
+export const GATE_BIN = process.env.CALLBACK_GATE_BIN
+  ? path.resolve(process.env.CALLBACK_GATE_BIN)
+  : path.resolve(here, '../../target/debug/callback-gate');
+
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+/** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
+export async function freePort() {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+// ---------------------------------------------------------------------------
+// OpenID provider
+// ---------------------------------------------------------------------------
+
+/**
+ * Starts oidc-provider on a free loopback port with one confidential client
+ * whose redirect URI points at the gate's callback for connection "idp".
+ *
+ * Returns { issuer, port, provider, authRequests, tokenRequests, close() }.
+ * authRequests records the query of every /auth request so the test can check
+ * what the gate sent (PKCE S256, state, scopes).
+ */
+export async function startIdp({ redirectUri }) {
+  const authRequests = [];
+  const tokenRequests = [];
+
+  // Listen first so the issuer (which must contain the port) is known before
+  // the provider is constructed; the provider's handler is attached below.
+  const httpServer = http.createServer();
+  httpServer.listen(0, '127.0.0.1');
+  await once(httpServer, 'listening');
+  const { port } = httpServer.address();
+  const issuer = `http://127.0.0.1:${port}`;
+
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        redirect_uris: [redirectUri],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'preferred_username'],
+    },
+    async findAccount(ctx, sub) {
+      return {
+        accountId: sub,
+        async claims() {
+          return {
+            sub,
+            email: `${sub}@idp.example.test`,
+            email_verified: true,
+            name: `E2E ${sub}`,
+            preferred_username: sub,
+          };
+        },
+      };
+    },
+    // Make the gate prove it does PKCE: without a code_challenge the provider
+    // answers invalid_request. oidc-provider v9 only supports S256.
+    pkce: { required: () => true },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    features: {
+      devInteractions: { enabled: true },
+    },
+    // Keep the logs quiet-ish and the flow simple.
+    ttl: {
+      AccessToken: 3600,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 3600,
+      RefreshToken: 86400,
+    },
+  });
+
+  // Record what reaches the provider (before oidc-provider's own handling).
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/auth') authRequests.push({ ...ctx.query });
+    if (ctx.path === '/token') {
+      tokenRequests.push({ authorization: ctx.get('authorization') || null });
+    }
+    await next();
+  });
+
+  httpServer.on('request', provider.callback());
+
+  return {
+    issuer,
+    port,
+    provider,
+    authRequests,
+    tokenRequests,
+    async close() {
+      httpServer.closeAllConnections?.();
+      await new Promise((resolve) => httpServer.close(() => resolve()));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// callback-gate child process
+// ---------------------------------------------------------------------------
+
+/**
+ * Writes a config file for the gate and starts `callback-gate serve`.
+ * Returns { url, apiKey, output(), stop() } once GET /readyz answers 200.
+ */
+export async function startGate({ port, issuer }) {
+  if (!existsSync(GATE_BIN)) {
+    throw new Error(`callback-gate binary not found at ${GATE_BIN} (build it with cargo build, or set CALLBACK_GATE_BIN)`);
+  }
+  const dir = await mkdtemp(path.join(tmpdir(), 'callback-gate-e2e-'));
+  const url = `http://127.0.0.1:${port}`;
+  const configPath = path.join(dir, 'gate.toml');
+  const dbPath = path.join(dir, 'gate.db');
+  const config = `public_url = "${url}"
+listen = "127.0.0.1:${port}"
+mode = "development"
+database_url = "sqlite://${dbPath}"
+
+[app]
+name = "E2E App"
+return_url = "${url}/"
+allowed_return_origins = ["${url}"]
+
+[support]
+email = "support@example.test"
+
+[[connections]]
+name = "${CONNECTION}"
+provider = "oidc"
+issuer = "${issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "E2E_CLIENT_SECRET"
+scopes = ["openid", "email", "profile"]
+`;
+  await writeFile(configPath, config);
+
+  const apiKey = `e2e_${randomBytes(24).toString('hex')}`;
+  const env = {
+    ...process.env,
+    CALLBACK_GATE_SECRET_KEY: randomBytes(32).toString('base64'),
+    CALLBACK_GATE_API_KEYS: apiKey,
+    E2E_CLIENT_SECRET: CLIENT_SECRET,
+    CALLBACK_GATE_LOG_FORMAT: 'json',
+  };
+
+  const chunks = [];
+  const child = spawn(GATE_BIN, ['serve', '--config', configPath], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (d) => chunks.push(d));
+  child.stderr.on('data', (d) => chunks.push(d));
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    child.on('error', (err) => {
+      exited = { error: err };
+      resolve(exited);
+    });
+  });
+
+  const output = () => Buffer.concat(chunks).toString('utf8');
+
+  const stop = async () => {
+    if (exited === null) {
+      child.kill('SIGTERM');
+      const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exitPromise;
+      clearTimeout(killTimer);
+    }
+    await rm(dir, { recursive: true, force: true });
+    return exited;
+  };
+
+  // Wait for readiness (up to 15 s).
+  const deadline = Date.now() + 15_000;
+  let lastError = null;
+  for (;;) {
+    if (exited !== null) {
+      const out = output();
+      await rm(dir, { recursive: true, force: true });
+      throw new Error(`callback-gate exited before becoming ready: ${JSON.stringify(exited)}\n--- config ---\n${config}--- output ---\n${out}`);
+    }
+    try {
+      const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      if (res.status === 200) break;
+      lastError = `GET /readyz -> ${res.status} ${await res.text()}`;
+    } catch (err) {
+      lastError = String(err?.cause?.code ?? err);
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`callback-gate not ready after 15 s (last: ${lastError})\n--- output ---\n${output()}`);
+    }
+    await sleep(100);
+  }
+
+  return { url, apiKey, configPath, output, stop, child };
+}
+
+// ---------------------------------------------------------------------------
+// Browser
+// ---------------------------------------------------------------------------
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * A fresh browser context that may only talk to loopback: anything else
+ * (e.g. the web font the provider's dev pages @import) is aborted at once so
+ * nothing waits on a network that is not there.
+ */
+export async function newLoopbackContext(browser) {
+  const context = await browser.newContext();
+  await context.route('**/*', (route) => {
+    const { hostname } = new URL(route.request().url());
+    if (hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]') {
+      return route.continue();
+    }
+    return route.abort('blockedbyclient');
+  });
+  return context;
+}

@@ -1,0 +1,310 @@
+//! Spawning the app for a test, and a browser that keeps its own cookies and does not follow redirects.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use callback_gate::config;
+use callback_gate::server::{AppState, Application};
+use callback_gate::store::{Store, Table};
+use reqwest::StatusCode;
+use reqwest::header::LOCATION;
+use serde_json::{Value, json};
+use url::Url;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const CLIENT_SECRET: &str = "test-client-secret-do-not-log-0123";
+pub const CONNECTION: &str = "mock";
+
+/// What a test can change about the app it spawns.
+#[derive(Clone)]
+pub struct Options {
+    pub mode: &'static str,
+    /// Extra TOML appended to the `mock` connection (e.g. `issuer = "..."`).
+    pub connection_extra: String,
+    pub flow_ttl_seconds: u64,
+    pub link_ttl_seconds: u64,
+    pub token_timeout_seconds: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mode: "development",
+            connection_extra: String::new(),
+            flow_ttl_seconds: 600,
+            link_ttl_seconds: 86_400,
+            token_timeout_seconds: 2,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub api_key: String,
+    pub secret_key: String,
+    pub provider: MockServer,
+    pub state: AppState,
+    pub store: Store,
+    pub api: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(options: Options) -> TestApp {
+    let provider = MockServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let address = format!("http://127.0.0.1:{port}");
+    let document = format!(
+        r#"
+public_url = "{address}"
+listen = "127.0.0.1:{port}"
+mode = "{mode}"
+database_url = "sqlite://{db}"
+flow_ttl_seconds = {flow_ttl}
+link_ttl_seconds = {link_ttl}
+token_timeout_seconds = {token_timeout}
+
+[app]
+name = "Test App"
+return_url = "{address}/settings"
+allowed_return_origins = ["{address}", "https://app.example.com"]
+user_verify_url = "{address}/verify"
+
+[support]
+email = "support@example.com"
+status_page_url = "https://status.example.com"
+
+[[connections]]
+name = "{CONNECTION}"
+provider = "oauth2"
+client_id = "test-client"
+client_secret_env = "MOCK_CLIENT_SECRET"
+authorization_url = "{mock}/authorize"
+token_url = "{mock}/token"
+scopes = ["read", "write"]
+user_verification = false
+{extra}
+
+[[connections]]
+name = "other"
+provider = "oauth2"
+client_id = "other-client"
+client_secret_env = "MOCK_CLIENT_SECRET"
+authorization_url = "{mock}/other/authorize"
+token_url = "{mock}/other/token"
+scopes = ["read"]
+user_verification = false
+"#,
+        mode = options.mode,
+        db = dir.path().join("test.db").display(),
+        flow_ttl = options.flow_ttl_seconds,
+        link_ttl = options.link_ttl_seconds,
+        token_timeout = options.token_timeout_seconds,
+        mock = provider.uri(),
+        extra = options.connection_extra,
+    );
+    let api_key = format!("test-api-key-{}", callback_gate::crypto::random_token::<16>());
+    let secret_key = STANDARD.encode(rand_bytes());
+    let secrets: HashMap<&str, String> = HashMap::from([
+        ("MOCK_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("CALLBACK_GATE_API_KEYS", api_key.clone()),
+        ("CALLBACK_GATE_SECRET_KEY", secret_key.clone()),
+    ]);
+    let lookup = move |name: &str| secrets.get(name).cloned();
+    let settings = config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
+    let app = Application::build(settings, listener, axum::Router::new()).await.expect("app builds");
+    let state = app.state().clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        address,
+        port,
+        api_key,
+        secret_key,
+        store: state.store.clone(),
+        state,
+        provider,
+        api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        _dir: dir,
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("random");
+    bytes
+}
+
+/// A browser: its own cookie jar, redirects left to the test.
+pub struct Browser {
+    pub client: reqwest::Client,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.expect("request")
+    }
+}
+
+/// A started flow: the provider authorization URL the browser was sent to, and its parameters.
+pub struct Started {
+    pub authorize_url: Url,
+    pub state: String,
+    pub code_challenge: String,
+    pub params: HashMap<String, String>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_link(&self, body: Value) -> reqwest::Response {
+        self.api
+            .post(self.url("/v1/authorization-links"))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Mints a link for `identifier` on the mock connection.
+    pub async fn mint_link(&self, identifier: &str) -> String {
+        let response = self.post_link(json!({ "connection": CONNECTION, "identifier": identifier })).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        body["link"].as_str().expect("link").to_owned()
+    }
+
+    /// Opens `link` in `browser` and follows to the provider's authorization URL.
+    pub async fn start(&self, browser: &Browser, link: &str) -> Started {
+        let response = browser.get(link).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "start should redirect to the provider");
+        let location = response.headers().get(LOCATION).expect("location").to_str().expect("ascii").to_owned();
+        let authorize_url = Url::parse(&location).expect("absolute provider URL");
+        let params: HashMap<String, String> = authorize_url.query_pairs().into_owned().collect();
+        Started {
+            state: params["state"].clone(),
+            code_challenge: params["code_challenge"].clone(),
+            params,
+            authorize_url,
+        }
+    }
+
+    /// Mints a link and starts its flow in a fresh browser.
+    pub async fn begin(&self, identifier: &str) -> (Browser, Started) {
+        let browser = Browser::new();
+        let link = self.mint_link(identifier).await;
+        let started = self.start(&browser, &link).await;
+        (browser, started)
+    }
+
+    /// The provider sends the browser back to the callback with `query`.
+    pub async fn callback(&self, browser: &Browser, query: &str) -> reqwest::Response {
+        self.callback_on(browser, CONNECTION, query).await
+    }
+
+    pub async fn callback_on(&self, browser: &Browser, connection: &str, query: &str) -> reqwest::Response {
+        browser.get(&self.url(&format!("/connect/callback/{connection}?{query}"))).await
+    }
+
+    /// Follows a 303 to the result page and returns its status and body.
+    pub async fn follow(&self, browser: &Browser, response: reqwest::Response) -> (StatusCode, String) {
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "callback should redirect to the result page");
+        let location = response.headers().get(LOCATION).expect("location").to_str().expect("ascii").to_owned();
+        assert!(location.starts_with("/connect/result/"), "unexpected location {location}");
+        let page = browser.get(&self.url(&location)).await;
+        let status = page.status();
+        (status, page.text().await.expect("body"))
+    }
+
+    pub async fn account(&self, identifier: &str) -> Value {
+        let response = self
+            .api
+            .get(self.url(&format!("/v1/connected-accounts/{CONNECTION}/{identifier}")))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    pub async fn reference(&self, reference: &str) -> Value {
+        let response = self
+            .api
+            .get(self.url(&format!("/v1/references/{reference}")))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK, "reference {reference} should resolve");
+        response.json().await.expect("json")
+    }
+
+    pub async fn count(&self, table: Table) -> i64 {
+        self.store.count(table).await.expect("count")
+    }
+
+    /// Token endpoint answering with tokens, expected `times` times.
+    pub async fn mock_token_success(&self, times: u64) {
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "at-secret-value-0001",
+                "refresh_token": "rt-secret-value-0001",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "scope": "read write"
+            })))
+            .expect(times)
+            .mount(&self.provider)
+            .await;
+    }
+
+    /// Token endpoint answering with `response`.
+    pub async fn mock_token(&self, response: ResponseTemplate) {
+        Mock::given(method("POST")).and(path("/token")).respond_with(response).mount(&self.provider).await;
+    }
+
+    /// Sealed tokens of an account, opened with the given associated data.
+    pub async fn open_tokens(&self, connection: &str, identifier: &str, aad_connection: &str, aad_identifier: &str) -> Option<Value> {
+        let (sealed, _key_id) = self.store.sealed_tokens(connection, identifier).await.expect("store")?;
+        let aad = callback_gate::crypto::account_associated_data(aad_connection, aad_identifier);
+        let plain = self.state.settings.secret_key.open(&sealed, &aad).ok()?;
+        Some(serde_json::from_slice(&plain).expect("tokens json"))
+    }
+}
+
+/// The reference shown on a failure page.
+pub fn reference_on(page: &str) -> String {
+    let start = page.find("data-reference>").expect("page shows a reference") + "data-reference>".len();
+    page[start..start + 12].to_owned()
+}
+
+/// The `data-code` of a failure page.
+pub fn code_on(page: &str) -> String {
+    let start = page.find("data-code=\"").expect("page has a code") + "data-code=\"".len();
+    let end = page[start..].find('"').expect("closing quote");
+    page[start..start + end].to_owned()
+}

@@ -1,0 +1,7 @@
+//! Integration tests: each spawns the real application on port 0 with a fresh SQLite database and a wiremock
+//! provider, and talks HTTP to it.
+
+mod helpers;
+
+mod links;
+mod flow;

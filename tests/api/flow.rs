@@ -122,3 +122,64 @@ fn base64_basic(id: &str, secret: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
 }
+
+#[tokio::test]
+async fn behind_https_the_browser_cookie_is_secure_and_host_prefixed() {
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        public_url: Some("https://app.example.com".into()),
+        ..Default::default()
+    })
+    .await;
+    let link = app.mint_link("user_1").await;
+    assert!(link.starts_with("https://app.example.com/connect/start/"), "{link}");
+    // The proxy in front would forward this request; the service listens on plain http.
+    let local = link.replace("https://app.example.com", &app.address);
+    let response = Browser::new().get(&local).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with("__Host-callback-gate-browser="), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} missing from {cookie}");
+    }
+    assert!(!cookie.contains("Domain="));
+    let redirect_uri = crate::helpers::query_param(response.headers()["location"].to_str().unwrap(), "redirect_uri");
+    assert_eq!(redirect_uri, "https://app.example.com/connect/callback/mock");
+}
+
+#[tokio::test]
+async fn an_unreachable_openid_issuer_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Nothing listens on this port: bind and drop.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let document = format!(
+        r#"
+public_url = "http://127.0.0.1:1"
+mode = "development"
+database_url = "sqlite://{}"
+[app]
+return_url = "http://127.0.0.1:1/"
+[[connections]]
+name = "sso"
+provider = "oidc"
+issuer = "http://127.0.0.1:{closed}"
+client_id = "c"
+client_secret_env = "S"
+"#,
+        dir.path().join("db").display()
+    );
+    let secrets = |name: &str| match name {
+        "S" => Some("secret".to_owned()),
+        "CALLBACK_GATE_API_KEYS" => Some("0123456789abcdef0123".to_owned()),
+        "CALLBACK_GATE_SECRET_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()),
+        _ => None,
+    };
+    let settings = callback_gate::config::from_toml(&document, &secrets).unwrap();
+    let Err(err) = callback_gate::server::Application::build(settings, listener, axum::Router::new()).await else {
+        panic!("start-up must fail when discovery fails");
+    };
+    let message = err.to_string();
+    assert!(message.contains("connection \"sso\""), "{message}");
+    assert!(message.contains("/.well-known/openid-configuration"), "{message}");
+    assert!(message.contains("unreachable"), "{message}");
+}

@@ -28,6 +28,10 @@ pub struct Options {
     pub flow_ttl_seconds: u64,
     pub link_ttl_seconds: u64,
     pub token_timeout_seconds: u64,
+    /// Overrides `public_url` (the app still listens on plain http on loopback, as behind a proxy).
+    pub public_url: Option<String>,
+    /// Extra TOML appended after the connections (e.g. another `[[connections]]`).
+    pub extra_config: String,
 }
 
 impl Default for Options {
@@ -38,6 +42,8 @@ impl Default for Options {
             flow_ttl_seconds: 600,
             link_ttl_seconds: 86_400,
             token_timeout_seconds: 2,
+            public_url: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -64,9 +70,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
+    let public_url = options.public_url.clone().unwrap_or_else(|| address.clone());
     let document = format!(
         r#"
-public_url = "{address}"
+public_url = "{public_url}"
 listen = "127.0.0.1:{port}"
 mode = "{mode}"
 database_url = "sqlite://{db}"
@@ -104,7 +111,10 @@ authorization_url = "{mock}/other/authorize"
 token_url = "{mock}/other/token"
 scopes = ["read"]
 user_verification = false
+
+{extra_config}
 "#,
+        extra_config = options.extra_config,
         mode = options.mode,
         db = dir.path().join("test.db").display(),
         flow_ttl = options.flow_ttl_seconds,
@@ -307,4 +317,9 @@ pub fn code_on(page: &str) -> String {
     let start = page.find("data-code=\"").expect("page has a code") + "data-code=\"".len();
     let end = page[start..].find('"').expect("closing quote");
     page[start..start + end].to_owned()
+}
+
+/// One query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> String {
+    Url::parse(url).expect("absolute URL").query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
 }

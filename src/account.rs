@@ -73,13 +73,8 @@ pub enum AccountStatus {
 }
 
 impl AccountStatus {
-    pub const ALL: [AccountStatus; 5] = [
-        Self::PendingAuth,
-        Self::PendingVerification,
-        Self::Active,
-        Self::Expired,
-        Self::Disconnected,
-    ];
+    pub const ALL: [AccountStatus; 5] =
+        [Self::PendingAuth, Self::PendingVerification, Self::Active, Self::Expired, Self::Disconnected];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,10 +91,7 @@ impl FromStr for AccountStatus {
     type Err = ();
 
     fn from_str(value: &str) -> Result<Self, ()> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str().eq_ignore_ascii_case(value))
-            .ok_or(())
+        Self::ALL.into_iter().find(|status| status.as_str().eq_ignore_ascii_case(value)).ok_or(())
     }
 }
 
@@ -140,32 +132,17 @@ mod tests {
     fn identifiers_are_checked_at_the_edge() {
         assert!(Identifier::parse("user_123").is_ok());
         assert_eq!(Identifier::parse(""), Err(IdentifierError::Empty));
-        assert_eq!(
-            Identifier::parse(&"a".repeat(256)),
-            Err(IdentifierError::TooLong)
-        );
+        assert_eq!(Identifier::parse(&"a".repeat(256)), Err(IdentifierError::TooLong));
         assert!(Identifier::parse(&"a".repeat(255)).is_ok());
-        assert_eq!(
-            Identifier::parse("a\nb"),
-            Err(IdentifierError::ControlCharacter)
-        );
-        assert_eq!(
-            Identifier::parse("a\u{1b}[31m"),
-            Err(IdentifierError::ControlCharacter)
-        );
-        assert_eq!(
-            Identifier::parse("a\u{202e}b"),
-            Err(IdentifierError::ControlCharacter)
-        );
+        assert_eq!(Identifier::parse("a\nb"), Err(IdentifierError::ControlCharacter));
+        assert_eq!(Identifier::parse("a\u{1b}[31m"), Err(IdentifierError::ControlCharacter));
+        assert_eq!(Identifier::parse("a\u{202e}b"), Err(IdentifierError::ControlCharacter));
         assert!(Identifier::parse("élodie@example.com").is_ok());
     }
 
     #[test]
     fn statuses_are_upper_case() {
-        assert_eq!(
-            serde_json::to_string(&AccountStatus::PendingAuth).unwrap(),
-            "\"PENDING_AUTH\""
-        );
+        assert_eq!(serde_json::to_string(&AccountStatus::PendingAuth).unwrap(), "\"PENDING_AUTH\"");
         assert_eq!("active".parse::<AccountStatus>(), Ok(AccountStatus::Active));
     }
 }

@@ -26,14 +26,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/authorization-links", post(create_link))
         .route("/connected-accounts", get(list_accounts))
-        .route(
-            "/connected-accounts/{connection}/{identifier}",
-            get(get_account),
-        )
+        .route("/connected-accounts/{connection}/{identifier}", get(get_account))
         .route("/references/{reference}", get(get_reference))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
         .layer(middleware::from_fn_with_state(state, require_api_key))
 }
 
@@ -48,31 +43,18 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
+        Self { status, code, message: message.into(), field: None }
     }
 
     fn invalid_field(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            message: message.into(),
-            field: Some(field),
-        }
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), field: Some(field) }
     }
 
     fn connection_unknown(connection: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "connection_unknown",
-            format!(
-                "no connection named \"{}\" is configured",
-                telemetry::escape(connection)
-            ),
+            format!("no connection named \"{}\" is configured", telemetry::escape(connection)),
         )
     }
 }
@@ -80,11 +62,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         tracing::error!(target: "callback_gate::api", error = %err, "store failure");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "the store is unavailable; try again",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the store is unavailable; try again")
     }
 }
 
@@ -96,9 +74,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -120,27 +96,22 @@ async fn require_api_key(State(state): State<AppState>, request: Request, next: 
         )
         .into_response();
     };
-    let matched = state.settings.api_keys.iter().fold(false, |found, key| {
-        constant_time_eq(key.expose().as_bytes(), presented.as_bytes()) | found
-    });
+    let matched = state
+        .settings
+        .api_keys
+        .iter()
+        .fold(false, |found, key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()) | found);
     if !matched {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the bearer key is not valid",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer key is not valid").into_response();
     }
     next.run(request).await
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(err) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            err.body_text(),
-        ),
+        JsonRejection::JsonDataError(err) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.body_text())
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_content_type",
@@ -177,51 +148,27 @@ async fn create_link(
     if state.settings.connection(&request.connection).is_none() {
         return Err(ApiError::connection_unknown(&request.connection));
     }
-    let identifier = Identifier::parse(&request.identifier).map_err(|err| {
-        ApiError::invalid_field(
-            "identifier",
-            "invalid_identifier",
-            format!("identifier {err}"),
-        )
-    })?;
-    let return_to = request
-        .return_to
-        .as_deref()
-        .map(|raw| parse_return_to(&state, raw))
-        .transpose()?;
-    let (link, expires_at) = flow::mint_link(
-        &state.settings,
-        &state.store,
-        &request.connection,
-        &identifier,
-        return_to.as_ref(),
-    )
-    .await?;
+    let identifier = Identifier::parse(&request.identifier)
+        .map_err(|err| ApiError::invalid_field("identifier", "invalid_identifier", format!("identifier {err}")))?;
+    let return_to = request.return_to.as_deref().map(|raw| parse_return_to(&state, raw)).transpose()?;
+    let (link, expires_at) =
+        flow::mint_link(&state.settings, &state.store, &request.connection, &identifier, return_to.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(LinkResponse { link, expires_at })).into_response())
 }
 
 /// A `return_to` is accepted only as an absolute URL on an allowed origin, written plainly: nothing a browser
 /// could read as another host.
 fn parse_return_to(state: &AppState, raw: &str) -> Result<Url, ApiError> {
-    let invalid = |why: &str| {
-        ApiError::invalid_field("return_to", "invalid_return_to", format!("return_to {why}"))
-    };
+    let invalid = |why: &str| ApiError::invalid_field("return_to", "invalid_return_to", format!("return_to {why}"));
     if raw.len() > 2048 {
         return Err(invalid("is longer than 2048 bytes"));
     }
-    if raw
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace() || c == '\\' || !c.is_ascii())
-    {
-        return Err(invalid(
-            "contains whitespace, control characters, backslashes or non-ASCII characters",
-        ));
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\' || !c.is_ascii()) {
+        return Err(invalid("contains whitespace, control characters, backslashes or non-ASCII characters"));
     }
     let url = Url::parse(raw).map_err(|_| invalid("is not an absolute URL"))?;
     if !state.settings.is_allowed_return(&url) {
-        return Err(invalid(
-            "is not on one of app.allowed_return_origins (https only; no user name)",
-        ));
+        return Err(invalid("is not on one of app.allowed_return_origins (https only; no user name)"));
     }
     Ok(url)
 }
@@ -233,18 +180,13 @@ async fn get_account(
     if state.settings.connection(&connection).is_none() {
         return Err(ApiError::connection_unknown(&connection));
     }
-    state
-        .store
-        .account(&connection, &identifier)
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "account_not_found",
-                "no connected account for this connection and identifier",
-            )
-        })
+    state.store.account(&connection, &identifier).await?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            "no connected account for this connection and identifier",
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,13 +211,8 @@ async fn list_accounts(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<AccountPage>, ApiError> {
-    let Query(params) = params.map_err(|err| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            err.body_text(),
-        )
-    })?;
+    let Query(params) =
+        params.map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.body_text()))?;
     let connection = params.connection.filter(|c| !c.is_empty());
     if let Some(connection) = &connection
         && state.settings.connection(connection).is_none()
@@ -287,7 +224,11 @@ async fn list_accounts(
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<AccountStatus>().map_err(|()| {
-                ApiError::invalid_field("status", "invalid_status", "status must be one of PENDING_AUTH, PENDING_VERIFICATION, ACTIVE, EXPIRED, DISCONNECTED")
+                ApiError::invalid_field(
+                    "status",
+                    "invalid_status",
+                    "status must be one of PENDING_AUTH, PENDING_VERIFICATION, ACTIVE, EXPIRED, DISCONNECTED",
+                )
             })
         })
         .transpose()?;
@@ -303,27 +244,14 @@ async fn list_accounts(
         .cursor
         .map(|c| {
             decode_cursor(&c).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "cursor",
-                    "invalid_cursor",
-                    "cursor is not one this API returned",
-                )
+                ApiError::invalid_field("cursor", "invalid_cursor", "cursor is not one this API returned")
             })
         })
         .transpose()?;
-    let mut data = state
-        .store
-        .list_accounts(&AccountQuery {
-            connection,
-            status,
-            after,
-            limit: limit + 1,
-        })
-        .await?;
+    let mut data = state.store.list_accounts(&AccountQuery { connection, status, after, limit: limit + 1 }).await?;
     let next_cursor = if data.len() > limit as usize {
         data.truncate(limit as usize);
-        data.last()
-            .map(|last| encode_cursor(&last.connection, &last.identifier))
+        data.last().map(|last| encode_cursor(&last.connection, &last.identifier))
     } else {
         None
     };
@@ -340,24 +268,12 @@ fn decode_cursor(cursor: &str) -> Option<(String, String)> {
 }
 
 /// `GET /v1/references/{reference}`: the raw details and the developer hint behind a reference.
-async fn get_reference(
-    State(state): State<AppState>,
-    Path(reference): Path<String>,
-) -> Result<Response, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "reference_not_found",
-            "no outcome is stored under this reference",
-        )
-    };
+async fn get_reference(State(state): State<AppState>, Path(reference): Path<String>) -> Result<Response, ApiError> {
+    let not_found =
+        || ApiError::new(StatusCode::NOT_FOUND, "reference_not_found", "no outcome is stored under this reference");
     if !telemetry::is_reference(&reference) {
         return Err(not_found());
     }
-    let event = state
-        .store
-        .reference(&reference)
-        .await?
-        .ok_or_else(not_found)?;
+    let event = state.store.reference(&reference).await?.ok_or_else(not_found)?;
     Ok(Json(event).into_response())
 }

@@ -13,11 +13,7 @@ use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "callback-gate",
-    version,
-    about = "The browser side of OAuth connection flows."
-)]
+#[command(name = "callback-gate", version, about = "The browser side of OAuth connection flows.")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,17 +60,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(INVALID)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if err.use_stderr() { ExitCode::from(INVALID) } else { ExitCode::SUCCESS };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: could not start the async runtime: {err}");
@@ -97,11 +86,7 @@ async fn run(command: Command) -> ExitCode {
     match command {
         Command::Check { config } => check(config),
         Command::Serve { config } => serve(config).await,
-        Command::Link {
-            connection,
-            identifier,
-            config,
-        } => link(config, &connection, &identifier).await,
+        Command::Link { connection, identifier, config } => link(config, &connection, &identifier).await,
         Command::Demo { port, data } => {
             telemetry::init(LogFormat::choose(config::Mode::Development));
             match crate::demo::run(port, data).await {
@@ -122,20 +107,10 @@ fn check(path: Option<PathBuf>) -> ExitCode {
         Ok(settings) => settings,
         Err(problems) => return report_problems(&problems),
     };
-    println!(
-        "{}: valid ({:?} mode, {} connection(s))",
-        path.display(),
-        settings.mode,
-        settings.connections.len()
-    );
+    println!("{}: valid ({:?} mode, {} connection(s))", path.display(), settings.mode, settings.connections.len());
     println!("Register these redirect URIs in each provider's console, exactly as written:");
     for connection in &settings.connections {
-        println!(
-            "  {} ({}): {}",
-            connection.name,
-            connection.provider.as_str(),
-            connection.redirect_uri
-        );
+        println!("  {} ({}): {}", connection.name, connection.provider.as_str(), connection.redirect_uri);
     }
     ExitCode::SUCCESS
 }
@@ -153,11 +128,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(RUNTIME);
         }
     };
-    let (listen, mode, public_url) = (
-        settings.listen.clone(),
-        settings.mode,
-        settings.public_url.to_string(),
-    );
+    let (listen, mode, public_url) = (settings.listen.clone(), settings.mode, settings.public_url.to_string());
     let app = match Application::build(settings, listener, axum::Router::new()).await {
         Ok(app) => app,
         Err(err) => {
@@ -181,10 +152,7 @@ async fn link(path: Option<PathBuf>, connection: &str, identifier: &str) -> Exit
         Err(code) => return code,
     };
     if settings.connection(connection).is_none() {
-        eprintln!(
-            "error: no connection named \"{}\" is configured",
-            telemetry::escape(connection)
-        );
+        eprintln!("error: no connection named \"{}\" is configured", telemetry::escape(connection));
         return ExitCode::from(INVALID);
     }
     let identifier = match Identifier::parse(identifier) {

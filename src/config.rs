@@ -17,13 +17,7 @@ use crate::provider::{self, ProviderKind};
 
 /// Environment variables that carry secrets or process settings rather than config keys; they are never merged
 /// into the file's keys.
-const RESERVED_ENV: [&str; 5] = [
-    "SECRET_KEY",
-    "SECRET_KEY_PREVIOUS",
-    "API_KEYS",
-    "CONFIG",
-    "LOG_FORMAT",
-];
+const RESERVED_ENV: [&str; 5] = ["SECRET_KEY", "SECRET_KEY_PREVIOUS", "API_KEYS", "CONFIG", "LOG_FORMAT"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -233,10 +227,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigProblems> {
         )]));
     }
     let figment = Figment::from(Toml::file(path)).merge(
-        Env::prefixed("CALLBACK_GATE_")
-            .ignore(&RESERVED_ENV)
-            .split("__")
-            .map(|key| key.as_str().to_lowercase().into()),
+        Env::prefixed("CALLBACK_GATE_").ignore(&RESERVED_ENV).split("__").map(|key| key.as_str().to_lowercase().into()),
     );
     let raw = extract(figment)?;
     validate(raw, &ProcessEnv)
@@ -266,36 +257,25 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         None | Some("production") => Mode::Production,
         Some("development") => Mode::Development,
         Some(other) => {
-            problems.push(format!(
-                "mode \"{other}\" is not known; use \"production\" or \"development\""
-            ));
+            problems.push(format!("mode \"{other}\" is not known; use \"production\" or \"development\""));
             Mode::Production
         }
     };
 
     let public_url = match raw.public_url.as_deref() {
         None => {
-            problems.push(
-                "public_url is required: the origin browsers use, e.g. \"https://app.example.com\""
-                    .into(),
-            );
+            problems.push("public_url is required: the origin browsers use, e.g. \"https://app.example.com\"".into());
             None
         }
-        Some(value) => parse_public_url(value, mode)
-            .map_err(|p| problems.push(p))
-            .ok(),
+        Some(value) => parse_public_url(value, mode).map_err(|p| problems.push(p)).ok(),
     };
 
     let listen = raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into());
     if listen.parse::<std::net::SocketAddr>().is_err() {
-        problems.push(format!(
-            "listen \"{listen}\" is not a socket address like \"0.0.0.0:8080\""
-        ));
+        problems.push(format!("listen \"{listen}\" is not a socket address like \"0.0.0.0:8080\""));
     }
 
-    let database_url = raw
-        .database_url
-        .unwrap_or_else(|| "sqlite://callback-gate.db".into());
+    let database_url = raw.database_url.unwrap_or_else(|| "sqlite://callback-gate.db".into());
     if !database_url.starts_with("sqlite:") {
         problems.push(format!(
             "database_url \"{}\": only sqlite: URLs are supported by this build",
@@ -303,8 +283,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         ));
     }
 
-    let ttl = |value: Option<u64>, default: u64, key: &str, problems: &mut Vec<String>| match value
-    {
+    let ttl = |value: Option<u64>, default: u64, key: &str, problems: &mut Vec<String>| match value {
         Some(0) => {
             problems.push(format!("{key} must be greater than 0"));
             Duration::from_secs(default)
@@ -312,24 +291,9 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         Some(secs) => Duration::from_secs(secs),
         None => Duration::from_secs(default),
     };
-    let link_ttl = ttl(
-        raw.link_ttl_seconds,
-        24 * 60 * 60,
-        "link_ttl_seconds",
-        &mut problems,
-    );
-    let flow_ttl = ttl(
-        raw.flow_ttl_seconds,
-        10 * 60,
-        "flow_ttl_seconds",
-        &mut problems,
-    );
-    let token_timeout = ttl(
-        raw.token_timeout_seconds,
-        10,
-        "token_timeout_seconds",
-        &mut problems,
-    );
+    let link_ttl = ttl(raw.link_ttl_seconds, 24 * 60 * 60, "link_ttl_seconds", &mut problems);
+    let flow_ttl = ttl(raw.flow_ttl_seconds, 10 * 60, "flow_ttl_seconds", &mut problems);
+    let token_timeout = ttl(raw.token_timeout_seconds, 10, "token_timeout_seconds", &mut problems);
 
     let app = validate_app(raw.app, mode, &mut problems);
     let support = validate_support(raw.support, &mut problems);
@@ -343,36 +307,24 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         if let Some(name) = &connection.name
             && !seen.insert(name.clone())
         {
-            problems.push(format!(
-                "connections[{index}]: duplicate connection name \"{name}\""
-            ));
+            problems.push(format!("connections[{index}]: duplicate connection name \"{name}\""));
             continue;
         }
-        if let Some(settings) = validate_connection(
-            index,
-            connection,
-            public_url.as_ref(),
-            mode,
-            secrets,
-            &mut problems,
-        ) {
+        if let Some(settings) =
+            validate_connection(index, connection, public_url.as_ref(), mode, secrets, &mut problems)
+        {
             connections.push(settings);
         }
     }
 
     let secret_key = match secrets.var("CALLBACK_GATE_SECRET_KEY") {
         None => {
-            problems.push(
-                "CALLBACK_GATE_SECRET_KEY is not set; generate one with: openssl rand -base64 32"
-                    .into(),
-            );
+            problems.push("CALLBACK_GATE_SECRET_KEY is not set; generate one with: openssl rand -base64 32".into());
             None
         }
         Some(value) => SecretKey::from_base64(&value)
             .map_err(|err| {
-                problems.push(format!(
-                    "CALLBACK_GATE_SECRET_KEY {err} (generate one with: openssl rand -base64 32)"
-                ))
+                problems.push(format!("CALLBACK_GATE_SECRET_KEY {err} (generate one with: openssl rand -base64 32)"))
             })
             .ok(),
     };
@@ -386,10 +338,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         .map(Secret::new)
         .collect();
     if api_keys.is_empty() {
-        problems.push(
-            "CALLBACK_GATE_API_KEYS is not set; give at least one bearer key for the /v1 API"
-                .into(),
-        );
+        problems.push("CALLBACK_GATE_API_KEYS is not set; give at least one bearer key for the /v1 API".into());
     } else if api_keys.iter().any(|key| key.expose().len() < 16) {
         problems.push("CALLBACK_GATE_API_KEYS: every key must be at least 16 characters".into());
     }
@@ -426,20 +375,14 @@ fn parse_public_url(value: &str, mode: Mode) -> Result<Url, String> {
             ));
         }
         other => {
-            return Err(format!(
-                "public_url \"{value}\" has scheme \"{other}\"; it must be https"
-            ));
+            return Err(format!("public_url \"{value}\" has scheme \"{other}\"; it must be https"));
         }
     }
     if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "public_url \"{value}\" must be a plain origin with a host and no user name"
-        ));
+        return Err(format!("public_url \"{value}\" must be a plain origin with a host and no user name"));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "public_url \"{value}\" must be an origin only, with no path, query or fragment"
-        ));
+        return Err(format!("public_url \"{value}\" must be an origin only, with no path, query or fragment"));
     }
     Ok(url)
 }
@@ -447,9 +390,7 @@ fn parse_public_url(value: &str, mode: Mode) -> Result<Url, String> {
 /// Parses an absolute http(s) URL used as a link target on pages.
 fn parse_link_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
     match Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => {
-            Some(url)
-        }
+        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => Some(url),
         _ => {
             problems.push(format!("{key} \"{value}\" is not an absolute http(s) URL"));
             None
@@ -458,10 +399,7 @@ fn parse_link_url(key: &str, value: &str, problems: &mut Vec<String>) -> Option<
 }
 
 fn validate_app(raw: RawApp, mode: Mode, problems: &mut Vec<String>) -> AppSettings {
-    let return_url = raw
-        .return_url
-        .as_deref()
-        .and_then(|v| parse_link_url("app.return_url", v, problems));
+    let return_url = raw.return_url.as_deref().and_then(|v| parse_link_url("app.return_url", v, problems));
     let mut allowed_return_origins = Vec::new();
     for (index, value) in raw.allowed_return_origins.iter().enumerate() {
         match parse_origin(value) {
@@ -476,20 +414,15 @@ fn validate_app(raw: RawApp, mode: Mode, problems: &mut Vec<String>) -> AppSetti
     {
         allowed_return_origins.push(url.origin());
     }
-    let user_verify_url = raw
-        .user_verify_url
-        .as_deref()
-        .and_then(|v| parse_link_url("app.user_verify_url", v, problems));
+    let user_verify_url =
+        raw.user_verify_url.as_deref().and_then(|v| parse_link_url("app.user_verify_url", v, problems));
     if user_verify_url.is_none() && raw.user_verify_url.is_none() && mode == Mode::Production {
         problems.push(
             "app.user_verify_url is required in production mode: the page of your app that confirms which user finished a connection".into(),
         );
     }
     AppSettings {
-        name: raw
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| "the app".into()),
+        name: raw.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "the app".into()),
         return_url,
         allowed_return_origins,
         user_verify_url,
@@ -519,10 +452,7 @@ fn validate_support(raw: RawSupport, problems: &mut Vec<String>) -> SupportSetti
     }
     SupportSettings {
         email: raw.email,
-        url: raw
-            .url
-            .as_deref()
-            .and_then(|v| parse_link_url("support.url", v, problems)),
+        url: raw.url.as_deref().and_then(|v| parse_link_url("support.url", v, problems)),
         status_page_url: raw
             .status_page_url
             .as_deref()
@@ -558,19 +488,14 @@ fn validate_connection(
     };
     let provider = match raw.provider.as_deref() {
         None => {
-            problems.push(format!(
-                "{label}: provider is required ({})",
-                provider::KNOWN_PROVIDERS
-            ));
+            problems.push(format!("{label}: provider is required ({})", provider::KNOWN_PROVIDERS));
             None
         }
         Some(value) => match ProviderKind::parse(value) {
             Some(kind) => Some(kind),
             None => {
-                problems.push(format!(
-                    "{label}: unknown provider \"{value}\"; use one of {}",
-                    provider::KNOWN_PROVIDERS
-                ));
+                problems
+                    .push(format!("{label}: unknown provider \"{value}\"; use one of {}", provider::KNOWN_PROVIDERS));
                 None
             }
         },
@@ -594,9 +519,7 @@ fn validate_connection(
         Some(var) => match secrets.var(var) {
             Some(secret) if !secret.is_empty() => Some(Secret::new(secret)),
             _ => {
-                problems.push(format!(
-                    "{label}: environment variable {var} (client_secret_env) is not set"
-                ));
+                problems.push(format!("{label}: environment variable {var} (client_secret_env) is not set"));
                 None
             }
         },
@@ -607,15 +530,11 @@ fn validate_connection(
             Ok(url) if url.scheme() == "https" => Some(url),
             Ok(url) if url.scheme() == "http" && mode.is_development() => Some(url),
             Ok(url) if url.scheme() == "http" => {
-                problems.push(format!(
-                    "{label}: {key} \"{value}\" must use https in production mode"
-                ));
+                problems.push(format!("{label}: {key} \"{value}\" must use https in production mode"));
                 None
             }
             _ => {
-                problems.push(format!(
-                    "{label}: {key} \"{value}\" is not an absolute https URL"
-                ));
+                problems.push(format!("{label}: {key} \"{value}\" is not an absolute https URL"));
                 None
             }
         }
@@ -626,17 +545,18 @@ fn validate_connection(
     let revocation_url = url_field("revocation_url", raw.revocation_url, problems);
     match provider {
         Some(ProviderKind::OAuth2) => {
-            for (key, present) in [
-                ("authorization_url", authorization_url.is_some()),
-                ("token_url", token_url.is_some()),
-            ] {
+            for (key, present) in
+                [("authorization_url", authorization_url.is_some()), ("token_url", token_url.is_some())]
+            {
                 if !present {
                     problems.push(format!("{label}: provider \"oauth2\" needs {key}"));
                 }
             }
         }
         Some(ProviderKind::Oidc) if issuer.is_none() => {
-            problems.push(format!("{label}: provider \"oidc\" needs issuer (discovery reads its /.well-known/openid-configuration)"));
+            problems.push(format!(
+                "{label}: provider \"oidc\" needs issuer (discovery reads its /.well-known/openid-configuration)"
+            ));
         }
         _ => {}
     }
@@ -652,12 +572,9 @@ fn validate_connection(
             }
         },
     };
-    if raw.scopes.iter().any(|s| {
-        s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control())
-    }) {
-        problems.push(format!(
-            "{label}: each scope must be one non-empty word without spaces or commas"
-        ));
+    if raw.scopes.iter().any(|s| s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control()))
+    {
+        problems.push(format!("{label}: each scope must be one non-empty word without spaces or commas"));
     }
     if problems.len() > before {
         return None;
@@ -684,9 +601,7 @@ fn validate_connection(
 
 fn is_valid_connection_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl Settings {
@@ -699,12 +614,8 @@ impl Settings {
         let loopback_http = url.scheme() == "http"
             && self.mode.is_development()
             && matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || url.scheme() == "http"
-                && self.mode.is_development()
-                && url.host_str() == Some("localhost");
-        (url.scheme() == "https"
-            || loopback_http
-            || url.scheme() == "http" && self.public_url.scheme() == "http")
+            || url.scheme() == "http" && self.mode.is_development() && url.host_str() == Some("localhost");
+        (url.scheme() == "https" || loopback_http || url.scheme() == "http" && self.public_url.scheme() == "http")
             && url.username().is_empty()
             && url.password().is_none()
             && self.app.allowed_return_origins.contains(&url.origin())

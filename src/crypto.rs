@@ -25,8 +25,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     // The OS random source failing is not something the service can work around; every caller needs randomness
     // to be safe, so there is no degraded mode to fall back to.
-    getrandom::fill(&mut buf)
-        .unwrap_or_else(|err| panic!("the operating system's random source failed: {err}"));
+    getrandom::fill(&mut buf).unwrap_or_else(|err| panic!("the operating system's random source failed: {err}"));
     buf
 }
 
@@ -108,10 +107,7 @@ impl Pkce {
     pub fn new() -> Self {
         let verifier = random_token::<VERIFIER_BYTES>();
         let challenge = Self::challenge_for(&verifier);
-        Self {
-            verifier: Secret(verifier),
-            challenge,
-        }
+        Self { verifier: Secret(verifier), challenge }
     }
 
     pub fn challenge_for(verifier: &str) -> String {
@@ -144,9 +140,7 @@ pub struct SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("SecretKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -157,10 +151,7 @@ impl SecretKey {
             .decode(encoded)
             .or_else(|_| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')))
             .map_err(|_| KeyError::NotBase64)?;
-        let master: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        let master: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::WrongLength(bytes.len()))?;
         Ok(Self::from_bytes(master))
     }
 
@@ -170,11 +161,8 @@ impl SecretKey {
         let mut link = [0u8; 32];
         let mut id = [0u8; 8];
         // Output lengths are fixed and far below HKDF's limit of 255 * 32 bytes, so expansion cannot fail.
-        for (info, out) in [
-            (&b"seal v1"[..], &mut seal[..]),
-            (b"link v1", &mut link[..]),
-            (b"key id v1", &mut id[..]),
-        ] {
+        for (info, out) in [(&b"seal v1"[..], &mut seal[..]), (b"link v1", &mut link[..]), (b"key id v1", &mut id[..])]
+        {
             if hk.expand(info, out).is_err() {
                 unreachable!("HKDF output length is fixed and valid");
             }
@@ -198,13 +186,7 @@ impl SecretKey {
         let cipher = XChaCha20Poly1305::new((&self.seal).into());
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let nonce = XNonce::from_slice(&nonce_bytes);
-        let Ok(ciphertext) = cipher.encrypt(
-            nonce,
-            Payload {
-                msg: plaintext,
-                aad: associated_data,
-            },
-        ) else {
+        let Ok(ciphertext) = cipher.encrypt(nonce, Payload { msg: plaintext, aad: associated_data }) else {
             unreachable!("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         };
         let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
@@ -221,13 +203,7 @@ impl SecretKey {
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let cipher = XChaCha20Poly1305::new((&self.seal).into());
         cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: associated_data,
-                },
-            )
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: associated_data })
             .map_err(|_| OpenError)
     }
 
@@ -253,9 +229,7 @@ impl SecretKey {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the sealed value could not be opened (wrong key, tampered ciphertext or different associated data)"
-)]
+#[error("the sealed value could not be opened (wrong key, tampered ciphertext or different associated data)")]
 pub struct OpenError;
 
 /// Associated data binding sealed tokens to their connected account: a ciphertext copied into another account's
@@ -284,36 +258,16 @@ mod tests {
     fn sealed_tokens_open_only_with_the_same_associated_data() {
         let key = SecretKey::generate();
         let sealed = key.seal(b"access-token", &account_associated_data("gmail", "user_1"));
-        assert_eq!(
-            key.open(&sealed, &account_associated_data("gmail", "user_1"))
-                .unwrap(),
-            b"access-token"
-        );
-        assert!(
-            key.open(&sealed, &account_associated_data("gmail", "user_2"))
-                .is_err()
-        );
-        assert!(
-            key.open(&sealed, &account_associated_data("slack", "user_1"))
-                .is_err()
-        );
-        assert!(
-            SecretKey::generate()
-                .open(&sealed, &account_associated_data("gmail", "user_1"))
-                .is_err()
-        );
+        assert_eq!(key.open(&sealed, &account_associated_data("gmail", "user_1")).unwrap(), b"access-token");
+        assert!(key.open(&sealed, &account_associated_data("gmail", "user_2")).is_err());
+        assert!(key.open(&sealed, &account_associated_data("slack", "user_1")).is_err());
+        assert!(SecretKey::generate().open(&sealed, &account_associated_data("gmail", "user_1")).is_err());
     }
 
     #[test]
     fn the_key_must_be_32_bytes_of_base64() {
-        assert_eq!(
-            SecretKey::from_base64("not base64 !").unwrap_err(),
-            KeyError::NotBase64
-        );
-        assert_eq!(
-            SecretKey::from_base64(&STANDARD.encode([1u8; 16])).unwrap_err(),
-            KeyError::WrongLength(16)
-        );
+        assert_eq!(SecretKey::from_base64("not base64 !").unwrap_err(), KeyError::NotBase64);
+        assert_eq!(SecretKey::from_base64(&STANDARD.encode([1u8; 16])).unwrap_err(), KeyError::WrongLength(16));
         assert!(SecretKey::from_base64(&STANDARD.encode([1u8; 32])).is_ok());
     }
 

@@ -62,10 +62,7 @@ pub async fn build(port: u16, data: Option<PathBuf>) -> Result<Demo, DemoError> 
             (dir, None)
         }
         None => {
-            let temp = tempfile::Builder::new()
-                .prefix("callback-gate-demo-")
-                .tempdir()
-                .map_err(DemoError::Data)?;
+            let temp = tempfile::Builder::new().prefix("callback-gate-demo-").tempdir().map_err(DemoError::Data)?;
             (temp.path().to_path_buf(), Some(temp))
         }
     };
@@ -75,8 +72,7 @@ pub async fn build(port: u16, data: Option<PathBuf>) -> Result<Demo, DemoError> 
     let client_secret = crypto::random_token::<24>();
     let api_key = format!("demo_{}", crypto::random_token::<24>());
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key)
-        .map_err(|err| DemoError::Data(std::io::Error::other(err.to_string())))?;
+    getrandom::fill(&mut key).map_err(|err| DemoError::Data(std::io::Error::other(err.to_string())))?;
     let secret_key = STANDARD.encode(key);
     let document = format!(
         r#"
@@ -105,8 +101,7 @@ scopes = ["profile", "email"]
         db = data_dir.join("callback-gate.db").display(),
     );
     let secrets = {
-        let (client_secret, api_key, secret_key) =
-            (client_secret.clone(), api_key.clone(), secret_key.clone());
+        let (client_secret, api_key, secret_key) = (client_secret.clone(), api_key.clone(), secret_key.clone());
         move |name: &str| match name {
             "DEMO_CLIENT_SECRET" => Some(client_secret.clone()),
             "CALLBACK_GATE_API_KEYS" => Some(api_key.clone()),
@@ -115,28 +110,16 @@ scopes = ["profile", "email"]
         }
     };
     let settings = config::from_toml(&document, &secrets)?;
-    let provider = Arc::new(DemoProvider {
-        client_secret,
-        codes: Mutex::new(HashMap::new()),
-    });
+    let provider = Arc::new(DemoProvider { client_secret, codes: Mutex::new(HashMap::new()) });
     let app = Application::build(settings, listener, routes(provider)).await?;
-    Ok(Demo {
-        app,
-        url,
-        api_key,
-        data_dir,
-        _temp: temp,
-    })
+    Ok(Demo { app, url, api_key, data_dir, _temp: temp })
 }
 
 /// `callback-gate demo`: builds, prints where to go, and serves until interrupted.
 pub async fn run(port: u16, data: Option<PathBuf>) -> Result<(), DemoError> {
     let started = Instant::now();
     let demo = build(port, data).await?;
-    println!(
-        "callback-gate demo is ready in {} ms",
-        started.elapsed().as_millis()
-    );
+    println!("callback-gate demo is ready in {} ms", started.elapsed().as_millis());
     println!();
     println!("  Open:      {}/", demo.url);
     println!("  API key:   {}", demo.api_key);
@@ -150,9 +133,7 @@ pub async fn run(port: u16, data: Option<PathBuf>) -> Result<(), DemoError> {
     println!();
     println!("Press Ctrl+C to stop.");
     let Demo { app, _temp, .. } = demo;
-    app.run_until(crate::server::shutdown_signal())
-        .await
-        .map_err(DemoError::Serve)
+    app.run_until(crate::server::shutdown_signal()).await.map_err(DemoError::Serve)
 }
 
 fn routes(provider: Arc<DemoProvider>) -> Router<AppState> {
@@ -175,19 +156,9 @@ struct AppPage {
 }
 
 async fn app_page(State(state): State<AppState>) -> Response {
-    let query = AccountQuery {
-        connection: Some(CONNECTION.into()),
-        limit: 100,
-        ..AccountQuery::default()
-    };
+    let query = AccountQuery { connection: Some(CONNECTION.into()), limit: 100, ..AccountQuery::default() };
     let accounts = state.store.list_accounts(&query).await.unwrap_or_default();
-    render(
-        StatusCode::OK,
-        &AppPage {
-            app_name: state.settings.app.name.clone(),
-            accounts,
-        },
-    )
+    render(StatusCode::OK, &AppPage { app_name: state.settings.app.name.clone(), accounts })
 }
 
 #[derive(Deserialize)]
@@ -199,20 +170,12 @@ async fn connect(State(state): State<AppState>, Form(form): Form<ConnectForm>) -
     let identifier = match Identifier::parse(form.identifier.trim()) {
         Ok(identifier) => identifier,
         Err(err) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("identifier {err}"),
-            )
-                .into_response();
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("identifier {err}")).into_response();
         }
     };
     match flow::mint_link(&state.settings, &state.store, CONNECTION, &identifier, None).await {
         Ok((link, _)) => Redirect::to(&link).into_response(),
-        Err(err) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not mint a link: {err}"),
-        )
-            .into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("could not mint a link: {err}")).into_response(),
     }
 }
 
@@ -252,45 +215,23 @@ struct ConsentPage {
     code_challenge: String,
 }
 
-async fn authorize(
-    State(state): State<AppState>,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
-    let expected_redirect = state
-        .settings
-        .connection(CONNECTION)
-        .map(|c| c.redirect_uri.to_string());
+async fn authorize(State(state): State<AppState>, Query(params): Query<AuthorizeParams>) -> Response {
+    let expected_redirect = state.settings.connection(CONNECTION).map(|c| c.redirect_uri.to_string());
     if params.client_id.as_deref() != Some(CLIENT_ID) || params.redirect_uri != expected_redirect {
-        return (
-            StatusCode::BAD_REQUEST,
-            "Demo provider: unknown client or redirect_uri",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "Demo provider: unknown client or redirect_uri").into_response();
     }
     let (Some(redirect_uri), Some(flow_state), Some(code_challenge)) =
         (params.redirect_uri, params.state, params.code_challenge)
     else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "Demo provider: state and code_challenge are required",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "Demo provider: state and code_challenge are required").into_response();
     };
     if params.code_challenge_method.as_deref() != Some("S256") {
-        return (
-            StatusCode::BAD_REQUEST,
-            "Demo provider: only PKCE S256 is accepted",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "Demo provider: only PKCE S256 is accepted").into_response();
     }
     let scope = params.scope.unwrap_or_default();
     let page = ConsentPage {
         app_name: state.settings.app.name.clone(),
-        scopes: scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        scopes: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         redirect_uri,
         state: flow_state,
         scope,
@@ -313,23 +254,12 @@ async fn decide(
     Extension(provider): Extension<Arc<DemoProvider>>,
     Form(decision): Form<Decision>,
 ) -> Response {
-    let expected_redirect = state
-        .settings
-        .connection(CONNECTION)
-        .map(|c| c.redirect_uri.to_string());
+    let expected_redirect = state.settings.connection(CONNECTION).map(|c| c.redirect_uri.to_string());
     if Some(&decision.redirect_uri) != expected_redirect.as_ref() {
-        return (
-            StatusCode::BAD_REQUEST,
-            "Demo provider: unknown redirect_uri",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "Demo provider: unknown redirect_uri").into_response();
     }
     let Ok(mut target) = url::Url::parse(&decision.redirect_uri) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "Demo provider: invalid redirect_uri",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "Demo provider: invalid redirect_uri").into_response();
     };
     match decision.decision.as_str() {
         "approve" => {
@@ -337,11 +267,7 @@ async fn decide(
             if let Ok(mut codes) = provider.codes.lock() {
                 codes.retain(|_, grant| grant.issued.elapsed() < CODE_LIFETIME);
                 if codes.len() >= MAX_CODES {
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Demo provider: too many pending codes",
-                    )
-                        .into_response();
+                    return (StatusCode::SERVICE_UNAVAILABLE, "Demo provider: too many pending codes").into_response();
                 }
                 codes.insert(
                     code.clone(),
@@ -353,19 +279,13 @@ async fn decide(
                     },
                 );
             }
-            target
-                .query_pairs_mut()
-                .append_pair("code", &code)
-                .append_pair("state", &decision.state);
+            target.query_pairs_mut().append_pair("code", &code).append_pair("state", &decision.state);
         }
         _ => {
             target
                 .query_pairs_mut()
                 .append_pair("error", "access_denied")
-                .append_pair(
-                    "error_description",
-                    "The user denied the request at the demo provider",
-                )
+                .append_pair("error_description", "The user denied the request at the demo provider")
                 .append_pair("state", &decision.state);
         }
     }
@@ -381,11 +301,7 @@ struct TokenRequest {
 }
 
 fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": error, "error_description": description })),
-    )
-        .into_response()
+    (status, Json(json!({ "error": error, "error_description": description }))).into_response()
 }
 
 async fn token(
@@ -400,30 +316,14 @@ async fn token(
         .and_then(|v| v.strip_prefix("Basic "))
         .unwrap_or_default();
     if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
-        return token_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client authentication failed",
-        );
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed");
     }
     if request.grant_type != "authorization_code" {
-        return token_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "Only authorization_code is supported",
-        );
+        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Only authorization_code is supported");
     }
-    let grant = provider
-        .codes
-        .lock()
-        .ok()
-        .and_then(|mut codes| codes.remove(&request.code));
+    let grant = provider.codes.lock().ok().and_then(|mut codes| codes.remove(&request.code));
     let Some(grant) = grant.filter(|g| g.issued.elapsed() < CODE_LIFETIME) else {
-        return token_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "The code is unknown, used or expired",
-        );
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "The code is unknown, used or expired");
     };
     if grant.redirect_uri != request.redirect_uri {
         return token_error(
@@ -432,15 +332,8 @@ async fn token(
             "redirect_uri does not match the authorization request",
         );
     }
-    if !constant_time_eq(
-        Pkce::challenge_for(&request.code_verifier).as_bytes(),
-        grant.code_challenge.as_bytes(),
-    ) {
-        return token_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "PKCE verification failed",
-        );
+    if !constant_time_eq(Pkce::challenge_for(&request.code_verifier).as_bytes(), grant.code_challenge.as_bytes()) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed");
     }
     Json(json!({
         "access_token": format!("demo_at_{}", crypto::random_token::<24>()),
@@ -454,9 +347,5 @@ async fn token(
 
 /// For the log line of a demo start.
 pub fn describe(demo: &Demo) -> String {
-    format!(
-        "demo on {} (data in {})",
-        demo.url,
-        telemetry::escape(&demo.data_dir.display().to_string())
-    )
+    format!("demo on {} (data in {})", demo.url, telemetry::escape(&demo.data_dir.display().to_string()))
 }

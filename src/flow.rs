@@ -15,9 +15,7 @@ use crate::outcome::Failure;
 use crate::provider::Provider;
 use crate::provider::exchange::{self, Tokens};
 use crate::server::AppState;
-use crate::store::{
-    FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, Store, StoreError, TokenWrite,
-};
+use crate::store::{FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, Store, StoreError, TokenWrite};
 use crate::telemetry;
 
 /// Who a failure concerns, for its record, its log line and its page.
@@ -59,10 +57,7 @@ pub struct Recorded {
 #[derive(Debug)]
 pub enum Ending {
     /// Send the browser to the provider (start) or to the result page (callback).
-    Redirect {
-        location: String,
-        set_browser: Option<Secret>,
-    },
+    Redirect { location: String, set_browser: Option<Secret> },
     /// Render the failure page right here.
     Failed(Box<Recorded>),
 }
@@ -81,11 +76,7 @@ pub fn link_token(settings: &Settings, link_id: &str) -> String {
 }
 
 pub fn link_url(settings: &Settings, link_id: &str) -> String {
-    format!(
-        "{}connect/start/{}",
-        settings.public_url,
-        link_token(settings, link_id)
-    )
+    format!("{}connect/start/{}", settings.public_url, link_token(settings, link_id))
 }
 
 /// Mints an authorization link; the account becomes PENDING_AUTH if it is new.
@@ -112,11 +103,7 @@ pub async fn mint_link(
 /// A browser-binding cookie value as sent back by a browser, if well formed.
 pub fn parse_browser(value: Option<&str>) -> Option<Secret> {
     value
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        .filter(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         .map(Secret::new)
 }
 
@@ -149,13 +136,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
             return fail(state, failure, FailureContext::default(), started).await;
         }
         Err(err) => {
-            return fail(
-                state,
-                store_failure(&err),
-                FailureContext::default(),
-                started,
-            )
-            .await;
+            return fail(state, store_failure(&err), FailureContext::default(), started).await;
         }
     };
     let context = FailureContext {
@@ -167,17 +148,13 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
     };
     let now = OffsetDateTime::now_utc();
     if now >= link.expires_at {
-        let failure = Failure::new("link_expired").with_detail(format!(
-            "the link expired at {}",
-            telemetry::rfc3339(link.expires_at)
-        ));
+        let failure = Failure::new("link_expired")
+            .with_detail(format!("the link expired at {}", telemetry::rfc3339(link.expires_at)));
         return fail(state, failure, context, started).await;
     }
     let Some(provider) = state.providers.get(&link.connection) else {
-        let failure = Failure::new("connection_unknown").with_detail(format!(
-            "connection \"{}\" is not configured",
-            link.connection
-        ));
+        let failure = Failure::new("connection_unknown")
+            .with_detail(format!("connection \"{}\" is not configured", link.connection));
         return fail(state, failure, context, started).await;
     };
 
@@ -191,13 +168,8 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
     let flow_id = crypto::random_token::<16>();
     let flow_state = crypto::new_state();
     let pkce = Pkce::new();
-    let nonce = provider
-        .is_oidc()
-        .then(|| Secret::new(crypto::random_token::<32>()));
-    let secrets = FlowSecrets {
-        verifier: pkce.verifier.clone(),
-        nonce: nonce.clone(),
-    };
+    let nonce = provider.is_oidc().then(|| Secret::new(crypto::random_token::<32>()));
+    let secrets = FlowSecrets { verifier: pkce.verifier.clone(), nonce: nonce.clone() };
     let Ok(secrets_json) = serde_json::to_vec(&secrets) else {
         unreachable!("flow secrets always serialise");
     };
@@ -208,10 +180,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         connection: link.connection.clone(),
         identifier: link.identifier.clone(),
         browser_hash: crypto::hash_hex(browser.expose()),
-        sealed_secrets: state
-            .settings
-            .secret_key
-            .seal(&secrets_json, &crypto::flow_associated_data(&flow_id)),
+        sealed_secrets: state.settings.secret_key.seal(&secrets_json, &crypto::flow_associated_data(&flow_id)),
         return_to: link.return_to.clone(),
         status: FlowStatus::Started,
         outcome_code: None,
@@ -222,11 +191,8 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
     if let Err(err) = state.store.create_flow(&flow).await {
         return fail(state, store_failure(&err), context, started).await;
     }
-    let location = provider.authorization_request(
-        flow_state.expose(),
-        &pkce.challenge,
-        nonce.as_ref().map(Secret::expose),
-    );
+    let location =
+        provider.authorization_request(flow_state.expose(), &pkce.challenge, nonce.as_ref().map(Secret::expose));
     tracing::info!(
         target: "callback_gate::flow",
         event = "flow_started",
@@ -236,10 +202,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         latency_ms = telemetry::millis_since(started),
         "flow started"
     );
-    Ending::Redirect {
-        location: location.into(),
-        set_browser,
-    }
+    Ending::Redirect { location: location.into(), set_browser }
 }
 
 /// The callback's query, parsed strictly: each parameter this service reads may appear once, percent-encoding
@@ -299,9 +262,7 @@ fn decode_component(raw: &str) -> Result<String, QueryError> {
     let bytes = raw.as_bytes();
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'%' {
-            let valid = bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
+            let valid = bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
             if !valid {
                 return Err(QueryError::Encoding);
             }
@@ -315,17 +276,9 @@ fn decode_component(raw: &str) -> Result<String, QueryError> {
 }
 
 /// `GET /connect/callback/{connection}`: validates the flow, exchanges the code and stores the account.
-pub async fn callback(
-    state: &AppState,
-    connection: &str,
-    raw_query: Option<&str>,
-    browser: Option<Secret>,
-) -> Ending {
+pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str>, browser: Option<Secret>) -> Ending {
     let started = Instant::now();
-    let path_context = FailureContext {
-        connection: Some(connection.to_owned()),
-        ..FailureContext::default()
-    };
+    let path_context = FailureContext { connection: Some(connection.to_owned()), ..FailureContext::default() };
     let Some(provider) = state.providers.get(connection) else {
         let failure = Failure::new("connection_unknown").with_detail(format!(
             "a callback arrived for connection \"{}\", which is not configured",
@@ -336,27 +289,17 @@ pub async fn callback(
     let query = match CallbackQuery::parse(raw_query) {
         Ok(query) => query,
         Err(err) => {
-            return fail(
-                state,
-                Failure::new("invalid_request").with_detail(err.to_string()),
-                path_context,
-                started,
-            )
-            .await;
+            return fail(state, Failure::new("invalid_request").with_detail(err.to_string()), path_context, started)
+                .await;
         }
     };
     let Some(flow_state) = query.state.as_ref().filter(|s| !s.is_empty()) else {
-        let mut failure =
-            Failure::new("state_missing").with_detail("the callback has no state parameter");
+        let mut failure = Failure::new("state_missing").with_detail("the callback has no state parameter");
         failure.error = query.error.clone();
         failure.error_description = query.error_description.clone();
         return fail(state, failure, path_context, started).await;
     };
-    let flow = match state
-        .store
-        .find_flow_by_state(&crypto::hash_hex(flow_state.expose()))
-        .await
-    {
+    let flow = match state.store.find_flow_by_state(&crypto::hash_hex(flow_state.expose())).await {
         Ok(Some(flow)) => flow,
         Ok(None) => {
             let failure = Failure::new("state_invalid").with_detail("the state matches no flow");
@@ -366,10 +309,7 @@ pub async fn callback(
     };
     let mut context = FailureContext::of_flow(&flow);
     let same_browser = browser.as_ref().is_some_and(|b| {
-        crypto::constant_time_eq(
-            crypto::hash_hex(b.expose()).as_bytes(),
-            flow.browser_hash.as_bytes(),
-        )
+        crypto::constant_time_eq(crypto::hash_hex(b.expose()).as_bytes(), flow.browser_hash.as_bytes())
     });
     if !same_browser {
         context.touches_account = false;
@@ -378,26 +318,18 @@ pub async fn callback(
         } else {
             "the callback carried no browser-binding cookie"
         };
-        return fail(
-            state,
-            Failure::new("browser_mismatch").with_detail(detail),
-            context,
-            started,
-        )
-        .await;
+        return fail(state, Failure::new("browser_mismatch").with_detail(detail), context, started).await;
     }
     if flow.status != FlowStatus::Started {
         context.touches_account = false;
-        let failure = Failure::new("flow_already_used")
-            .with_detail(format!("the flow was already {:?}", flow.status));
+        let failure = Failure::new("flow_already_used").with_detail(format!("the flow was already {:?}", flow.status));
         return fail(state, failure, context, started).await;
     }
     match state.store.claim_flow(&flow.id).await {
         Ok(true) => {}
         Ok(false) => {
             context.touches_account = false;
-            let failure = Failure::new("flow_already_used")
-                .with_detail("another callback claimed the flow first");
+            let failure = Failure::new("flow_already_used").with_detail("another callback claimed the flow first");
             return fail(state, failure, context, started).await;
         }
         Err(err) => return fail(state, store_failure(&err), context, started).await,
@@ -405,28 +337,15 @@ pub async fn callback(
     // From here on this request owns the flow: every ending records it and sends the browser to the result page.
     let result = finish_claimed(state, &provider, &flow, &query, started).await;
     match result {
-        Ok(()) => Ending::Redirect {
-            location: result_path(&flow.id),
-            set_browser: None,
-        },
+        Ok(()) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
         Err(failure) => {
             let recorded = record(state, failure, context, started).await;
-            if let Err(err) = state
-                .store
-                .fail_flow(
-                    &flow.id,
-                    recorded.failure.code(),
-                    &recorded.reference,
-                    recorded.at,
-                )
-                .await
+            if let Err(err) =
+                state.store.fail_flow(&flow.id, recorded.failure.code(), &recorded.reference, recorded.at).await
             {
                 tracing::error!(target: "callback_gate::flow", flow = %flow.id, error = %err, "could not mark the flow failed");
             }
-            Ending::Redirect {
-                location: result_path(&flow.id),
-                set_browser: None,
-            }
+            Ending::Redirect { location: result_path(&flow.id), set_browser: None }
         }
     }
 }
@@ -458,51 +377,49 @@ async fn finish_claimed(
         )));
     }
     check_issuer(provider, query)?;
-    let code = match (&query.code, &query.error) {
-        (Some(_), Some(_)) => {
-            return Err(with_query(Failure::new("invalid_request"), query)
-                .with_detail("the callback has both code and error"));
-        }
-        (None, Some(error)) => {
-            let mut failure = Failure::from_callback_error(
-                error,
-                query.error_description.as_deref(),
-                query.error_uri.as_deref(),
-            );
-            failure.iss = query.iss.clone();
-            return Err(failure);
-        }
-        (Some(code), None) if !code.is_empty() => code,
-        _ => {
-            return Err(with_query(Failure::new("code_missing"), query)
-                .with_detail("the callback has neither code nor error"));
-        }
-    };
+    let code =
+        match (&query.code, &query.error) {
+            (Some(_), Some(_)) => {
+                return Err(with_query(Failure::new("invalid_request"), query)
+                    .with_detail("the callback has both code and error"));
+            }
+            (None, Some(error)) => {
+                let mut failure =
+                    Failure::from_callback_error(error, query.error_description.as_deref(), query.error_uri.as_deref());
+                failure.iss = query.iss.clone();
+                return Err(failure);
+            }
+            (Some(code), None) if !code.is_empty() => code,
+            _ => {
+                return Err(with_query(Failure::new("code_missing"), query)
+                    .with_detail("the callback has neither code nor error"));
+            }
+        };
     let secrets: FlowSecrets = state
         .settings
         .secret_key
-        .open(
-            &flow.sealed_secrets,
-            &crypto::flow_associated_data(&flow.id),
-        )
+        .open(&flow.sealed_secrets, &crypto::flow_associated_data(&flow.id))
         .ok()
         .and_then(|plain| serde_json::from_slice(&plain).ok())
         .ok_or_else(|| {
-            Failure::new("internal_error").with_detail(
-                "the flow's sealed secrets could not be opened (was the secret key changed?)",
-            )
+            Failure::new("internal_error")
+                .with_detail("the flow's sealed secrets could not be opened (was the secret key changed?)")
         })?;
 
-    let exchanged =
-        exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
+    let exchanged = exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
     let provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0;
-    let tokens = exchanged
-        .result
-        .map_err(|err| Failure::from_exchange(&err))?;
+    let tokens = exchanged.result.map_err(|err| Failure::from_exchange(&err))?;
     if let Some(jwks) = &provider.jwks {
         validate_id_token(state, provider, jwks, &tokens, secrets.nonce.as_ref()).await?;
     }
     let scopes = provider.parse_granted_scopes(tokens.scope.as_deref());
+    let missing = missing_scopes(&provider.connection.scopes, tokens.scope.as_deref(), &scopes);
+    if !missing.is_empty() {
+        // The tokens are dropped here: an account is never made ACTIVE for scopes it lacks.
+        return Err(Failure::new("insufficient_scope")
+            .with_detail(format!("the provider granted \"{}\"", tokens.scope.as_deref().unwrap_or_default()))
+            .with_hint(format!("Missing scopes: {}.", missing.join(", "))));
+    }
     let sealed = seal_tokens(state, &flow.connection, &flow.identifier, &tokens)?;
     let write = TokenWrite {
         connection: flow.connection.clone(),
@@ -513,17 +430,10 @@ async fn finish_claimed(
         key_id: state.settings.secret_key.id().to_owned(),
         token_expires_at: tokens.expires_at,
     };
-    state
-        .store
-        .complete_flow(&flow.id, &write, OffsetDateTime::now_utc())
-        .await
-        .map_err(|err| {
-            Failure::from_entry(crate::outcome::entry(
-                "failed_to_exchange_token",
-                Some("post_auth_hook"),
-            ))
+    state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()).await.map_err(|err| {
+        Failure::from_entry(crate::outcome::entry("failed_to_exchange_token", Some("post_auth_hook")))
             .with_detail(err.to_string())
-        })?;
+    })?;
     let latency_ms = telemetry::millis_since(started);
     tracing::info!(
         target: "callback_gate::outcome",
@@ -552,13 +462,13 @@ fn with_query(mut failure: Failure, query: &CallbackQuery) -> Failure {
 /// RFC 9207: where the provider sends `iss`, it must name this connection's issuer; where it promises to, it must.
 fn check_issuer(provider: &Provider, query: &CallbackQuery) -> Result<(), Failure> {
     match (&query.iss, &provider.issuer) {
-        (Some(iss), Some(expected)) if iss.trim_end_matches('/') != expected.trim_end_matches('/') => Err(with_query(
-            Failure::new("issuer_mismatch"),
-            query,
-        )
-        .with_detail(format!("the callback's iss is not the connection's issuer \"{expected}\""))),
-        (None, Some(_)) if provider.iss_required => Err(Failure::new("issuer_mismatch")
-            .with_detail("the provider promises RFC 9207 iss in every authorization response, but this callback has none")),
+        (Some(iss), Some(expected)) if iss.trim_end_matches('/') != expected.trim_end_matches('/') => {
+            Err(with_query(Failure::new("issuer_mismatch"), query)
+                .with_detail(format!("the callback's iss is not the connection's issuer \"{expected}\"")))
+        }
+        (None, Some(_)) if provider.iss_required => Err(Failure::new("issuer_mismatch").with_detail(
+            "the provider promises RFC 9207 iss in every authorization response, but this callback has none",
+        )),
         _ => Ok(()),
     }
 }
@@ -571,60 +481,33 @@ async fn validate_id_token(
     nonce: Option<&Secret>,
 ) -> Result<(), Failure> {
     let invalid = |detail: String| Failure::new("id_token_invalid").with_detail(detail);
-    let (Some(id_token), Some(nonce), Some(issuer)) = (&tokens.id_token, nonce, &provider.issuer)
-    else {
-        return Err(invalid(
-            "the token response of an OpenID connection has no id_token".into(),
-        ));
+    let (Some(id_token), Some(nonce), Some(issuer)) = (&tokens.id_token, nonce, &provider.issuer) else {
+        return Err(invalid("the token response of an OpenID connection has no id_token".into()));
     };
-    jwks.validate(
-        &state.providers.http,
-        id_token.expose(),
-        issuer,
-        &provider.connection.client_id,
-        nonce.expose(),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|err| invalid(err.to_string()))
+    jwks.validate(&state.providers.http, id_token.expose(), issuer, &provider.connection.client_id, nonce.expose())
+        .await
+        .map(|_| ())
+        .map_err(|err| invalid(err.to_string()))
 }
 
-fn seal_tokens(
-    state: &AppState,
-    connection: &str,
-    identifier: &str,
-    tokens: &Tokens,
-) -> Result<Vec<u8>, Failure> {
-    let plain = serde_json::to_vec(tokens).map_err(|err| {
-        Failure::new("internal_error").with_detail(format!("tokens did not serialise: {err}"))
-    })?;
-    Ok(state.settings.secret_key.seal(
-        &plain,
-        &crypto::account_associated_data(connection, identifier),
-    ))
+fn seal_tokens(state: &AppState, connection: &str, identifier: &str, tokens: &Tokens) -> Result<Vec<u8>, Failure> {
+    let plain = serde_json::to_vec(tokens)
+        .map_err(|err| Failure::new("internal_error").with_detail(format!("tokens did not serialise: {err}")))?;
+    Ok(state.settings.secret_key.seal(&plain, &crypto::account_associated_data(connection, identifier)))
 }
 
 fn store_failure(err: &StoreError) -> Failure {
     Failure::new("internal_error").with_detail(err.to_string())
 }
 
-async fn fail(
-    state: &AppState,
-    failure: Failure,
-    context: FailureContext,
-    started: Instant,
-) -> Ending {
+async fn fail(state: &AppState, failure: Failure, context: FailureContext, started: Instant) -> Ending {
     Ending::Failed(Box::new(record(state, failure, context, started).await))
 }
 
 /// Records a failure under a fresh reference, makes it the account's last error where it speaks for the account,
 /// and writes the one log event for this flow outcome.
-pub async fn record(
-    state: &AppState,
-    failure: Failure,
-    context: FailureContext,
-    started: Instant,
-) -> Recorded {
+pub async fn record(state: &AppState, failure: Failure, context: FailureContext, started: Instant) -> Recorded {
+    let failure = with_specifics(state, failure, &context);
     let reference = telemetry::new_reference();
     let at = OffsetDateTime::now_utc();
     let entry = failure.entry;
@@ -634,10 +517,7 @@ pub async fn record(
         cause: entry.cause.map(str::to_owned),
         class: entry.class.as_str().to_owned(),
         connection: context.connection.clone(),
-        identifier: context
-            .identifier
-            .clone()
-            .filter(|_| context.touches_account),
+        identifier: context.identifier.clone().filter(|_| context.touches_account),
         flow_id: context.flow_id.clone(),
         error: failure.error.as_deref().map(bounded),
         error_description: failure.error_description.as_deref().map(bounded),
@@ -646,7 +526,7 @@ pub async fn record(
         provider_status: failure.provider_status.map(i64::from),
         provider_body: failure.provider_body.clone(),
         detail: failure.detail.clone(),
-        hint: entry.hint.to_owned(),
+        hint: failure.hint(),
         created_at: Millis(at),
     };
     let stored = state.store.record_outcome(&event).await;
@@ -675,12 +555,43 @@ pub async fn record(
         tracing::error!(target: "callback_gate::store", reference = %reference, error = %err, "could not store the outcome event");
     }
     state.metrics.record_outcome(entry.code);
-    Recorded {
-        failure,
-        reference,
-        context,
-        at,
+    Recorded { failure, reference, context, at }
+}
+
+/// Adds what only this deployment knows to a failure's hint: the exact redirect URI it sends.
+fn with_specifics(state: &AppState, failure: Failure, context: &FailureContext) -> Failure {
+    let redirect_mismatch =
+        failure.code() == "redirect_uri_mismatch" || failure.cause() == Some("redirect_uri_mismatch");
+    let connection = context.connection.as_deref().and_then(|name| state.settings.connection(name));
+    match connection {
+        Some(connection) if redirect_mismatch && failure.hint_detail.is_none() => {
+            let uri = &connection.redirect_uri;
+            let specifics = format!(
+                "This service sends redirect_uri={uri} for connection \"{}\": paste exactly that into the provider console (scheme {}, host {}, path {}, no trailing slash).",
+                connection.name,
+                uri.scheme(),
+                uri.host_str().unwrap_or_default(),
+                uri.path()
+            );
+            failure.with_hint(specifics)
+        }
+        _ => failure,
     }
+}
+
+/// OpenID scopes that providers expand or leave out of the granted list; their absence is not a narrower grant.
+const IMPLICIT_SCOPES: [&str; 6] = ["openid", "offline_access", "email", "profile", "address", "phone"];
+
+/// The configured scopes the provider did not grant, where it said what it granted.
+fn missing_scopes(required: &[String], granted: Option<&str>, parsed: &[String]) -> Vec<String> {
+    if granted.is_none() {
+        return Vec::new();
+    }
+    required
+        .iter()
+        .filter(|scope| !IMPLICIT_SCOPES.contains(&scope.as_str()) && !parsed.contains(scope))
+        .cloned()
+        .collect()
 }
 
 /// Raw provider values are stored for diagnosis, but never unbounded.
@@ -694,35 +605,17 @@ mod tests {
 
     #[test]
     fn repeated_parameters_are_refused() {
-        assert_eq!(
-            CallbackQuery::parse(Some("state=a&state=b")).unwrap_err(),
-            QueryError::Repeated("state")
-        );
-        assert_eq!(
-            CallbackQuery::parse(Some("code=a&code=a")).unwrap_err(),
-            QueryError::Repeated("code")
-        );
+        assert_eq!(CallbackQuery::parse(Some("state=a&state=b")).unwrap_err(), QueryError::Repeated("state"));
+        assert_eq!(CallbackQuery::parse(Some("code=a&code=a")).unwrap_err(), QueryError::Repeated("code"));
         assert!(CallbackQuery::parse(Some("state=a&code=b&extra=1&extra=2")).is_ok());
     }
 
     #[test]
     fn bad_encoding_is_refused_not_replaced() {
-        assert_eq!(
-            CallbackQuery::parse(Some("state=%zz")).unwrap_err(),
-            QueryError::Encoding
-        );
-        assert_eq!(
-            CallbackQuery::parse(Some("state=%ff%fe")).unwrap_err(),
-            QueryError::Encoding
-        );
-        assert_eq!(
-            CallbackQuery::parse(Some("state=%4")).unwrap_err(),
-            QueryError::Encoding
-        );
-        let query = CallbackQuery::parse(Some(
-            "error=access_denied&error_description=User+said+no%21",
-        ))
-        .unwrap();
+        assert_eq!(CallbackQuery::parse(Some("state=%zz")).unwrap_err(), QueryError::Encoding);
+        assert_eq!(CallbackQuery::parse(Some("state=%ff%fe")).unwrap_err(), QueryError::Encoding);
+        assert_eq!(CallbackQuery::parse(Some("state=%4")).unwrap_err(), QueryError::Encoding);
+        let query = CallbackQuery::parse(Some("error=access_denied&error_description=User+said+no%21")).unwrap();
         assert_eq!(query.error_description.as_deref(), Some("User said no!"));
     }
 }

@@ -125,6 +125,16 @@ pub static CATALOG: &[Entry] = &[
     row!("link_expired", None, 410, UserAction, B, "This link has expired", "Connection links only work for a limited time. Go back to the app to get a new one.", "The authorization link is older than link_ttl_seconds (24 hours by default). Mint a new link when the user clicks Connect rather than sending old ones."),
     row!("link_invalid", None, 404, Security, B, "This link is not valid", "This connection link is incomplete or was changed. Go back to the app to get a new one.", "The link's signature does not verify, or it names no stored link: it was truncated, altered, or minted with another CALLBACK_GATE_SECRET_KEY or database."),
     row!("connection_unknown", None, 404, AppConfiguration, BS, "This connection is not available", "The app is not set up for this service. Please contact support.", "The connection in the link or callback path is not configured (anymore). Check the [[connections]] names."),
+    row!("redirect_uri_mismatch", None, 502, AppConfiguration, BS, "This connection is not available", "The app could not start the connection because of a setup problem on its side. Please contact support.", "The provider refused the authorization request because its redirect_uri is not registered for this OAuth app (Microsoft AADSTS50011, GitHub and Google redirect_uri_mismatch). Register the exact redirect URI below in the provider console: same scheme, host and path, no trailing slash. Restarting will not help."),
+    row!("application_not_found", None, 502, AppConfiguration, BS, "This connection is not available", "The service does not know this app. Please contact support.", "The provider does not know this client_id in the directory the user signed in to (Microsoft AADSTS700016). Check client_id, and for single-tenant Microsoft apps whether the user belongs to that tenant or the app should be multi-tenant."),
+    row!("admin_consent_required", None, 403, UserAction, BS, "An administrator needs to approve this app", "Your organization requires an administrator to approve this app before you can connect it. Ask your IT administrator, then try again.", "The provider needs admin consent for the requested scopes (Microsoft AADSTS65001). An administrator of the user's tenant must grant consent for the app, or the scopes must be reduced to ones users may consent to."),
+    row!("user_not_in_tenant", None, 403, UserAction, RB, "This account cannot be used here", "The account you signed in with does not belong to the organization this app works with. Try again and sign in with your work account.", "The user's account is not in the app's tenant (Microsoft AADSTS50020): a personal or guest account signed in to a single-tenant app. Make the app multi-tenant or tell users which account to use."),
+    row!("admin_policy_enforced", None, 403, UserAction, BS, "Your organization blocks this app", "Your organization's administrator does not allow this app to access your account. Ask your IT administrator to allow it.", "A Google Workspace administrator restricted third-party access for this user (admin_policy_enforced). The admin must trust the app in the Admin console (Security, API controls)."),
+    row!("org_internal", None, 403, AppConfiguration, BS, "This app is limited to one organization", "This app can only be used by accounts of the organization that made it. Please contact support.", "The Google OAuth app's user type is Internal, so only accounts in its own Workspace organization may consent (org_internal). Switch the consent screen to External for customers' accounts."),
+    row!("app_not_verified", None, 403, AppConfiguration, BS, "This app is not available yet", "The service blocked access because the app has not finished its review. Please contact support.", "The provider blocked an unverified app or one in testing mode: only listed test users (often only the account that created the app) can connect. Add the user as a test user, or publish and verify the app in the provider console."),
+    row!("workspace_approval_required", None, 403, UserAction, BS, "Your workspace needs to approve this app", "An administrator of your workspace has to approve this app before it can be connected. Ask them, then try again.", "The Slack workspace requires admin approval for apps (app_approval_request_pending / eligible / denied). A workspace admin must approve the app in Slack's app management."),
+    row!("app_not_distributed", None, 403, AppConfiguration, BS, "This app is not available for your workspace", "This app can only be installed in the workspace that created it. Please contact support.", "The Slack app is not distributed (invalid_team_for_non_distributed_app): it installs only in the workspace that created it. Enable public distribution under Manage Distribution in the Slack app settings."),
+    row!("application_suspended", None, 502, AppConfiguration, BS, "This connection is not available", "The service has suspended this app. Please contact support.", "The provider suspended the OAuth app (GitHub application_suspended). Check the app in the provider's developer settings; restarting will not help."),
     row!("unknown_provider_error", None, 502, ProviderTransient, RBS, "The service reported a problem", "The service you are connecting to reported a problem. Please try again or contact support.", "The provider returned an error this service does not recognise. The raw error, error_description and error_uri are stored under this reference."),
     row!("internal_error", None, 500, Internal, RBST, "Something went wrong on our side", "We could not finish connecting. Please try again in a few minutes.", "An unexpected failure inside the service (store unavailable, for example). The cause chain is in the logs and under this reference."),
 ];
@@ -157,6 +167,8 @@ pub struct Failure {
     pub provider_body: Option<String>,
     /// The cause chain, for logs and the reference record.
     pub detail: String,
+    /// Specifics appended to the catalog's hint: the exact redirect URI, the missing scopes.
+    pub hint_detail: Option<String>,
 }
 
 impl Failure {
@@ -174,6 +186,20 @@ impl Failure {
             provider_status: None,
             provider_body: None,
             detail: String::new(),
+            hint_detail: None,
+        }
+    }
+
+    pub fn with_hint(mut self, specifics: impl Into<String>) -> Self {
+        self.hint_detail = Some(specifics.into());
+        self
+    }
+
+    /// The developer hint: the catalog's text plus what is specific to this failure.
+    pub fn hint(&self) -> String {
+        match &self.hint_detail {
+            Some(specifics) => format!("{} {specifics}", self.entry.hint),
+            None => self.entry.hint.to_owned(),
         }
     }
 
@@ -192,7 +218,7 @@ impl Failure {
 
     /// An error the provider sent to the callback (`error`, `error_description`, `error_uri`).
     pub fn from_callback_error(error: &str, description: Option<&str>, uri: Option<&str>) -> Self {
-        let code = recognize_callback_error(error);
+        let code = recognize_callback_error(error, description);
         let mut failure = Self::new(code);
         failure.error = Some(error.to_owned());
         failure.error_description = description.map(str::to_owned);
@@ -203,15 +229,15 @@ impl Failure {
 
     /// A failed token exchange, named by its cause.
     pub fn from_exchange(err: &ExchangeError) -> Self {
-        let cause = exchange_cause(err);
-        let mut failure = Self::from_entry(entry("failed_to_exchange_token", Some(cause)));
-        if let ExchangeError::Rejected {
-            error,
-            error_description,
-            error_uri,
-            ..
-        } = err
-        {
+        let recognized = match err {
+            ExchangeError::Rejected { error, error_description, .. } => recognize(error, error_description.as_deref()),
+            _ => None,
+        };
+        let mut failure = match recognized {
+            Some(code) => Self::new(code),
+            None => Self::from_entry(entry("failed_to_exchange_token", Some(exchange_cause(err)))),
+        };
+        if let ExchangeError::Rejected { error, error_description, error_uri, .. } = err {
             failure.error = Some(error.clone());
             failure.error_description = error_description.clone();
             failure.error_uri = error_uri.clone();
@@ -246,12 +272,64 @@ const CALLBACK_ERRORS: [&str; 10] = [
     "interaction_required",
 ];
 
-pub fn recognize_callback_error(error: &str) -> &'static str {
-    CALLBACK_ERRORS
-        .iter()
-        .find(|known| **known == error)
-        .copied()
+/// Where a provider-specific signal is looked for.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// The `error` value, exactly.
+    Error(&'static str),
+    /// A fragment of `error_description`, compared case-insensitively.
+    Description(&'static str),
+}
+
+/// Provider-specific signals, checked before the generic OAuth errors: they name the cause more precisely.
+#[rustfmt::skip]
+const RECOGNITIONS: &[(Signal, &str)] = &[
+    (Signal::Description("AADSTS65001"), "admin_consent_required"),
+    (Signal::Description("AADSTS90094"), "admin_consent_required"),
+    (Signal::Description("AADSTS50020"), "user_not_in_tenant"),
+    (Signal::Description("AADSTS50011"), "redirect_uri_mismatch"),
+    (Signal::Description("AADSTS700016"), "application_not_found"),
+    (Signal::Error("admin_policy_enforced"), "admin_policy_enforced"),
+    (Signal::Error("org_internal"), "org_internal"),
+    (Signal::Description("has not completed the google verification process"), "app_not_verified"),
+    (Signal::Description("app is currently being tested"), "app_not_verified"),
+    (Signal::Description("unverified app"), "app_not_verified"),
+    (Signal::Error("app_approval_request_pending"), "workspace_approval_required"),
+    (Signal::Error("app_approval_request_eligible"), "workspace_approval_required"),
+    (Signal::Error("app_approval_request_denied"), "workspace_approval_required"),
+    (Signal::Error("invalid_team_for_non_distributed_app"), "app_not_distributed"),
+    (Signal::Error("redirect_uri_mismatch"), "redirect_uri_mismatch"),
+    (Signal::Error("application_suspended"), "application_suspended"),
+];
+
+/// A provider-specific code for an error, if one is recognised.
+pub fn recognize(error: &str, description: Option<&str>) -> Option<&'static str> {
+    let description = description.map(str::to_ascii_lowercase);
+    RECOGNITIONS.iter().find_map(|(signal, code)| {
+        let hit = match signal {
+            Signal::Error(value) => error == *value,
+            Signal::Description(fragment) => {
+                description.as_deref().is_some_and(|d| d.contains(&fragment.to_ascii_lowercase()))
+            }
+        };
+        hit.then_some(*code)
+    })
+}
+
+/// The code for an error the provider put in the callback.
+pub fn recognize_callback_error(error: &str, description: Option<&str>) -> &'static str {
+    recognize(error, description)
+        .or_else(|| CALLBACK_ERRORS.iter().find(|known| **known == error).copied())
         .unwrap_or("unknown_provider_error")
+}
+
+fn description_has(err: &ExchangeError, fragments: &[&str]) -> bool {
+    match err {
+        ExchangeError::Rejected { error_description: Some(description), .. } => {
+            fragments.iter().any(|f| description.contains(f))
+        }
+        _ => false,
+    }
 }
 
 /// Names why an exchange failed, from the provider's `error` field where it gave one, else from what happened.
@@ -259,14 +337,14 @@ pub fn exchange_cause(err: &ExchangeError) -> &'static str {
     match err {
         ExchangeError::Rejected { status, error, .. } => match error.as_str() {
             // GitHub says bad_verification_code and Slack invalid_code for what RFC 6749 calls invalid_grant.
-            "invalid_grant" | "bad_verification_code" | "invalid_code" | "code_already_used" => {
-                "invalid_grant"
-            }
+            "invalid_grant" | "bad_verification_code" | "invalid_code" | "code_already_used" => "invalid_grant",
             "invalid_client"
             | "incorrect_client_credentials"
             | "invalid_client_id"
             | "bad_client_secret"
             | "unauthorized_client" => "invalid_client",
+            // Microsoft: AADSTS7000215 (invalid secret) and AADSTS7000222 (expired secret).
+            _ if description_has(err, &["AADSTS7000215", "AADSTS7000222"]) => "invalid_client",
             "redirect_uri_mismatch" | "bad_redirect_uri" => "redirect_uri_mismatch",
             "temporarily_unavailable" | "server_error" => "provider_unavailable",
             _ if *status == 401 => "invalid_client",
@@ -292,11 +370,7 @@ mod tests {
     fn every_row_is_unique_and_complete() {
         let mut seen = std::collections::HashSet::new();
         for entry in CATALOG {
-            assert!(
-                seen.insert((entry.code, entry.cause)),
-                "duplicate row {}",
-                entry.code
-            );
+            assert!(seen.insert((entry.code, entry.cause)), "duplicate row {}", entry.code);
             assert!((400..600).contains(&entry.status));
             assert!(!entry.title.is_empty() && !entry.message.is_empty() && !entry.hint.is_empty());
         }
@@ -311,45 +385,58 @@ mod tests {
             error_uri: None,
             body: String::new(),
         };
-        assert_eq!(
-            exchange_cause(&rejected(400, "invalid_grant")),
-            "invalid_grant"
-        );
-        assert_eq!(
-            exchange_cause(&rejected(200, "bad_verification_code")),
-            "invalid_grant"
-        );
-        assert_eq!(
-            exchange_cause(&rejected(401, "invalid_client")),
-            "invalid_client"
-        );
-        assert_eq!(
-            exchange_cause(&rejected(400, "redirect_uri_mismatch")),
-            "redirect_uri_mismatch"
-        );
+        assert_eq!(exchange_cause(&rejected(400, "invalid_grant")), "invalid_grant");
+        assert_eq!(exchange_cause(&rejected(200, "bad_verification_code")), "invalid_grant");
+        assert_eq!(exchange_cause(&rejected(401, "invalid_client")), "invalid_client");
+        assert_eq!(exchange_cause(&rejected(400, "redirect_uri_mismatch")), "redirect_uri_mismatch");
         assert_eq!(exchange_cause(&ExchangeError::Timeout), "timeout");
+        let expired_secret = ExchangeError::Rejected {
+            status: 400,
+            error: "invalid_request".into(),
+            error_description: Some("AADSTS7000222: The provided client secret keys are expired.".into()),
+            error_uri: None,
+            body: String::new(),
+        };
+        assert_eq!(exchange_cause(&expired_secret), "invalid_client");
+        assert_eq!(exchange_cause(&ExchangeError::Status { status: 500, body: String::new() }), "provider_unavailable");
         assert_eq!(
-            exchange_cause(&ExchangeError::Status {
-                status: 500,
-                body: String::new()
-            }),
-            "provider_unavailable"
-        );
-        assert_eq!(
-            exchange_cause(&ExchangeError::Redirect {
-                status: 302,
-                location: String::new()
-            }),
+            exchange_cause(&ExchangeError::Redirect { status: 302, location: String::new() }),
             "malformed_response"
         );
     }
 
     #[test]
     fn unknown_callback_errors_are_named_as_such() {
-        assert_eq!(recognize_callback_error("access_denied"), "access_denied");
+        assert_eq!(recognize_callback_error("access_denied", None), "access_denied");
+        assert_eq!(recognize_callback_error("<script>", None), "unknown_provider_error");
+    }
+
+    #[test]
+    fn provider_specific_signals_win_over_generic_errors() {
+        let aad = |code: &str| format!("{code}: The user or administrator has not consented. Trace ID: x");
+        assert_eq!(recognize_callback_error("consent_required", Some(&aad("AADSTS65001"))), "admin_consent_required");
+        assert_eq!(recognize_callback_error("access_denied", Some(&aad("AADSTS50020"))), "user_not_in_tenant");
+        assert_eq!(recognize_callback_error("invalid_request", Some(&aad("AADSTS50011"))), "redirect_uri_mismatch");
         assert_eq!(
-            recognize_callback_error("<script>"),
-            "unknown_provider_error"
+            recognize_callback_error("unauthorized_client", Some(&aad("AADSTS700016"))),
+            "application_not_found"
         );
+        assert_eq!(recognize_callback_error("admin_policy_enforced", None), "admin_policy_enforced");
+        assert_eq!(recognize_callback_error("org_internal", None), "org_internal");
+        assert_eq!(
+            recognize_callback_error("access_denied", Some("Acme has not completed the Google verification process")),
+            "app_not_verified"
+        );
+        assert_eq!(recognize_callback_error("app_approval_request_pending", None), "workspace_approval_required");
+        assert_eq!(recognize_callback_error("redirect_uri_mismatch", None), "redirect_uri_mismatch");
+        assert_eq!(recognize_callback_error("application_suspended", None), "application_suspended");
+        let slack = ExchangeError::Rejected {
+            status: 200,
+            error: "invalid_team_for_non_distributed_app".into(),
+            error_description: None,
+            error_uri: None,
+            body: String::new(),
+        };
+        assert_eq!(Failure::from_exchange(&slack).code(), "app_not_distributed");
     }
 }

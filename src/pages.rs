@@ -34,11 +34,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The browser-binding cookie's name: `__Host-` prefixed (and so `Secure`, host-only, path `/`) over https.
 fn browser_cookie_name(state: &AppState) -> &'static str {
-    if state.settings.public_url.scheme() == "https" {
-        "__Host-callback-gate-browser"
-    } else {
-        "callback-gate-browser"
-    }
+    if state.settings.public_url.scheme() == "https" { "__Host-callback-gate-browser" } else { "callback-gate-browser" }
 }
 
 fn browser_from(state: &AppState, jar: &CookieJar) -> Option<Secret> {
@@ -56,11 +52,7 @@ fn browser_cookie(state: &AppState, value: Secret) -> Cookie<'static> {
     cookie
 }
 
-async fn start(
-    State(state): State<AppState>,
-    Path(link): Path<String>,
-    jar: CookieJar,
-) -> Response {
+async fn start(State(state): State<AppState>, Path(link): Path<String>, jar: CookieJar) -> Response {
     let browser = browser_from(&state, &jar);
     let ending = flow::start(&state, &link, browser).await;
     respond(&state, jar, ending).await
@@ -79,10 +71,7 @@ async fn callback(
 
 async fn respond(state: &AppState, jar: CookieJar, ending: Ending) -> Response {
     match ending {
-        Ending::Redirect {
-            location,
-            set_browser,
-        } => {
+        Ending::Redirect { location, set_browser } => {
             let jar = match set_browser {
                 Some(value) => jar.add(browser_cookie(state, value)),
                 None => jar,
@@ -94,11 +83,7 @@ async fn respond(state: &AppState, jar: CookieJar, ending: Ending) -> Response {
 }
 
 /// `GET /connect/result/{flow}`: the outcome page, for the browser that ran the flow only.
-async fn result(
-    State(state): State<AppState>,
-    Path(flow_id): Path<String>,
-    jar: CookieJar,
-) -> Response {
+async fn result(State(state): State<AppState>, Path(flow_id): Path<String>, jar: CookieJar) -> Response {
     let started = Instant::now();
     let flow = match state.store.find_flow(&flow_id).await {
         Ok(Some(flow)) => flow,
@@ -111,18 +96,13 @@ async fn result(
             );
         }
         Err(err) => {
-            let failure =
-                crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
-            let recorded =
-                flow::record(&state, failure, flow::FailureContext::default(), started).await;
+            let failure = crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
+            let recorded = flow::record(&state, failure, flow::FailureContext::default(), started).await;
             return failure_page(&state, &recorded).await;
         }
     };
     let same_browser = browser_from(&state, &jar).is_some_and(|b| {
-        crypto::constant_time_eq(
-            crypto::hash_hex(b.expose()).as_bytes(),
-            flow.browser_hash.as_bytes(),
-        )
+        crypto::constant_time_eq(crypto::hash_hex(b.expose()).as_bytes(), flow.browser_hash.as_bytes())
     });
     if !same_browser {
         return notice(
@@ -154,6 +134,8 @@ async fn result(
                 failure.error_description = event.error_description.clone();
                 failure.error_uri = event.error_uri.clone();
                 failure.detail = event.detail.clone();
+                failure.hint_detail =
+                    event.hint.strip_prefix(failure.entry.hint).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
             }
             let recorded = Recorded {
                 failure,
@@ -215,7 +197,7 @@ struct FailurePage<'a> {
 
 /// Shown in development mode only: what a developer needs, escaped like everything else.
 struct DeveloperDetails<'a> {
-    hint: &'a str,
+    hint: String,
     cause: Option<&'a str>,
     error: Option<&'a str>,
     error_description: Option<&'a str>,
@@ -237,17 +219,16 @@ async fn failure_page(state: &AppState, recorded: &Recorded) -> Response {
     let context = &recorded.context;
     let restart_url = match (&context.link_id, entry.actions.contains(Actions::RESTART)) {
         (Some(link_id), true) => match state.store.find_link(link_id).await {
-            Ok(Some(link)) if link.expires_at > OffsetDateTime::now_utc() => Some(format!(
-                "/connect/start/{}",
-                flow::link_token(&state.settings, link_id)
-            )),
+            Ok(Some(link)) if link.expires_at > OffsetDateTime::now_utc() => {
+                Some(format!("/connect/start/{}", flow::link_token(&state.settings, link_id)))
+            }
             _ => None,
         },
         _ => None,
     };
     // When restarting is not possible any more, going back to the app is how the user starts again.
-    let offer_return = entry.actions.contains(Actions::RETURN)
-        || entry.actions.contains(Actions::RESTART) && restart_url.is_none();
+    let offer_return =
+        entry.actions.contains(Actions::RETURN) || entry.actions.contains(Actions::RESTART) && restart_url.is_none();
     let at = telemetry::rfc3339(recorded.at);
     let page = FailurePage {
         app_name: &state.settings.app.name,
@@ -257,39 +238,22 @@ async fn failure_page(state: &AppState, recorded: &Recorded) -> Response {
         message: entry.message,
         reference: &recorded.reference,
         restart_url,
-        return_url: offer_return
-            .then(|| return_url(state, context.return_to.as_deref()))
-            .flatten(),
-        support_url: entry
-            .actions
-            .contains(Actions::SUPPORT)
-            .then(|| support_url(state, recorded, &at))
-            .flatten(),
+        return_url: offer_return.then(|| return_url(state, context.return_to.as_deref())).flatten(),
+        support_url: entry.actions.contains(Actions::SUPPORT).then(|| support_url(state, recorded, &at)).flatten(),
         status_url: entry
             .actions
             .contains(Actions::STATUS)
-            .then(|| {
-                state
-                    .settings
-                    .support
-                    .status_page_url
-                    .as_ref()
-                    .map(|u| u.to_string())
-            })
+            .then(|| state.settings.support.status_page_url.as_ref().map(|u| u.to_string()))
             .flatten(),
         at,
-        developer: state
-            .settings
-            .mode
-            .is_development()
-            .then(|| DeveloperDetails {
-                hint: entry.hint,
-                cause: entry.cause,
-                error: recorded.failure.error.as_deref(),
-                error_description: recorded.failure.error_description.as_deref(),
-                error_uri: recorded.failure.error_uri.as_deref(),
-                detail: &recorded.failure.detail,
-            }),
+        developer: state.settings.mode.is_development().then(|| DeveloperDetails {
+            hint: recorded.failure.hint(),
+            cause: entry.cause,
+            error: recorded.failure.error.as_deref(),
+            error_description: recorded.failure.error_description.as_deref(),
+            error_uri: recorded.failure.error_uri.as_deref(),
+            detail: &recorded.failure.detail,
+        }),
     };
     let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     render(status, &page)
@@ -301,8 +265,7 @@ fn support_url(state: &AppState, recorded: &Recorded, at: &str) -> Option<String
     let support = &state.settings.support;
     if let Some(url) = &support.url {
         let mut url = url.clone();
-        url.query_pairs_mut()
-            .append_pair("reference", &recorded.reference);
+        url.query_pairs_mut().append_pair("reference", &recorded.reference);
         return Some(url.into());
     }
     let email = support.email.as_deref()?;
@@ -311,14 +274,9 @@ fn support_url(state: &AppState, recorded: &Recorded, at: &str) -> Option<String
         "Hello,\n\nConnecting {connection} to {} did not work.\n\nReference: {}\nConnection: {connection}\nTime (UTC): {at}\n",
         state.settings.app.name, recorded.reference
     );
-    let encode = |text: &str| {
-        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    Some(format!(
-        "mailto:{email}?subject={}&body={}",
-        encode(&subject),
-        encode(&body)
-    ))
+    let encode =
+        |text: &str| percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string();
+    Some(format!("mailto:{email}?subject={}&body={}", encode(&subject), encode(&body)))
 }
 
 fn notice(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
@@ -333,15 +291,7 @@ fn notice(state: &AppState, status: StatusCode, title: &str, message: &str) -> R
 
 /// A plain page for requests refused before any handler runs (size limits, rate limits).
 pub fn plain_notice(status: StatusCode, title: &str, message: &str) -> Response {
-    render(
-        status,
-        &NoticePage {
-            app_name: "",
-            title,
-            message,
-            return_url: None,
-        },
-    )
+    render(status, &NoticePage { app_name: "", title, message, return_url: None })
 }
 
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -355,11 +305,8 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// Static files, compiled into the binary so nothing has to be deployed beside it.
-const STATIC_FILES: [(&str, &str, &str); 1] = [(
-    "style.css",
-    "text/css; charset=utf-8",
-    include_str!("../static/style.css"),
-)];
+const STATIC_FILES: [(&str, &str, &str); 1] =
+    [("style.css", "text/css; charset=utf-8", include_str!("../static/style.css"))];
 
 async fn static_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let _ = headers;
@@ -367,10 +314,7 @@ async fn static_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
         Some((_, content_type, body)) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=3600"),
-                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
             ],
             *body,
         )

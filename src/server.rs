@@ -39,10 +39,7 @@ pub enum StartupError {
     #[error("{0}")]
     Provider(#[from] ResolveError),
     #[error("could not listen on {address}: {source}")]
-    Listen {
-        address: String,
-        source: std::io::Error,
-    },
+    Listen { address: String, source: std::io::Error },
 }
 
 /// Requests larger than this are refused before a handler reads them.
@@ -61,12 +58,7 @@ pub struct Application {
 
 /// Binds the configured `listen` address.
 pub async fn bind(address: &str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| StartupError::Listen {
-            address: address.to_owned(),
-            source,
-        })
+    TcpListener::bind(address).await.map_err(|source| StartupError::Listen { address: address.to_owned(), source })
 }
 
 impl Application {
@@ -79,25 +71,13 @@ impl Application {
         let store = Store::connect(&settings.database_url).await?;
         let http = provider::http_client(&settings)?;
         let providers = Providers::resolve(&settings, http).await?;
-        let state = AppState {
-            settings: Arc::new(settings),
-            store,
-            providers,
-            metrics: Arc::new(Metrics::default()),
-        };
+        let state = AppState { settings: Arc::new(settings), store, providers, metrics: Arc::new(Metrics::default()) };
         let router = router(state.clone(), extra);
-        Ok(Self {
-            listener,
-            router,
-            state,
-        })
+        Ok(Self { listener, router, state })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
     pub fn state(&self) -> &AppState {
@@ -105,15 +85,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; in-flight requests (callbacks mid-exchange among them) finish first.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_forever(self.state.store.clone(), stop_rx));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         self.state.store.close().await;
@@ -123,17 +98,11 @@ impl Application {
 
 fn router(state: AppState, extra: Router<AppState>) -> Router {
     let security_headers = [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            pages::CONTENT_SECURITY_POLICY,
-        ),
+        (header::CONTENT_SECURITY_POLICY, pages::CONTENT_SECURITY_POLICY),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (
-            HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
-        ),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
     ];
     let mut router = Router::new()
         .merge(pages::routes())
@@ -144,15 +113,9 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(|_| {
             pages::plain_notice(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,10 +124,7 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
             )
         }));
     for (name, value) in security_headers {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            name,
-            HeaderValue::from_static(value),
-        ));
+        router = router.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
     }
     router
 }
@@ -184,19 +144,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 async fn not_found() -> Response {
-    pages::plain_notice(
-        StatusCode::NOT_FOUND,
-        "Page not found",
-        "There is nothing at this address.",
-    )
+    pages::plain_notice(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.")
 }
 
 async fn sweep_forever(store: Store, mut stop: watch::Receiver<bool>) {

@@ -33,19 +33,12 @@ impl LogFormat {
 
 /// Installs the global subscriber, writing to stderr. `RUST_LOG` refines the default `info` level.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_span_events(FmtSpan::NONE);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_span_events(FmtSpan::NONE);
     // A second initialisation (tests build several apps in one process) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }
@@ -56,8 +49,7 @@ const REFERENCE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// A fresh reference id, `CG-XXXX-XXXX` (40 random bits).
 pub fn new_reference() -> String {
     let mut bytes = [0u8; 5];
-    getrandom::fill(&mut bytes)
-        .unwrap_or_else(|err| panic!("the operating system's random source failed: {err}"));
+    getrandom::fill(&mut bytes).unwrap_or_else(|err| panic!("the operating system's random source failed: {err}"));
     let mut bits = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     let mut chars = [0u8; 8];
     for slot in chars.iter_mut().rev() {
@@ -74,10 +66,7 @@ pub fn is_reference(value: &str) -> bool {
     bytes.len() == 12
         && value.starts_with("CG-")
         && bytes[7] == b'-'
-        && bytes
-            .iter()
-            .enumerate()
-            .all(|(i, b)| i < 3 || i == 7 || REFERENCE_ALPHABET.contains(b))
+        && bytes.iter().enumerate().all(|(i, b)| i < 3 || i == 7 || REFERENCE_ALPHABET.contains(b))
 }
 
 /// Escapes characters that could forge or hide log lines: C0 and C1 controls, DEL, line and paragraph
@@ -106,8 +95,7 @@ pub fn millis_since(started: Instant) -> f64 {
 }
 
 pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 /// Counters exported at `/metrics` in the Prometheus text format.
@@ -130,10 +118,7 @@ impl Metrics {
         );
         if let Ok(outcomes) = self.outcomes.lock() {
             for (code, count) in outcomes.iter() {
-                let _ = writeln!(
-                    out,
-                    "callback_gate_flow_outcomes_total{{outcome=\"{code}\"}} {count}"
-                );
+                let _ = writeln!(out, "callback_gate_flow_outcomes_total{{outcome=\"{code}\"}} {count}");
             }
         }
         out
@@ -156,10 +141,7 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(
-            escape("a\r\nb\u{1b}[31m\u{2028}\u{202e}"),
-            "a\\u{d}\\u{a}b\\u{1b}[31m\\u{2028}\\u{202e}"
-        );
+        assert_eq!(escape("a\r\nb\u{1b}[31m\u{2028}\u{202e}"), "a\\u{d}\\u{a}b\\u{1b}[31m\\u{2028}\\u{202e}");
         assert_eq!(escape("plain é"), "plain é");
     }
 }

@@ -35,13 +35,7 @@ pub struct Tokens {
 pub enum ExchangeError {
     /// The provider answered with an OAuth error (any HTTP status, including GitHub's and Slack's 200-with-error).
     #[error("the token endpoint answered HTTP {status} with error \"{error}\"")]
-    Rejected {
-        status: u16,
-        error: String,
-        error_description: Option<String>,
-        error_uri: Option<String>,
-        body: String,
-    },
+    Rejected { status: u16, error: String, error_description: Option<String>, error_uri: Option<String>, body: String },
     /// No answer within the timeout.
     #[error("the token endpoint did not answer within the configured token_timeout_seconds")]
     Timeout,
@@ -49,22 +43,14 @@ pub enum ExchangeError {
     #[error("the token request failed: {0}")]
     Request(String),
     /// A redirect, which is never followed for a token request.
-    #[error(
-        "the token endpoint answered HTTP {status} redirecting to {location}; redirects are not followed"
-    )]
+    #[error("the token endpoint answered HTTP {status} redirecting to {location}; redirects are not followed")]
     Redirect { status: u16, location: String },
     /// An error status with no OAuth error in the body (an HTML error page, an empty 500).
     #[error("the token endpoint answered HTTP {status} without an OAuth error")]
     Status { status: u16, body: String },
     /// A success status whose body is not a token response.
-    #[error(
-        "the token endpoint answered HTTP {status} with a body that is not a token response: {reason}"
-    )]
-    Malformed {
-        status: u16,
-        reason: String,
-        body: String,
-    },
+    #[error("the token endpoint answered HTTP {status} with a body that is not a token response: {reason}")]
+    Malformed { status: u16, reason: String, body: String },
     /// The body was larger than [`MAX_TOKEN_RESPONSE_BYTES`].
     #[error("the token endpoint's answer exceeded {MAX_TOKEN_RESPONSE_BYTES} bytes")]
     TooLarge { status: u16 },
@@ -85,9 +71,7 @@ impl ExchangeError {
     /// The redacted, bounded excerpt of the provider's body, where there was one.
     pub fn body_excerpt(&self) -> Option<&str> {
         match self {
-            Self::Rejected { body, .. }
-            | Self::Status { body, .. }
-            | Self::Malformed { body, .. } => Some(body),
+            Self::Rejected { body, .. } | Self::Status { body, .. } | Self::Malformed { body, .. } => Some(body),
             _ => None,
         }
     }
@@ -100,12 +84,7 @@ pub struct Exchanged {
 }
 
 /// Exchanges `code` for tokens.
-pub async fn exchange_code(
-    http: &reqwest::Client,
-    provider: &Provider,
-    code: &Secret,
-    verifier: &Secret,
-) -> Exchanged {
+pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &Secret, verifier: &Secret) -> Exchanged {
     let connection = &provider.connection;
     let mut form: Vec<(&str, &str)> = vec![
         ("grant_type", "authorization_code"),
@@ -113,9 +92,7 @@ pub async fn exchange_code(
         ("redirect_uri", connection.redirect_uri.as_str()),
         ("code_verifier", verifier.expose()),
     ];
-    let mut request = http
-        .post(provider.token_url.clone())
-        .header(reqwest::header::ACCEPT, "application/json");
+    let mut request = http.post(provider.token_url.clone()).header(reqwest::header::ACCEPT, "application/json");
     match provider.auth_method {
         TokenAuthMethod::ClientSecretBasic => {
             // RFC 6749 section 2.3.1: both parts are form-urlencoded before Basic encoding.
@@ -130,10 +107,7 @@ pub async fn exchange_code(
     }
     let started = Instant::now();
     let result = send(request.form(&form)).await;
-    Exchanged {
-        result,
-        provider_latency: started.elapsed(),
-    }
+    Exchanged { result, provider_latency: started.elapsed() }
 }
 
 fn form_urlencode(value: &str) -> String {
@@ -179,14 +153,8 @@ pub enum ReadError {
 }
 
 /// Reads a response body, refusing to buffer more than `limit` bytes.
-pub async fn read_capped(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, ReadError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
+pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
         return Err(ReadError::TooLarge);
     }
     let mut body = Vec::new();
@@ -201,47 +169,28 @@ pub async fn read_capped(
 
 /// Parses a token endpoint's answer. JSON is the standard; a form-encoded body is accepted from providers that
 /// still send one (GitHub without `Accept`).
-pub fn parse_token_response(
-    status: u16,
-    body: &[u8],
-    is_form: bool,
-) -> Result<Tokens, ExchangeError> {
+pub fn parse_token_response(status: u16, body: &[u8], is_form: bool) -> Result<Tokens, ExchangeError> {
     let text = String::from_utf8_lossy(body);
     let parsed: Option<serde_json::Map<String, Value>> = if is_form {
-        Some(
-            url::form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect(),
-        )
+        Some(url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect())
     } else {
-        serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| match v {
-                Value::Object(map) => Some(map),
-                _ => None,
-            })
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| match v {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
     };
     let redacted = || redact_body(&text);
     let Some(fields) = parsed else {
         return Err(if (200..300).contains(&status) {
-            ExchangeError::Malformed {
-                status,
-                reason: "not a JSON object".into(),
-                body: redacted(),
-            }
+            ExchangeError::Malformed { status, reason: "not a JSON object".into(), body: redacted() }
         } else {
-            ExchangeError::Status {
-                status,
-                body: redacted(),
-            }
+            ExchangeError::Status { status, body: redacted() }
         });
     };
     let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
     // An OAuth error wins over the status code: GitHub and Slack answer 200 with an error (Slack as `ok: false`).
     let slack_failed = fields.get("ok") == Some(&Value::Bool(false));
-    if let Some(error) =
-        string("error").filter(|_| fields.get("access_token").is_none() || slack_failed)
-    {
+    if let Some(error) = string("error").filter(|_| fields.get("access_token").is_none() || slack_failed) {
         return Err(ExchangeError::Rejected {
             status,
             error,
@@ -251,17 +200,10 @@ pub fn parse_token_response(
         });
     }
     if !(200..300).contains(&status) {
-        return Err(ExchangeError::Status {
-            status,
-            body: redacted(),
-        });
+        return Err(ExchangeError::Status { status, body: redacted() });
     }
     let Some(access_token) = string("access_token").filter(|t| !t.is_empty()) else {
-        return Err(ExchangeError::Malformed {
-            status,
-            reason: "no access_token".into(),
-            body: redacted(),
-        });
+        return Err(ExchangeError::Malformed { status, reason: "no access_token".into(), body: redacted() });
     };
     let expires_in = match fields.get("expires_in") {
         Some(Value::Number(n)) => n.as_i64(),
@@ -271,12 +213,8 @@ pub fn parse_token_response(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(Tokens {
         access_token: Secret::new(access_token),
-        refresh_token: string("refresh_token")
-            .filter(|t| !t.is_empty())
-            .map(Secret::new),
-        id_token: string("id_token")
-            .filter(|t| !t.is_empty())
-            .map(Secret::new),
+        refresh_token: string("refresh_token").filter(|t| !t.is_empty()).map(Secret::new),
+        id_token: string("id_token").filter(|t| !t.is_empty()).map(Secret::new),
         token_type: string("token_type"),
         expires_at: expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s)),
         scope: string("scope"),
@@ -284,16 +222,8 @@ pub fn parse_token_response(
 }
 
 /// Keys whose values are secrets wherever they appear in a provider body.
-const SECRET_KEYS: [&str; 8] = [
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "code",
-    "client_secret",
-    "code_verifier",
-    "token",
-    "password",
-];
+const SECRET_KEYS: [&str; 8] =
+    ["access_token", "refresh_token", "id_token", "code", "client_secret", "code_verifier", "token", "password"];
 
 /// A bounded excerpt of a provider body with every secret value replaced, safe to store and to log.
 pub fn redact_body(text: &str) -> String {
@@ -305,11 +235,7 @@ pub fn redact_body(text: &str) -> String {
     if looks_like_form {
         let pairs: Vec<String> = url::form_urlencoded::parse(text.as_bytes())
             .map(|(k, v)| {
-                let v = if is_secret_key(&k) {
-                    "[redacted]".into()
-                } else {
-                    v
-                };
+                let v = if is_secret_key(&k) { "[redacted]".into() } else { v };
                 format!("{k}={v}")
             })
             .collect();
@@ -320,9 +246,7 @@ pub fn redact_body(text: &str) -> String {
 
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    SECRET_KEYS
-        .iter()
-        .any(|secret| key == *secret || key.ends_with(&format!("_{secret}")))
+    SECRET_KEYS.iter().any(|secret| key == *secret || key.ends_with(&format!("_{secret}")))
 }
 
 fn redact_json(value: &mut Value) {
@@ -355,7 +279,8 @@ mod tests {
 
     #[test]
     fn a_200_with_an_error_is_a_rejection() {
-        let github = br#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#;
+        let github =
+            br#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#;
         assert!(
             matches!(parse_token_response(200, github, false), Err(ExchangeError::Rejected { error, .. }) if error == "bad_verification_code")
         );
@@ -375,20 +300,14 @@ mod tests {
         .unwrap();
         assert_eq!(tokens.access_token.expose(), "at");
         assert_eq!(tokens.refresh_token.unwrap().expose(), "rt");
-        let tokens = parse_token_response(
-            200,
-            b"access_token=gho_x&scope=repo%2Cuser&token_type=bearer",
-            true,
-        )
-        .unwrap();
+        let tokens =
+            parse_token_response(200, b"access_token=gho_x&scope=repo%2Cuser&token_type=bearer", true).unwrap();
         assert_eq!(tokens.scope.as_deref(), Some("repo,user"));
     }
 
     #[test]
     fn bodies_are_redacted_and_bounded() {
-        let redacted = redact_body(
-            r#"{"access_token":"s3cret","nested":{"refresh_token":"r3fresh"},"error":"x"}"#,
-        );
+        let redacted = redact_body(r#"{"access_token":"s3cret","nested":{"refresh_token":"r3fresh"},"error":"x"}"#);
         assert!(!redacted.contains("s3cret") && !redacted.contains("r3fresh"));
         assert!(redacted.contains("[redacted]"));
         assert!(!redact_body("access_token=s3cret&x=1").contains("s3cret"));
@@ -397,14 +316,8 @@ mod tests {
 
     #[test]
     fn html_and_non_objects_are_told_apart_by_status() {
-        assert!(matches!(
-            parse_token_response(200, b"<html>", false),
-            Err(ExchangeError::Malformed { .. })
-        ));
-        assert!(matches!(
-            parse_token_response(502, b"<html>", false),
-            Err(ExchangeError::Status { status: 502, .. })
-        ));
+        assert!(matches!(parse_token_response(200, b"<html>", false), Err(ExchangeError::Malformed { .. })));
+        assert!(matches!(parse_token_response(502, b"<html>", false), Err(ExchangeError::Status { status: 502, .. })));
         assert!(matches!(
             parse_token_response(200, br#"{"token_type":"bearer"}"#, false),
             Err(ExchangeError::Malformed { .. })

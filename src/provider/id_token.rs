@@ -60,10 +60,7 @@ pub struct IdTokenClaims {
 
 impl Jwks {
     pub fn new(uri: Url) -> Self {
-        Self {
-            uri,
-            cache: RwLock::new(None),
-        }
+        Self { uri, cache: RwLock::new(None) }
     }
 
     pub async fn validate(
@@ -78,9 +75,7 @@ impl Jwks {
         if !ACCEPTED.contains(&header.alg) {
             return Err(IdTokenError::Algorithm(header.alg));
         }
-        let key = self
-            .key_for(http, header.kid.as_deref(), header.alg)
-            .await?;
+        let key = self.key_for(http, header.kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[client_id]);
@@ -117,16 +112,9 @@ impl Jwks {
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<JwkSet, IdTokenError> {
-        let response = http
-            .get(self.uri.clone())
-            .send()
-            .await
-            .map_err(|err| IdTokenError::KeySet(err.to_string()))?;
+        let response = http.get(self.uri.clone()).send().await.map_err(|err| IdTokenError::KeySet(err.to_string()))?;
         if !response.status().is_success() {
-            return Err(IdTokenError::KeySet(format!(
-                "HTTP {}",
-                response.status().as_u16()
-            )));
+            return Err(IdTokenError::KeySet(format!("HTTP {}", response.status().as_u16())));
         }
         let body = super::exchange::read_capped(response, MAX_JWKS_BYTES)
             .await
@@ -135,25 +123,15 @@ impl Jwks {
     }
 }
 
-fn find_key(
-    set: &JwkSet,
-    kid: Option<&str>,
-    alg: Algorithm,
-) -> Option<Result<DecodingKey, IdTokenError>> {
+fn find_key(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<Result<DecodingKey, IdTokenError>> {
     let jwk = match kid {
         Some(kid) => set.find(kid),
         // Without a `kid`, only an unambiguous key set can be used.
         None if set.keys.len() == 1 => set.keys.first(),
         None => None,
     }?;
-    if jwk
-        .common
-        .key_algorithm
-        .is_some_and(|declared| format!("{declared:?}") != format!("{alg:?}"))
-    {
-        return Some(Err(IdTokenError::Invalid(
-            "the key's declared algorithm differs from the token's".into(),
-        )));
+    if jwk.common.key_algorithm.is_some_and(|declared| format!("{declared:?}") != format!("{alg:?}")) {
+        return Some(Err(IdTokenError::Invalid("the key's declared algorithm differs from the token's".into())));
     }
     Some(DecodingKey::from_jwk(jwk).map_err(|err| IdTokenError::Invalid(err.to_string())))
 }

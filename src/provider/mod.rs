@@ -108,12 +108,7 @@ impl Provider {
     }
 
     /// The provider's consent URL for one flow.
-    pub fn authorization_request(
-        &self,
-        state: &str,
-        code_challenge: &str,
-        nonce: Option<&str>,
-    ) -> Url {
+    pub fn authorization_request(&self, state: &str, code_challenge: &str, nonce: Option<&str>) -> Url {
         let mut url = self.authorization_url.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -141,11 +136,7 @@ impl Provider {
     /// Scopes the provider says it granted; Slack and GitHub separate them with commas, the rest with spaces.
     pub fn parse_granted_scopes(&self, scope: Option<&str>) -> Vec<String> {
         match scope {
-            Some(scope) => scope
-                .split([' ', ','])
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            Some(scope) => scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             // RFC 6749 section 5.1: an absent `scope` means the requested scopes were granted.
             None => self.connection.scopes.clone(),
         }
@@ -162,11 +153,7 @@ pub struct Providers {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("connection \"{connection}\": OpenID discovery at {url} failed: {reason}")]
-    Discovery {
-        connection: String,
-        url: String,
-        reason: String,
-    },
+    Discovery { connection: String, url: String, reason: String },
     #[error("could not build the HTTP client: {0}")]
     Client(String),
 }
@@ -194,10 +181,7 @@ impl Providers {
             let provider = resolve_one(connection.clone(), &http).await?;
             by_name.insert(connection.name.clone(), Arc::new(provider));
         }
-        Ok(Self {
-            by_name: Arc::new(by_name),
-            http,
-        })
+        Ok(Self { by_name: Arc::new(by_name), http })
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Provider>> {
@@ -205,24 +189,16 @@ impl Providers {
     }
 }
 
-async fn resolve_one(
-    connection: ConnectionSettings,
-    http: &reqwest::Client,
-) -> Result<Provider, ResolveError> {
+async fn resolve_one(connection: ConnectionSettings, http: &reqwest::Client) -> Result<Provider, ResolveError> {
     let kind = connection.provider;
     if kind == ProviderKind::Oidc {
         return discover(connection, http).await;
     }
     let preset = PRESETS.iter().find(|p| p.kind == kind);
     let parse = |value: &str| Url::parse(value).ok();
-    let authorization_url = connection
-        .authorization_url
-        .clone()
-        .or_else(|| preset.and_then(|p| parse(p.authorization_url)));
-    let token_url = connection
-        .token_url
-        .clone()
-        .or_else(|| preset.and_then(|p| parse(p.token_url)));
+    let authorization_url =
+        connection.authorization_url.clone().or_else(|| preset.and_then(|p| parse(p.authorization_url)));
+    let token_url = connection.token_url.clone().or_else(|| preset.and_then(|p| parse(p.token_url)));
     let (Some(authorization_url), Some(token_url)) = (authorization_url, token_url) else {
         // Config validation requires both for "oauth2" and every preset has both.
         unreachable!("a validated connection always has endpoints");
@@ -238,12 +214,7 @@ async fn resolve_one(
             .unwrap_or(TokenAuthMethod::ClientSecretBasic),
         scope_separator: preset.map_or(" ", |p| p.scope_separator),
         extra_params: preset
-            .map(|p| {
-                p.extra_params
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect()
-            })
+            .map(|p| p.extra_params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
             .unwrap_or_default(),
         issuer: connection.issuer.as_ref().map(|u| trim_issuer(u.as_str())),
         iss_required: false,
@@ -272,49 +243,26 @@ fn trim_issuer(issuer: &str) -> String {
     issuer.trim_end_matches('/').to_owned()
 }
 
-async fn discover(
-    connection: ConnectionSettings,
-    http: &reqwest::Client,
-) -> Result<Provider, ResolveError> {
+async fn discover(connection: ConnectionSettings, http: &reqwest::Client) -> Result<Provider, ResolveError> {
     let Some(issuer) = connection.issuer.clone() else {
         unreachable!("config validation requires an issuer for oidc connections");
     };
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        trim_issuer(issuer.as_str())
-    );
-    let fail = |reason: String| ResolveError::Discovery {
-        connection: connection.name.clone(),
-        url: url.clone(),
-        reason,
-    };
-    let response = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|err| fail(format!("unreachable ({})", error_chain(&err))))?;
+    let url = format!("{}/.well-known/openid-configuration", trim_issuer(issuer.as_str()));
+    let fail =
+        |reason: String| ResolveError::Discovery { connection: connection.name.clone(), url: url.clone(), reason };
+    let response = http.get(&url).send().await.map_err(|err| fail(format!("unreachable ({})", error_chain(&err))))?;
     if !response.status().is_success() {
-        return Err(fail(format!(
-            "answered HTTP {}",
-            response.status().as_u16()
-        )));
+        return Err(fail(format!("answered HTTP {}", response.status().as_u16())));
     }
     let body = exchange::read_capped(response, 256 * 1024)
         .await
         .map_err(|_| fail("the document is too large or cut short".into()))?;
-    let doc: Discovery = serde_json::from_slice(&body)
-        .map_err(|err| fail(format!("the document did not parse: {err}")))?;
+    let doc: Discovery =
+        serde_json::from_slice(&body).map_err(|err| fail(format!("the document did not parse: {err}")))?;
     if trim_issuer(&doc.issuer) != trim_issuer(issuer.as_str()) {
-        return Err(fail(format!(
-            "the document names issuer \"{}\", not the configured one",
-            doc.issuer
-        )));
+        return Err(fail(format!("the document names issuer \"{}\", not the configured one", doc.issuer)));
     }
-    let supports = |method: &str| {
-        doc.token_endpoint_auth_methods_supported
-            .iter()
-            .any(|m| m == method)
-    };
+    let supports = |method: &str| doc.token_endpoint_auth_methods_supported.iter().any(|m| m == method);
     let auth_method = connection.token_auth_method.unwrap_or(
         if doc.token_endpoint_auth_methods_supported.is_empty() || supports("client_secret_basic") {
             TokenAuthMethod::ClientSecretBasic
@@ -323,15 +271,9 @@ async fn discover(
         },
     );
     Ok(Provider {
-        authorization_url: connection
-            .authorization_url
-            .clone()
-            .unwrap_or(doc.authorization_endpoint),
+        authorization_url: connection.authorization_url.clone().unwrap_or(doc.authorization_endpoint),
         token_url: connection.token_url.clone().unwrap_or(doc.token_endpoint),
-        revocation_url: connection
-            .revocation_url
-            .clone()
-            .or(doc.revocation_endpoint),
+        revocation_url: connection.revocation_url.clone().or(doc.revocation_endpoint),
         auth_method,
         scope_separator: " ",
         extra_params: Vec::new(),

@@ -7,9 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 
@@ -83,9 +81,7 @@ impl FlowStatus {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown flow status {other:?}"
-                )));
+                return Err(StoreError::Corrupt(format!("unknown flow status {other:?}")));
             }
         })
     }
@@ -290,19 +286,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn find_flow_by_state(
-        &self,
-        state_hash: &str,
-    ) -> Result<Option<FlowRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            flow_columns!(),
-            " FROM flows WHERE state_hash = ?"
-        );
-        let row = sqlx::query(sql)
-            .bind(state_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn find_flow_by_state(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
+        let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
+        let row = sqlx::query(sql).bind(state_hash).fetch_optional(&self.pool).await?;
         row.map(|row| flow_from_row(&row)).transpose()
     }
 
@@ -314,12 +300,10 @@ impl Store {
 
     /// Claims a started flow for one callback. Exactly one of any number of concurrent callers gets `true`.
     pub async fn claim_flow(&self, id: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query("UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -330,8 +314,7 @@ impl Store {
         tokens: &TokenWrite,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let scopes = serde_json::to_string(&tokens.scopes)
-            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id, token_expires_at,
@@ -369,13 +352,15 @@ impl Store {
         reference: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE flows SET status = 'failed', outcome_code = ?, reference = ?, finished_at = ? WHERE id = ?")
-            .bind(code)
-            .bind(reference)
-            .bind(millis(now))
-            .bind(flow_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE flows SET status = 'failed', outcome_code = ?, reference = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(code)
+        .bind(reference)
+        .bind(millis(now))
+        .bind(flow_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -424,29 +409,16 @@ impl Store {
     }
 
     pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, OutcomeEvent>("SELECT * FROM outcome_events WHERE reference = ?")
-                .bind(reference)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as::<_, OutcomeEvent>("SELECT * FROM outcome_events WHERE reference = ?")
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
-    pub async fn account(
-        &self,
-        connection: &str,
-        identifier: &str,
-    ) -> Result<Option<ConnectedAccount>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM connected_accounts WHERE connection = ? AND identifier = ?"
-        );
-        let row = sqlx::query(sql)
-            .bind(connection)
-            .bind(identifier)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn account(&self, connection: &str, identifier: &str) -> Result<Option<ConnectedAccount>, StoreError> {
+        let sql =
+            concat!("SELECT ", account_columns!(), " FROM connected_accounts WHERE connection = ? AND identifier = ?");
+        let row = sqlx::query(sql).bind(connection).bind(identifier).fetch_optional(&self.pool).await?;
         row.map(|row| account_from_row(&row)).transpose()
     }
 
@@ -465,20 +437,13 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {
-            Ok((
-                row.try_get("sealed_tokens")?,
-                row.try_get::<Option<String>, _>("key_id")?
-                    .unwrap_or_default(),
-            ))
+            Ok((row.try_get("sealed_tokens")?, row.try_get::<Option<String>, _>("key_id")?.unwrap_or_default()))
         })
         .transpose()
     }
 
     /// Lists accounts ordered by (connection, identifier), after the given position.
-    pub async fn list_accounts(
-        &self,
-        query: &AccountQuery,
-    ) -> Result<Vec<ConnectedAccount>, StoreError> {
+    pub async fn list_accounts(&self, query: &AccountQuery) -> Result<Vec<ConnectedAccount>, StoreError> {
         let (after_connection, after_identifier) = query.after.clone().unwrap_or_default();
         let sql = concat!(
             "SELECT ",
@@ -552,21 +517,14 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, S
         row.try_get::<Option<String>, _>("last_error_reference")?,
         row.try_get::<Option<i64>, _>("last_error_at")?,
     ) {
-        (Some(code), Some(reference), Some(at)) => Some(LastError {
-            code,
-            reference,
-            at: from_millis(at)?,
-        }),
+        (Some(code), Some(reference), Some(at)) => Some(LastError { code, reference, at: from_millis(at)? }),
         _ => None,
     };
     Ok(ConnectedAccount {
         connection: row.try_get("connection")?,
         identifier: row.try_get("identifier")?,
-        status: status
-            .parse()
-            .map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
-        scopes: serde_json::from_str(&scopes)
-            .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        status: status.parse().map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
+        scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
         created_at: from_millis(row.try_get("created_at")?)?,
         updated_at: from_millis(row.try_get("updated_at")?)?,
         last_error,

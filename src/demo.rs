@@ -32,6 +32,8 @@ const CLIENT_ID: &str = "callback-gate-demo";
 /// Codes the demo provider keeps at most; older ones are dropped first.
 const MAX_CODES: usize = 10_000;
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// The demo's token timeout is 3 s; the slow answer comes after it.
+const SLOW_TOKEN_ANSWER: Duration = Duration::from_secs(4);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -96,6 +98,7 @@ client_id = "{CLIENT_ID}"
 client_secret_env = "DEMO_CLIENT_SECRET"
 authorization_url = "{url}/demo/provider/authorize"
 token_url = "{url}/demo/provider/token"
+issuer = "{url}/demo/provider"
 scopes = ["profile", "email"]
 "#,
         db = data_dir.join("callback-gate.db").display(),
@@ -192,6 +195,7 @@ struct Grant {
     code_challenge: String,
     scope: String,
     issued: Instant,
+    fault: TokenFault,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +212,8 @@ struct AuthorizeParams {
 #[template(path = "demo_consent.html")]
 struct ConsentPage {
     app_name: String,
+    /// The failure buttons: (value, label).
+    failures: Vec<(&'static str, &'static str)>,
     scopes: Vec<String>,
     redirect_uri: String,
     state: String,
@@ -231,6 +237,7 @@ async fn authorize(State(state): State<AppState>, Query(params): Query<Authorize
     let scope = params.scope.unwrap_or_default();
     let page = ConsentPage {
         app_name: state.settings.app.name.clone(),
+        failures: SIMULATIONS.iter().skip(2).map(|(value, label, _)| (*value, *label)).collect(),
         scopes: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         redirect_uri,
         state: flow_state,
@@ -249,6 +256,49 @@ struct Decision {
     code_challenge: String,
 }
 
+/// What the demo provider does when a button is pressed: everything a newcomer may want to see a page for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simulation {
+    /// Redirect back with an `error` (and description) instead of a code.
+    CallbackError(&'static str, &'static str),
+    /// Redirect back with a code, but name another issuer in `iss` (a mix-up).
+    WrongIssuer,
+    /// Redirect back with a code; the token endpoint then answers this way.
+    Token(TokenFault),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenFault {
+    None,
+    InvalidGrant,
+    InvalidClient,
+    ServerError,
+    Slow,
+    MalformedJson,
+}
+
+/// The consent page's buttons: value, label, what happens.
+#[rustfmt::skip]
+const SIMULATIONS: &[(&str, &str, Simulation)] = &[
+    ("approve", "Approve", Simulation::Token(TokenFault::None)),
+    ("deny", "Deny", Simulation::CallbackError("access_denied", "The user denied the request at the demo provider")),
+    ("invalid_scope", "Unknown scope (invalid_scope)", Simulation::CallbackError("invalid_scope", "The requested scope is invalid, unknown, or malformed.")),
+    ("server_error", "Provider error (server_error)", Simulation::CallbackError("server_error", "The authorization server encountered an unexpected condition.")),
+    ("temporarily_unavailable", "Provider busy (temporarily_unavailable)", Simulation::CallbackError("temporarily_unavailable", "The authorization server is temporarily overloaded.")),
+    ("admin_consent", "Microsoft-style admin consent (AADSTS65001)", Simulation::CallbackError("consent_required", "AADSTS65001: The user or administrator has not consented to use the application with ID 'demo'. Send an interactive authorization request for this user and resource.")),
+    ("wrong_iss", "Answer from another issuer (wrong iss)", Simulation::WrongIssuer),
+    ("token_invalid_grant", "Token exchange: invalid_grant", Simulation::Token(TokenFault::InvalidGrant)),
+    ("token_invalid_client", "Token exchange: invalid_client", Simulation::Token(TokenFault::InvalidClient)),
+    ("token_500", "Token exchange: HTTP 500", Simulation::Token(TokenFault::ServerError)),
+    ("token_slow", "Token exchange: slower than the timeout", Simulation::Token(TokenFault::Slow)),
+    ("token_malformed", "Token exchange: malformed JSON", Simulation::Token(TokenFault::MalformedJson)),
+];
+
+/// The demo provider's issuer, sent as RFC 9207 `iss` and checked by the demo connection.
+fn issuer(state: &AppState) -> String {
+    format!("{}demo/provider", state.settings.public_url)
+}
+
 async fn decide(
     State(state): State<AppState>,
     Extension(provider): Extension<Arc<DemoProvider>>,
@@ -261,34 +311,38 @@ async fn decide(
     let Ok(mut target) = url::Url::parse(&decision.redirect_uri) else {
         return (StatusCode::BAD_REQUEST, "Demo provider: invalid redirect_uri").into_response();
     };
-    match decision.decision.as_str() {
-        "approve" => {
-            let code = crypto::random_token::<24>();
-            if let Ok(mut codes) = provider.codes.lock() {
-                codes.retain(|_, grant| grant.issued.elapsed() < CODE_LIFETIME);
-                if codes.len() >= MAX_CODES {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "Demo provider: too many pending codes").into_response();
-                }
-                codes.insert(
-                    code.clone(),
-                    Grant {
-                        redirect_uri: decision.redirect_uri.clone(),
-                        code_challenge: decision.code_challenge,
-                        scope: decision.scope,
-                        issued: Instant::now(),
-                    },
-                );
-            }
-            target.query_pairs_mut().append_pair("code", &code).append_pair("state", &decision.state);
-        }
-        _ => {
+    let Some((_, _, simulation)) = SIMULATIONS.iter().find(|(value, _, _)| *value == decision.decision) else {
+        return (StatusCode::BAD_REQUEST, "Demo provider: unknown decision").into_response();
+    };
+    let (fault, iss) = match *simulation {
+        Simulation::CallbackError(error, description) => {
             target
                 .query_pairs_mut()
-                .append_pair("error", "access_denied")
-                .append_pair("error_description", "The user denied the request at the demo provider")
-                .append_pair("state", &decision.state);
+                .append_pair("error", error)
+                .append_pair("error_description", description)
+                .append_pair("state", &decision.state)
+                .append_pair("iss", &issuer(&state));
+            return Redirect::to(target.as_str()).into_response();
         }
+        Simulation::WrongIssuer => (TokenFault::None, "https://issuer.example.net".to_owned()),
+        Simulation::Token(fault) => (fault, issuer(&state)),
+    };
+    let code = crypto::random_token::<24>();
+    if let Ok(mut codes) = provider.codes.lock() {
+        codes.retain(|_, grant| grant.issued.elapsed() < CODE_LIFETIME);
+        if codes.len() >= MAX_CODES {
+            return (StatusCode::SERVICE_UNAVAILABLE, "Demo provider: too many pending codes").into_response();
+        }
+        let grant = Grant {
+            redirect_uri: decision.redirect_uri.clone(),
+            code_challenge: decision.code_challenge,
+            scope: decision.scope,
+            issued: Instant::now(),
+            fault,
+        };
+        codes.insert(code.clone(), grant);
     }
+    target.query_pairs_mut().append_pair("code", &code).append_pair("state", &decision.state).append_pair("iss", &iss);
     Redirect::to(target.as_str()).into_response()
 }
 
@@ -334,6 +388,20 @@ async fn token(
     }
     if !constant_time_eq(Pkce::challenge_for(&request.code_verifier).as_bytes(), grant.code_challenge.as_bytes()) {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "PKCE verification failed");
+    }
+    match grant.fault {
+        TokenFault::None => {}
+        TokenFault::InvalidGrant => {
+            return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "The authorization code has expired");
+        }
+        TokenFault::InvalidClient => {
+            return token_error(StatusCode::UNAUTHORIZED, "invalid_client", "The client secret was rotated");
+        }
+        TokenFault::ServerError => return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response(),
+        TokenFault::Slow => tokio::time::sleep(SLOW_TOKEN_ANSWER).await,
+        TokenFault::MalformedJson => {
+            return ([(header::CONTENT_TYPE, "application/json")], "{\"access_token\": ").into_response();
+        }
     }
     Json(json!({
         "access_token": format!("demo_at_{}", crypto::random_token::<24>()),

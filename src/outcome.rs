@@ -117,8 +117,8 @@ pub static CATALOG: &[Entry] = &[
     row!("failed_to_exchange_token", Some("redirect_uri_mismatch"), 502, AppConfiguration, BS, "This connection is not available", "The app could not complete the connection because of a setup problem on its side. Please contact support.", "The provider says the redirect URI differs from the registered one. Paste the exact redirect URI printed by `callback-gate check` into the provider console (protocol, host, path, no trailing slash). Restarting will not help."),
     row!("failed_to_exchange_token", Some("timeout"), 504, ProviderTransient, RBST, "The service is not answering", "The service you are connecting to took too long to answer. Please try again in a few minutes.", "The token endpoint did not answer within token_timeout_seconds. The provider may be degraded; restarting can help."),
     row!("failed_to_exchange_token", Some("provider_unavailable"), 502, ProviderTransient, RBST, "The service had a problem", "The service you are connecting to had an error. Please try again in a few minutes.", "The token endpoint failed (HTTP 5xx, or the connection failed). Usually transient; restarting can help."),
-    row!("failed_to_exchange_token", Some("malformed_response"), 502, ProviderTransient, RBS, "The service gave an unexpected answer", "The service you are connecting to answered in a way we could not use. Please try again later or contact support.", "The token endpoint's answer was not a token response (HTML, invalid JSON, a redirect, no access_token, or too large). Check token_url; the body excerpt is stored under this reference."),
-    row!("failed_to_exchange_token", Some("post_auth_hook"), 500, Internal, RBST, "Something went wrong on our side", "The connection could not be saved. Please try again in a few minutes.", "The exchange succeeded but a post-authorization step failed. See the cause chain under this reference."),
+    row!("failed_to_exchange_token", Some("malformed_response"), 502, ProviderTransient, RBS, "The service gave an unexpected answer", "The service you are connecting to answered in a way we could not use. Please try again later or contact support.", "The token endpoint's answer was not a token response (HTML, invalid JSON, a redirect, no access_token, or too large). Check token_url; the body excerpt is stored under this reference. Restarting helps only if the provider's fault was passing."),
+    row!("failed_to_exchange_token", Some("post_auth_hook"), 500, Internal, RBST, "Something went wrong on our side", "The connection could not be saved. Please try again in a few minutes.", "The exchange succeeded but a post-authorization step (storing the connected account) failed. See the cause chain under this reference; restarting can help once the store is healthy."),
     row!("user_verify_url_not_configured", None, 500, AppConfiguration, BS, "This connection cannot be finished", "The app is not set up to confirm connections yet. Please contact support.", "The connection has user_verification on but app.user_verify_url is not set. Set it, or turn user_verification off for development."),
     row!("user_verification_failed", None, 403, Security, B, "This connection could not be confirmed", "We could not confirm that this connection belongs to you, so nothing was connected. Please go back to the app and try again.", "The app's user verification did not match the identifier the link was minted for, or it came too late. The held tokens were discarded."),
     row!("insufficient_scope", None, 403, UserAction, RB, "Some permissions were not granted", "The connection needs all the permissions it asked for. Please try again and leave every permission selected.", "The provider granted fewer scopes than the connection requires. The missing scopes are listed under this reference."),
@@ -439,4 +439,76 @@ mod tests {
         };
         assert_eq!(Failure::from_exchange(&slack).code(), "app_not_distributed");
     }
+}
+
+/// The troubleshooting guide, `docs/outcomes.md`, generated from the catalog so it cannot drift from the code.
+pub fn troubleshooting_guide() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# Outcomes: the troubleshooting guide\n\n\
+         <!-- Generated from src/outcome.rs by `UPDATE_DOCS=1 cargo test --test docs`; do not edit by hand. -->\n\n\
+         Every way a connection flow can end badly has a stable code. The user sees the title and message (never the\n\
+         provider's raw text) and the actions listed; the developer finds the raw values and the hint under the\n\
+         reference shown on the page: `GET /v1/references/{reference}`, and the log event with the same reference.\n\n\
+         | code | HTTP | class | user sees |\n|---|---|---|---|\n",
+    );
+    for entry in CATALOG {
+        let code = match entry.cause {
+            Some(cause) => format!("[`{}` ({cause})](#{}-{cause})", entry.code, entry.code),
+            None => format!("[`{}`](#{})", entry.code, entry.code),
+        };
+        let _ = writeln!(out, "| {code} | {} | {} | {} |", entry.status, entry.class.as_str(), entry.title);
+    }
+    for entry in CATALOG {
+        let heading = match entry.cause {
+            Some(cause) => format!("{}-{cause}", entry.code),
+            None => entry.code.to_owned(),
+        };
+        let _ = write!(out, "\n## {heading}\n\n");
+        if let Some(cause) = entry.cause {
+            let _ = writeln!(out, "`{}` with cause `{cause}`.\n", entry.code);
+        }
+        let _ = writeln!(out, "- **HTTP status:** {}", entry.status);
+        let _ = writeln!(out, "- **Class:** `{}`", entry.class.as_str());
+        let _ = writeln!(out, "- **The user reads:** \"{}\" — {}", entry.title, entry.message);
+        let _ = writeln!(out, "- **The page offers:** {}", describe_actions(entry.actions));
+        let signals = signals_for(entry.code);
+        if !signals.is_empty() {
+            let _ = writeln!(out, "- **Recognised from:** {}", signals.join("; "));
+        }
+        let _ = writeln!(out, "\n{}", entry.hint);
+    }
+    out
+}
+
+fn describe_actions(actions: Actions) -> String {
+    let mut offered = Vec::new();
+    if actions.contains(Actions::RESTART) {
+        offered.push("try again (a new flow for the same link while it is valid; once it expired, back to the app)");
+    }
+    if actions.contains(Actions::RETURN) {
+        offered.push("back to the app");
+    }
+    if actions.contains(Actions::SUPPORT) {
+        offered.push("contact support with the reference prefilled");
+    }
+    if actions.contains(Actions::STATUS) {
+        offered.push("the status page, when configured");
+    }
+    offered.join(", ")
+}
+
+fn signals_for(code: &str) -> Vec<String> {
+    let mut signals: Vec<String> = RECOGNITIONS
+        .iter()
+        .filter(|(_, c)| *c == code)
+        .map(|(signal, _)| match signal {
+            Signal::Error(value) => format!("`error={value}`"),
+            Signal::Description(fragment) => format!("`error_description` containing \"{fragment}\""),
+        })
+        .collect();
+    if CALLBACK_ERRORS.contains(&code) {
+        signals.insert(0, format!("`error={code}` on the callback"));
+    }
+    signals
 }

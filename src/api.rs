@@ -28,6 +28,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/connected-accounts", get(list_accounts))
         .route("/connected-accounts/{connection}/{identifier}", get(get_account))
         .route("/references/{reference}", get(get_reference))
+        .route("/user-verifications", post(verify_user))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
         .layer(middleware::from_fn_with_state(state, require_api_key))
 }
@@ -265,6 +266,44 @@ fn encode_cursor(connection: &str, identifier: &str) -> String {
 fn decode_cursor(cursor: &str) -> Option<(String, String)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     serde_json::from_slice::<(String, String)>(&bytes).ok()
+}
+
+#[derive(Debug, Deserialize)]
+struct VerificationRequest {
+    auth_request_id: String,
+    identifier: String,
+}
+
+/// `POST /v1/user-verifications`: the app confirms which of its users finished a flow.
+async fn verify_user(
+    State(state): State<AppState>,
+    payload: Result<Json<VerificationRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = payload.map_err(json_rejection)?;
+    let identifier = Identifier::parse(&request.identifier)
+        .map_err(|err| ApiError::invalid_field("identifier", "invalid_identifier", format!("identifier {err}")))?;
+    match flow::verify_user(&state, &request.auth_request_id, &identifier).await? {
+        flow::Verification::Confirmed { connection, identifier, redirect_to } => Ok(Json(json!({
+            "status": AccountStatus::Active,
+            "connection": connection,
+            "identifier": identifier,
+            "redirect_to": redirect_to,
+        }))
+        .into_response()),
+        flow::Verification::Failed { reference, redirect_to, detail } => Ok((
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": { "code": "user_verification_failed", "message": detail, "reference": reference },
+                "redirect_to": redirect_to,
+            })),
+        )
+            .into_response()),
+        flow::Verification::Unknown => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "auth_request_unknown",
+            "no held connection under this auth_request_id: it is unknown, was already verified, or expired",
+        )),
+    }
 }
 
 /// `GET /v1/references/{reference}`: the raw details and the developer hint behind a reference.

@@ -15,7 +15,9 @@ use crate::outcome::Failure;
 use crate::provider::Provider;
 use crate::provider::exchange::{self, Tokens};
 use crate::server::AppState;
-use crate::store::{FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, Store, StoreError, TokenWrite};
+use crate::store::{
+    FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, PendingVerification, Store, StoreError, TokenWrite,
+};
 use crate::telemetry;
 
 /// Who a failure concerns, for its record, its log line and its page.
@@ -158,6 +160,14 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         return fail(state, failure, context, started).await;
     };
 
+    if provider.connection.user_verification && state.settings.app.user_verify_url.is_none() {
+        // Caught before the user consents: the flow could not finish without a page to verify the user on.
+        let failure = Failure::new("user_verify_url_not_configured").with_detail(format!(
+            "connection \"{}\" has user_verification on, but app.user_verify_url is not set",
+            link.connection
+        ));
+        return fail(state, failure, context, started).await;
+    }
     let (browser, set_browser) = match browser {
         Some(existing) => (existing, None),
         None => {
@@ -337,7 +347,7 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
     // From here on this request owns the flow: every ending records it and sends the browser to the result page.
     let result = finish_claimed(state, &provider, &flow, &query, started).await;
     match result {
-        Ok(()) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
+        Ok(location) => Ending::Redirect { location, set_browser: None },
         Err(failure) => {
             let recorded = record(state, failure, context, started).await;
             if let Err(err) =
@@ -360,7 +370,7 @@ async fn finish_claimed(
     flow: &FlowRecord,
     query: &CallbackQuery,
     started: Instant,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let now = OffsetDateTime::now_utc();
     if flow.connection != provider.name() {
         return Err(Failure::new("state_invalid").with_detail(format!(
@@ -430,25 +440,114 @@ async fn finish_claimed(
         key_id: state.settings.secret_key.id().to_owned(),
         token_expires_at: tokens.expires_at,
     };
-    state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()).await.map_err(|err| {
+    let post_auth = |err: StoreError| {
         Failure::from_entry(crate::outcome::entry("failed_to_exchange_token", Some("post_auth_hook")))
             .with_detail(err.to_string())
-    })?;
+    };
+    let (outcome, location) = match &state.settings.app.user_verify_url {
+        Some(verify_url) if provider.connection.user_verification => {
+            // The tokens wait until the app confirms that its logged-in user is the identifier the link was for.
+            let request_id = Secret::new(crypto::random_token::<32>());
+            let now = OffsetDateTime::now_utc();
+            let expires_at = now + state.settings.flow_ttl;
+            let request_hash = crypto::hash_hex(request_id.expose());
+            state
+                .store
+                .hold_for_verification(&request_hash, &flow.id, &write, expires_at, now)
+                .await
+                .map_err(post_auth)?;
+            let mut location = verify_url.clone();
+            location.query_pairs_mut().append_pair("auth_request_id", request_id.expose());
+            ("pending_verification", String::from(location))
+        }
+        _ => {
+            state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()).await.map_err(post_auth)?;
+            ("connected", result_path(&flow.id))
+        }
+    };
     let latency_ms = telemetry::millis_since(started);
     tracing::info!(
         target: "callback_gate::outcome",
-        outcome = "connected",
+        outcome,
         flow = %flow.id,
         connection = %flow.connection,
         identifier = %telemetry::escape(&flow.identifier),
-        status = %write.status,
         provider_ms,
         added_ms = (latency_ms - provider_ms).max(0.0),
         latency_ms,
         "flow succeeded"
     );
-    state.metrics.record_outcome("connected");
-    Ok(())
+    state.metrics.record_outcome(outcome);
+    Ok(location)
+}
+
+/// How a user verification ended.
+#[derive(Debug)]
+pub enum Verification {
+    /// The identifiers matched: the account is ACTIVE; send the user to `redirect_to`.
+    Confirmed { connection: String, identifier: String, redirect_to: String },
+    /// Mismatch or too late: the held tokens were discarded and the failure recorded.
+    Failed { reference: String, redirect_to: String, detail: &'static str },
+    /// No held tokens under this request id (unknown, already used, or swept).
+    Unknown,
+}
+
+/// `POST /v1/user-verifications`: the app says which of its users is logged in; only the identifier the link was
+/// minted for may receive the held tokens.
+pub async fn verify_user(
+    state: &AppState,
+    auth_request_id: &str,
+    identifier: &Identifier,
+) -> Result<Verification, StoreError> {
+    let started = Instant::now();
+    if parse_browser(Some(auth_request_id)).is_none() {
+        return Ok(Verification::Unknown);
+    }
+    let Some(pending) = state.store.take_verification(&crypto::hash_hex(auth_request_id)).await? else {
+        return Ok(Verification::Unknown);
+    };
+    let redirect_to =
+        format!("{}{}", state.settings.public_url.as_str().trim_end_matches('/'), result_path(&pending.flow_id));
+    let now = OffsetDateTime::now_utc();
+    let matches = crypto::constant_time_eq(pending.tokens.identifier.as_bytes(), identifier.as_str().as_bytes());
+    let failure = if now >= pending.expires_at {
+        Some("the verification came after the held tokens expired")
+    } else if !matches {
+        Some("the app's logged-in user is not the identifier the link was minted for")
+    } else {
+        None
+    };
+    let Some(detail) = failure else {
+        state.store.complete_flow(&pending.flow_id, &pending.tokens, now).await?;
+        tracing::info!(
+            target: "callback_gate::outcome",
+            outcome = "connected",
+            flow = %pending.flow_id,
+            connection = %pending.tokens.connection,
+            identifier = %telemetry::escape(&pending.tokens.identifier),
+            verified = true,
+            latency_ms = telemetry::millis_since(started),
+            "user verified"
+        );
+        state.metrics.record_outcome("connected");
+        let PendingVerification { tokens, .. } = pending;
+        return Ok(Verification::Confirmed {
+            connection: tokens.connection,
+            identifier: tokens.identifier,
+            redirect_to,
+        });
+    };
+    let context = FailureContext {
+        connection: Some(pending.tokens.connection.clone()),
+        identifier: Some(pending.tokens.identifier.clone()),
+        flow_id: Some(pending.flow_id.clone()),
+        touches_account: true,
+        ..FailureContext::default()
+    };
+    let recorded = record(state, Failure::new("user_verification_failed").with_detail(detail), context, started).await;
+    state.store.fail_flow(&pending.flow_id, recorded.failure.code(), &recorded.reference, recorded.at).await?;
+    state.store.release_pending_account(&pending.tokens.connection, &pending.tokens.identifier).await?;
+    Ok(Verification::Failed { reference: recorded.reference, redirect_to, detail })
 }
 
 fn with_query(mut failure: Failure, query: &CallbackQuery) -> Failure {

@@ -152,6 +152,12 @@ async fn result(State(state): State<AppState>, Path(flow_id): Path<String>, jar:
             };
             failure_page(&state, &recorded).await
         }
+        FlowStatus::Verifying => notice(
+            &state,
+            StatusCode::OK,
+            "Waiting for confirmation",
+            "The app is confirming that this connection belongs to you. Refresh this page in a moment.",
+        ),
         FlowStatus::Started | FlowStatus::Exchanging => notice(
             &state,
             StatusCode::OK,

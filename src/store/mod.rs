@@ -60,6 +60,8 @@ pub enum FlowStatus {
     Started,
     /// A callback claimed it; the code is being exchanged.
     Exchanging,
+    /// Tokens are held until the app confirms which user finished the flow.
+    Verifying,
     Succeeded,
     Failed,
 }
@@ -69,6 +71,7 @@ impl FlowStatus {
         match self {
             Self::Started => "started",
             Self::Exchanging => "exchanging",
+            Self::Verifying => "verifying",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
         }
@@ -78,6 +81,7 @@ impl FlowStatus {
         Ok(match value {
             "started" => Self::Started,
             "exchanging" => Self::Exchanging,
+            "verifying" => Self::Verifying,
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             other => {
@@ -114,6 +118,14 @@ pub struct TokenWrite {
     pub sealed_tokens: Vec<u8>,
     pub key_id: String,
     pub token_expires_at: Option<i64>,
+}
+
+/// Tokens held for user verification.
+#[derive(Debug, Clone)]
+pub struct PendingVerification {
+    pub flow_id: String,
+    pub tokens: TokenWrite,
+    pub expires_at: OffsetDateTime,
 }
 
 /// What happened behind one reference.
@@ -344,6 +356,95 @@ impl Store {
         Ok(())
     }
 
+    /// Holds a flow's tokens until the app verifies its user. An account that is not ACTIVE becomes
+    /// PENDING_VERIFICATION; an ACTIVE one keeps its current tokens until then.
+    pub async fn hold_for_verification(
+        &self,
+        request_hash: &str,
+        flow_id: &str,
+        tokens: &TokenWrite,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens, key_id,
+                                                token_expires_at, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(request_hash)
+        .bind(flow_id)
+        .bind(&tokens.connection)
+        .bind(&tokens.identifier)
+        .bind(scopes)
+        .bind(&tokens.sealed_tokens)
+        .bind(&tokens.key_id)
+        .bind(tokens.token_expires_at)
+        .bind(millis(now))
+        .bind(millis(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (connection, identifier) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+             WHERE connected_accounts.status <> 'ACTIVE'",
+        )
+        .bind(&tokens.connection)
+        .bind(&tokens.identifier)
+        .bind(AccountStatus::PendingVerification.as_str())
+        .bind(millis(now))
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE flows SET status = 'verifying' WHERE id = ?").bind(flow_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes (and so consumes) held tokens; of concurrent callers with one request, exactly one gets them.
+    pub async fn take_verification(&self, request_hash: &str) -> Result<Option<PendingVerification>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM pending_verifications WHERE request_hash = ?
+             RETURNING flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at",
+        )
+        .bind(request_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let scopes: String = row.try_get("scopes")?;
+            Ok(PendingVerification {
+                flow_id: row.try_get("flow_id")?,
+                tokens: TokenWrite {
+                    connection: row.try_get("connection")?,
+                    identifier: row.try_get("identifier")?,
+                    status: AccountStatus::Active,
+                    scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                    sealed_tokens: row.try_get("sealed_tokens")?,
+                    key_id: row.try_get("key_id")?,
+                    token_expires_at: row.try_get("token_expires_at")?,
+                },
+                expires_at: from_millis(row.try_get("expires_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// After held tokens were discarded: an account that was waiting for verification waits for a flow again.
+    pub async fn release_pending_account(&self, connection: &str, identifier: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connected_accounts SET status = 'PENDING_AUTH'
+             WHERE connection = ? AND identifier = ? AND status = 'PENDING_VERIFICATION'
+               AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                               WHERE p.connection = connected_accounts.connection AND p.identifier = connected_accounts.identifier)",
+        )
+        .bind(connection)
+        .bind(identifier)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Ends a flow that failed. The account keeps whatever tokens and status it had.
     pub async fn fail_flow(
         &self,
@@ -480,12 +581,27 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        let held = sqlx::query("DELETE FROM pending_verifications WHERE expires_at < ?")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if held > 0 {
+            sqlx::query(
+                "UPDATE connected_accounts SET status = 'PENDING_AUTH' WHERE status = 'PENDING_VERIFICATION'
+                 AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                 WHERE p.connection = connected_accounts.connection
+                                   AND p.identifier = connected_accounts.identifier)",
+            )
+            .execute(&self.pool)
+            .await?;
+        }
         let references = sqlx::query("DELETE FROM outcome_events WHERE created_at < ?")
             .bind(millis(now - REFERENCE_RETENTION))
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(links + flows + references)
+        Ok(links + flows + held + references)
     }
 
     /// Counts rows per table, for tests and metrics.
@@ -495,6 +611,7 @@ impl Store {
             Table::Flows => "SELECT COUNT(*) FROM flows",
             Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
             Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
+            Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
         };
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
     }
@@ -507,6 +624,7 @@ pub enum Table {
     Flows,
     Accounts,
     OutcomeEvents,
+    PendingVerifications,
 }
 
 fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, StoreError> {

@@ -63,7 +63,10 @@ async fn the_happy_path_ends_active_with_tokens_sealed_to_the_account() {
     assert_eq!(account["scopes"], serde_json::json!(["read", "write"]));
     assert!(account.get("access_token").is_none());
 
-    let tokens = app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.expect("tokens open with the right associated data");
+    let tokens = app
+        .open_tokens(CONNECTION, "user_1", CONNECTION, "user_1")
+        .await
+        .expect("tokens open with the right associated data");
     assert_eq!(tokens["access_token"], "at-secret-value-0001");
     assert_eq!(tokens["refresh_token"], "rt-secret-value-0001");
     assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_2").await.is_none());
@@ -97,7 +100,11 @@ async fn every_page_carries_the_security_headers() {
         assert_eq!(headers["referrer-policy"], "no-referrer");
         assert_eq!(headers["x-content-type-options"], "nosniff");
         let csp = headers["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"));
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("default-src 'none'")
+                && !csp.contains("unsafe-inline")
+        );
     }
     let css = browser.get(&app.url("/static/style.css")).await;
     assert_eq!(css.status(), StatusCode::OK);

@@ -32,6 +32,10 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Extra TOML appended after the connections (e.g. another `[[connections]]`).
     pub extra_config: String,
+    /// `user_verification` of the mock connection.
+    pub user_verification: bool,
+    /// Whether `app.user_verify_url` is configured.
+    pub user_verify_url: bool,
 }
 
 impl Default for Options {
@@ -44,6 +48,8 @@ impl Default for Options {
             token_timeout_seconds: 2,
             public_url: None,
             extra_config: String::new(),
+            user_verification: false,
+            user_verify_url: true,
         }
     }
 }
@@ -85,7 +91,7 @@ token_timeout_seconds = {token_timeout}
 name = "Test App"
 return_url = "{address}/settings"
 allowed_return_origins = ["{address}", "https://app.example.com"]
-user_verify_url = "{address}/verify"
+{verify_url}
 
 [support]
 email = "support@example.com"
@@ -99,7 +105,7 @@ client_secret_env = "MOCK_CLIENT_SECRET"
 authorization_url = "{mock}/authorize"
 token_url = "{mock}/token"
 scopes = ["read", "write"]
-user_verification = false
+user_verification = {user_verification}
 {extra}
 
 [[connections]]
@@ -115,6 +121,9 @@ user_verification = false
 {extra_config}
 "#,
         extra_config = options.extra_config,
+        user_verification = options.user_verification,
+        verify_url =
+            if options.user_verify_url { format!("user_verify_url = \"{address}/verify\"") } else { String::new() },
         mode = options.mode,
         db = dir.path().join("test.db").display(),
         flow_ttl = options.flow_ttl_seconds,
@@ -131,7 +140,8 @@ user_verification = false
         ("CALLBACK_GATE_SECRET_KEY", secret_key.clone()),
     ]);
     let lookup = move |name: &str| secrets.get(name).cloned();
-    let settings = config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
+    let settings =
+        config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
     let app = Application::build(settings, listener, axum::Router::new()).await.expect("app builds");
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
@@ -298,7 +308,13 @@ impl TestApp {
     }
 
     /// Sealed tokens of an account, opened with the given associated data.
-    pub async fn open_tokens(&self, connection: &str, identifier: &str, aad_connection: &str, aad_identifier: &str) -> Option<Value> {
+    pub async fn open_tokens(
+        &self,
+        connection: &str,
+        identifier: &str,
+        aad_connection: &str,
+        aad_identifier: &str,
+    ) -> Option<Value> {
         let (sealed, _key_id) = self.store.sealed_tokens(connection, identifier).await.expect("store")?;
         let aad = callback_gate::crypto::account_associated_data(aad_connection, aad_identifier);
         let plain = self.state.settings.secret_key.open(&sealed, &aad).ok()?;
@@ -321,5 +337,10 @@ pub fn code_on(page: &str) -> String {
 
 /// One query parameter of a URL.
 pub fn query_param(url: &str, name: &str) -> String {
-    Url::parse(url).expect("absolute URL").query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
+    Url::parse(url)
+        .expect("absolute URL")
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }

@@ -63,7 +63,10 @@ async fn invalid_identifiers_are_422_naming_the_field() {
         assert!(error["error"]["message"].as_str().unwrap().starts_with("identifier"));
     }
     let longest = "a".repeat(255);
-    assert_eq!(app.post_link(json!({ "connection": CONNECTION, "identifier": longest })).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.post_link(json!({ "connection": CONNECTION, "identifier": longest })).await.status(),
+        StatusCode::CREATED
+    );
     assert_eq!(app.count(Table::Accounts).await, 1);
 }
 
@@ -81,13 +84,16 @@ async fn invalid_return_to_is_422_naming_the_field() {
         "https://app.example.com\t.evil.example.com/",
         "http://app.example.com/",
     ] {
-        let response = app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": return_to })).await;
+        let response =
+            app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": return_to })).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{return_to}");
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], "invalid_return_to");
         assert_eq!(error["error"]["field"], "return_to");
     }
-    let ok = app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": "https://app.example.com/done" })).await;
+    let ok = app
+        .post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": "https://app.example.com/done" }))
+        .await;
     assert_eq!(ok.status(), StatusCode::CREATED);
     assert_eq!(app.count(Table::Links).await, 1);
 }
@@ -126,7 +132,13 @@ async fn accounts_list_filters_and_paginates() {
     let list = |query: String| {
         let app = &app;
         async move {
-            let response = app.api.get(app.url(&format!("/v1/connected-accounts{query}"))).bearer_auth(&app.api_key).send().await.unwrap();
+            let response = app
+                .api
+                .get(app.url(&format!("/v1/connected-accounts{query}")))
+                .bearer_auth(&app.api_key)
+                .send()
+                .await
+                .unwrap();
             let status = response.status();
             (status, response.json::<Value>().await.unwrap())
         }
@@ -134,7 +146,8 @@ async fn accounts_list_filters_and_paginates() {
     let (status, page) = list(format!("?connection={CONNECTION}&limit=2")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["data"].as_array().unwrap().len(), 2);
-    let mut seen: Vec<String> = page["data"].as_array().unwrap().iter().map(|a| a["identifier"].as_str().unwrap().to_owned()).collect();
+    let mut seen: Vec<String> =
+        page["data"].as_array().unwrap().iter().map(|a| a["identifier"].as_str().unwrap().to_owned()).collect();
     let mut cursor = page["next_cursor"].as_str().map(str::to_owned);
     while let Some(next) = cursor {
         let (_, page) = list(format!("?connection={CONNECTION}&limit=2&cursor={next}")).await;
@@ -168,7 +181,8 @@ async fn accounts_list_filters_and_paginates() {
 #[tokio::test]
 async fn an_unknown_account_is_404() {
     let app = spawn_app().await;
-    let response = app.api.get(app.url("/v1/connected-accounts/mock/nobody")).bearer_auth(&app.api_key).send().await.unwrap();
+    let response =
+        app.api.get(app.url("/v1/connected-accounts/mock/nobody")).bearer_auth(&app.api_key).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "account_not_found");

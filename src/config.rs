@@ -36,9 +36,13 @@ impl Mode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    #[serde(default, deserialize_with = "text")]
     pub public_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub listen: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub mode: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub database_url: Option<String>,
     /// How long an authorization link can be opened, in seconds (default 24 hours).
     pub link_ttl_seconds: Option<u64>,
@@ -57,37 +61,52 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApp {
+    #[serde(default, deserialize_with = "text")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub return_url: Option<String>,
     #[serde(default)]
     pub allowed_return_origins: Vec<String>,
+    #[serde(default, deserialize_with = "text")]
     pub user_verify_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSupport {
+    #[serde(default, deserialize_with = "text")]
     pub email: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub status_page_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnection {
+    #[serde(default, deserialize_with = "text")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub provider: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub client_id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub client_secret_env: Option<String>,
     /// Present only to give a clear error: secrets never live in the file.
     pub client_secret: Option<toml_value::Ignored>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    #[serde(default, deserialize_with = "text")]
     pub authorization_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub token_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub issuer: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     pub revocation_url: Option<String>,
     /// `client_secret_basic` or `client_secret_post`; presets and discovery choose one when absent.
+    #[serde(default, deserialize_with = "text")]
     pub token_auth_method: Option<String>,
     pub user_verification: Option<bool>,
     pub expose_tokens: Option<bool>,
@@ -103,6 +122,27 @@ mod toml_value {
             serde::de::IgnoredAny::deserialize(deserializer).map(|_| Ignored)
         }
     }
+}
+
+/// Reads a text value leniently: environment overrides arrive typed (`CALLBACK_GATE_APP__NAME=2024` is a number),
+/// but every text key must accept them as written.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Unsigned(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Scalar>::deserialize(deserializer)?.map(|value| match value {
+        Scalar::Text(text) => text,
+        Scalar::Integer(n) => n.to_string(),
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }))
 }
 
 /// The validated configuration the service runs with.
@@ -220,13 +260,20 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
 
 /// Reads the file, applies environment overrides and validates.
 pub fn load(path: &Path) -> Result<Settings, ConfigProblems> {
-    if !path.exists() {
-        return Err(ConfigProblems(vec![format!(
-            "config file {} not found (pass --config FILE or set CALLBACK_GATE_CONFIG)",
-            path.display()
-        )]));
-    }
-    let figment = Figment::from(Toml::file(path)).merge(
+    // Read here rather than by figment, which treats a missing or unreadable path as an empty file.
+    let document = match std::fs::read_to_string(path) {
+        Ok(document) => document,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigProblems(vec![format!(
+                "config file {} not found (pass --config FILE or set CALLBACK_GATE_CONFIG)",
+                path.display()
+            )]));
+        }
+        Err(err) => {
+            return Err(ConfigProblems(vec![format!("config file {} could not be read: {err}", path.display())]));
+        }
+    };
+    let figment = Figment::from(Toml::string(&document)).merge(
         Env::prefixed("CALLBACK_GATE_").ignore(&RESERVED_ENV).split("__").map(|key| key.as_str().to_lowercase().into()),
     );
     let raw = extract(figment)?;

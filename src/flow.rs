@@ -386,7 +386,9 @@ async fn finish_claimed(
             state.settings.flow_ttl.as_secs()
         )));
     }
-    check_issuer(provider, query)?;
+    if let Some(failure) = issuer_failure(provider, query) {
+        return Err(failure);
+    }
     let code =
         match (&query.code, &query.error) {
             (Some(_), Some(_)) => {
@@ -430,7 +432,8 @@ async fn finish_claimed(
             .with_detail(format!("the provider granted \"{}\"", tokens.scope.as_deref().unwrap_or_default()))
             .with_hint(format!("Missing scopes: {}.", missing.join(", "))));
     }
-    let sealed = seal_tokens(state, &flow.connection, &flow.identifier, &tokens)?;
+    let sealed = seal_tokens(state, &flow.connection, &flow.identifier, &tokens)
+        .ok_or_else(|| Failure::new("internal_error").with_detail("the tokens could not be serialised for sealing"))?;
     let write = TokenWrite {
         connection: flow.connection.clone(),
         identifier: flow.identifier.clone(),
@@ -559,16 +562,17 @@ fn with_query(mut failure: Failure, query: &CallbackQuery) -> Failure {
 }
 
 /// RFC 9207: where the provider sends `iss`, it must name this connection's issuer; where it promises to, it must.
-fn check_issuer(provider: &Provider, query: &CallbackQuery) -> Result<(), Failure> {
+/// Returns the failure when the check does not hold.
+fn issuer_failure(provider: &Provider, query: &CallbackQuery) -> Option<Failure> {
     match (&query.iss, &provider.issuer) {
-        (Some(iss), Some(expected)) if iss.trim_end_matches('/') != expected.trim_end_matches('/') => {
-            Err(with_query(Failure::new("issuer_mismatch"), query)
-                .with_detail(format!("the callback's iss is not the connection's issuer \"{expected}\"")))
-        }
-        (None, Some(_)) if provider.iss_required => Err(Failure::new("issuer_mismatch").with_detail(
+        (Some(iss), Some(expected)) if iss.trim_end_matches('/') != expected.trim_end_matches('/') => Some(
+            with_query(Failure::new("issuer_mismatch"), query)
+                .with_detail(format!("the callback's iss is not the connection's issuer \"{expected}\"")),
+        ),
+        (None, Some(_)) if provider.iss_required => Some(Failure::new("issuer_mismatch").with_detail(
             "the provider promises RFC 9207 iss in every authorization response, but this callback has none",
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -589,10 +593,9 @@ async fn validate_id_token(
         .map_err(|err| invalid(err.to_string()))
 }
 
-fn seal_tokens(state: &AppState, connection: &str, identifier: &str, tokens: &Tokens) -> Result<Vec<u8>, Failure> {
-    let plain = serde_json::to_vec(tokens)
-        .map_err(|err| Failure::new("internal_error").with_detail(format!("tokens did not serialise: {err}")))?;
-    Ok(state.settings.secret_key.seal(&plain, &crypto::account_associated_data(connection, identifier)))
+fn seal_tokens(state: &AppState, connection: &str, identifier: &str, tokens: &Tokens) -> Option<Vec<u8>> {
+    let plain = serde_json::to_vec(tokens).ok()?;
+    Some(state.settings.secret_key.seal(&plain, &crypto::account_associated_data(connection, identifier)))
 }
 
 fn store_failure(err: &StoreError) -> Failure {

@@ -230,7 +230,10 @@ impl Failure {
     /// A failed token exchange, named by its cause.
     pub fn from_exchange(err: &ExchangeError) -> Self {
         let recognized = match err {
-            ExchangeError::Rejected { error, error_description, .. } => recognize(error, error_description.as_deref()),
+            // At the token endpoint a redirect URI mismatch is a cause of failed_to_exchange_token.
+            ExchangeError::Rejected { error, error_description, .. } => {
+                recognize(error, error_description.as_deref()).filter(|code| *code != "redirect_uri_mismatch")
+            }
             _ => None,
         };
         let mut failure = match recognized {
@@ -362,6 +365,78 @@ pub fn exchange_cause(err: &ExchangeError) -> &'static str {
     }
 }
 
+/// The troubleshooting guide, `docs/outcomes.md`, generated from the catalog so it cannot drift from the code.
+pub fn troubleshooting_guide() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# Outcomes: the troubleshooting guide\n\n\
+         <!-- Generated from src/outcome.rs by `UPDATE_DOCS=1 cargo test --test docs`; do not edit by hand. -->\n\n\
+         Every way a connection flow can end badly has a stable code. The user sees the title and message (never the\n\
+         provider's raw text) and the actions listed; the developer finds the raw values and the hint under the\n\
+         reference shown on the page: `GET /v1/references/{reference}`, and the log event with the same reference.\n\n\
+         | code | HTTP | class | user sees |\n|---|---|---|---|\n",
+    );
+    for entry in CATALOG {
+        let code = match entry.cause {
+            Some(cause) => format!("[`{}` ({cause})](#{}-{cause})", entry.code, entry.code),
+            None => format!("[`{}`](#{})", entry.code, entry.code),
+        };
+        let _ = writeln!(out, "| {code} | {} | {} | {} |", entry.status, entry.class.as_str(), entry.title);
+    }
+    for entry in CATALOG {
+        let heading = match entry.cause {
+            Some(cause) => format!("{}-{cause}", entry.code),
+            None => entry.code.to_owned(),
+        };
+        let _ = write!(out, "\n## {heading}\n\n");
+        if let Some(cause) = entry.cause {
+            let _ = writeln!(out, "`{}` with cause `{cause}`.\n", entry.code);
+        }
+        let _ = writeln!(out, "- **HTTP status:** {}", entry.status);
+        let _ = writeln!(out, "- **Class:** `{}`", entry.class.as_str());
+        let _ = writeln!(out, "- **The user reads:** \"{}\" — {}", entry.title, entry.message);
+        let _ = writeln!(out, "- **The page offers:** {}", describe_actions(entry.actions));
+        let signals = signals_for(entry.code);
+        if !signals.is_empty() {
+            let _ = writeln!(out, "- **Recognised from:** {}", signals.join("; "));
+        }
+        let _ = writeln!(out, "\n{}", entry.hint);
+    }
+    out
+}
+
+fn describe_actions(actions: Actions) -> String {
+    let mut offered = Vec::new();
+    if actions.contains(Actions::RESTART) {
+        offered.push("try again (a new flow for the same link while it is valid; once it expired, back to the app)");
+    }
+    if actions.contains(Actions::RETURN) {
+        offered.push("back to the app");
+    }
+    if actions.contains(Actions::SUPPORT) {
+        offered.push("contact support with the reference prefilled");
+    }
+    if actions.contains(Actions::STATUS) {
+        offered.push("the status page, when configured");
+    }
+    offered.join(", ")
+}
+
+fn signals_for(code: &str) -> Vec<String> {
+    let mut signals: Vec<String> = RECOGNITIONS
+        .iter()
+        .filter(|(_, c)| *c == code)
+        .map(|(signal, _)| match signal {
+            Signal::Error(value) => format!("`error={value}`"),
+            Signal::Description(fragment) => format!("`error_description` containing \"{fragment}\""),
+        })
+        .collect();
+    if CALLBACK_ERRORS.contains(&code) {
+        signals.insert(0, format!("`error={code}` on the callback"));
+    }
+    signals
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,76 +514,4 @@ mod tests {
         };
         assert_eq!(Failure::from_exchange(&slack).code(), "app_not_distributed");
     }
-}
-
-/// The troubleshooting guide, `docs/outcomes.md`, generated from the catalog so it cannot drift from the code.
-pub fn troubleshooting_guide() -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "# Outcomes: the troubleshooting guide\n\n\
-         <!-- Generated from src/outcome.rs by `UPDATE_DOCS=1 cargo test --test docs`; do not edit by hand. -->\n\n\
-         Every way a connection flow can end badly has a stable code. The user sees the title and message (never the\n\
-         provider's raw text) and the actions listed; the developer finds the raw values and the hint under the\n\
-         reference shown on the page: `GET /v1/references/{reference}`, and the log event with the same reference.\n\n\
-         | code | HTTP | class | user sees |\n|---|---|---|---|\n",
-    );
-    for entry in CATALOG {
-        let code = match entry.cause {
-            Some(cause) => format!("[`{}` ({cause})](#{}-{cause})", entry.code, entry.code),
-            None => format!("[`{}`](#{})", entry.code, entry.code),
-        };
-        let _ = writeln!(out, "| {code} | {} | {} | {} |", entry.status, entry.class.as_str(), entry.title);
-    }
-    for entry in CATALOG {
-        let heading = match entry.cause {
-            Some(cause) => format!("{}-{cause}", entry.code),
-            None => entry.code.to_owned(),
-        };
-        let _ = write!(out, "\n## {heading}\n\n");
-        if let Some(cause) = entry.cause {
-            let _ = writeln!(out, "`{}` with cause `{cause}`.\n", entry.code);
-        }
-        let _ = writeln!(out, "- **HTTP status:** {}", entry.status);
-        let _ = writeln!(out, "- **Class:** `{}`", entry.class.as_str());
-        let _ = writeln!(out, "- **The user reads:** \"{}\" — {}", entry.title, entry.message);
-        let _ = writeln!(out, "- **The page offers:** {}", describe_actions(entry.actions));
-        let signals = signals_for(entry.code);
-        if !signals.is_empty() {
-            let _ = writeln!(out, "- **Recognised from:** {}", signals.join("; "));
-        }
-        let _ = writeln!(out, "\n{}", entry.hint);
-    }
-    out
-}
-
-fn describe_actions(actions: Actions) -> String {
-    let mut offered = Vec::new();
-    if actions.contains(Actions::RESTART) {
-        offered.push("try again (a new flow for the same link while it is valid; once it expired, back to the app)");
-    }
-    if actions.contains(Actions::RETURN) {
-        offered.push("back to the app");
-    }
-    if actions.contains(Actions::SUPPORT) {
-        offered.push("contact support with the reference prefilled");
-    }
-    if actions.contains(Actions::STATUS) {
-        offered.push("the status page, when configured");
-    }
-    offered.join(", ")
-}
-
-fn signals_for(code: &str) -> Vec<String> {
-    let mut signals: Vec<String> = RECOGNITIONS
-        .iter()
-        .filter(|(_, c)| *c == code)
-        .map(|(signal, _)| match signal {
-            Signal::Error(value) => format!("`error={value}`"),
-            Signal::Description(fragment) => format!("`error_description` containing \"{fragment}\""),
-        })
-        .collect();
-    if CALLBACK_ERRORS.contains(&code) {
-        signals.insert(0, format!("`error={code}` on the callback"));
-    }
-    signals
 }

@@ -189,8 +189,10 @@ pub fn parse_token_response(status: u16, body: &[u8], is_form: bool) -> Result<T
     };
     let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
     // An OAuth error wins over the status code: GitHub and Slack answer 200 with an error (Slack as `ok: false`).
+    // An error status never carries usable tokens, whatever else its body holds.
+    let success = (200..300).contains(&status);
     let slack_failed = fields.get("ok") == Some(&Value::Bool(false));
-    if let Some(error) = string("error").filter(|_| fields.get("access_token").is_none() || slack_failed) {
+    if let Some(error) = string("error").filter(|_| !success || fields.get("access_token").is_none() || slack_failed) {
         return Err(ExchangeError::Rejected {
             status,
             error,

@@ -36,6 +36,9 @@ pub struct Options {
     pub user_verification: bool,
     /// Whether `app.user_verify_url` is configured.
     pub user_verify_url: bool,
+    /// Base URL of the providers' endpoints instead of the wiremock server (production mode needs https; such a
+    /// provider is never contacted, so only flows that end before the token request can use it).
+    pub provider_base: Option<String>,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             extra_config: String::new(),
             user_verification: false,
             user_verify_url: true,
+            provider_base: None,
         }
     }
 }
@@ -129,7 +133,7 @@ user_verification = false
         flow_ttl = options.flow_ttl_seconds,
         link_ttl = options.link_ttl_seconds,
         token_timeout = options.token_timeout_seconds,
-        mock = provider.uri(),
+        mock = options.provider_base.clone().unwrap_or_else(|| provider.uri()),
         extra = options.connection_extra,
     );
     let api_key = format!("test-api-key-{}", callback_gate::crypto::random_token::<16>());

@@ -3,5 +3,9 @@
 
 mod helpers;
 
-mod links;
+mod callback;
+mod exchange;
 mod flow;
+mod links;
+mod outcomes;
+mod verification;

@@ -11,7 +11,7 @@
 //
 // Run from the repository root, after `cargo build`:
 //   (cd tests/e2e && npm ci) && node --test tests/e2e/
-// Set CALLBACK_GATE_BIN to test another binary than target/debug/callback-gate.
+// Set E2E_GATE_BIN to test another binary than target/debug/callback-gate.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -30,8 +30,8 @@ export const CONNECTION = 'idp';
 // What the dev interactions' abort endpoint sends back with access_denied.
 export const ABORT_ERROR_DESCRIPTION = 'End-User aborted interaction';
 
-export const GATE_BIN = process.env.CALLBACK_GATE_BIN
-  ? path.resolve(process.env.CALLBACK_GATE_BIN)
+export const GATE_BIN = process.env.E2E_GATE_BIN
+  ? path.resolve(process.env.E2E_GATE_BIN)
   : path.resolve(here, '../../target/debug/callback-gate');
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -154,7 +154,7 @@ export async function startIdp({ redirectUri }) {
  */
 export async function startGate({ port, issuer }) {
   if (!existsSync(GATE_BIN)) {
-    throw new Error(`callback-gate binary not found at ${GATE_BIN} (build it with cargo build, or set CALLBACK_GATE_BIN)`);
+    throw new Error(`callback-gate binary not found at ${GATE_BIN} (build it with cargo build, or set E2E_GATE_BIN)`);
   }
   const dir = await mkdtemp(path.join(tmpdir(), 'callback-gate-e2e-'));
   const url = `http://127.0.0.1:${port}`;

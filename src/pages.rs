@@ -201,14 +201,15 @@ struct FailurePage<'a> {
     developer: Option<DeveloperDetails<'a>>,
 }
 
-/// Shown in development mode only: what a developer needs, escaped like everything else.
+/// Shown in development mode only: what a developer needs. Besides the templates' HTML escaping, control and
+/// bidirectional characters are made visible, so provider text cannot hide or reorder what is shown.
 struct DeveloperDetails<'a> {
     hint: String,
     cause: Option<&'a str>,
-    error: Option<&'a str>,
-    error_description: Option<&'a str>,
-    error_uri: Option<&'a str>,
-    detail: &'a str,
+    error: Option<String>,
+    error_description: Option<String>,
+    error_uri: Option<String>,
+    detail: String,
 }
 
 #[derive(Template)]
@@ -255,10 +256,10 @@ async fn failure_page(state: &AppState, recorded: &Recorded) -> Response {
         developer: state.settings.mode.is_development().then(|| DeveloperDetails {
             hint: recorded.failure.hint(),
             cause: entry.cause,
-            error: recorded.failure.error.as_deref(),
-            error_description: recorded.failure.error_description.as_deref(),
-            error_uri: recorded.failure.error_uri.as_deref(),
-            detail: &recorded.failure.detail,
+            error: recorded.failure.error.as_deref().map(telemetry::escape),
+            error_description: recorded.failure.error_description.as_deref().map(telemetry::escape),
+            error_uri: recorded.failure.error_uri.as_deref().map(telemetry::escape),
+            detail: telemetry::escape(&recorded.failure.detail),
         }),
     };
     let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -6,6 +6,7 @@ mod helpers;
 mod callback;
 mod exchange;
 mod flow;
+mod hostile;
 mod links;
 mod outcomes;
 mod verification;

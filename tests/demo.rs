@@ -246,3 +246,33 @@ fn the_demo_command_starts_and_says_where_to_go() {
     let status = child.wait_timeout(Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "the demo stops with exit 0 on SIGTERM: {status:?}");
 }
+
+/// Every failure button on the demo provider's consent page ends on the page of its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_simulated_failure_shows_its_page() {
+    let built: Demo = callback_gate::demo::build(0, None).await.expect("the demo builds");
+    tokio::spawn(built.app.run_until(std::future::pending()));
+    let demo = Running { url: built.url.clone(), api_key: built.api_key.clone(), client: browser() };
+    let expected = [
+        ("invalid_scope", "invalid_scope", StatusCode::BAD_GATEWAY),
+        ("server_error", "server_error", StatusCode::BAD_GATEWAY),
+        ("temporarily_unavailable", "temporarily_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        ("admin_consent", "admin_consent_required", StatusCode::FORBIDDEN),
+        ("wrong_iss", "issuer_mismatch", StatusCode::BAD_REQUEST),
+        ("token_invalid_grant", "failed_to_exchange_token", StatusCode::BAD_REQUEST),
+        ("token_invalid_client", "failed_to_exchange_token", StatusCode::BAD_GATEWAY),
+        ("token_500", "failed_to_exchange_token", StatusCode::BAD_GATEWAY),
+        ("token_slow", "failed_to_exchange_token", StatusCode::GATEWAY_TIMEOUT),
+        ("token_malformed", "failed_to_exchange_token", StatusCode::BAD_GATEWAY),
+    ];
+    for (index, (button, code, status)) in expected.into_iter().enumerate() {
+        let identifier = format!("user_{index}");
+        let consent = demo.to_consent(&identifier).await;
+        assert!(consent.contains(&format!("value=\"{button}\"")), "the consent page offers {button}");
+        let (shown_status, page) = demo.decide(&consent, button).await;
+        assert_eq!(code_on(&page).as_deref(), Some(code), "{button}");
+        assert_eq!(shown_status, status, "{button}");
+        assert!(reference_on(&page).is_some(), "{button}: a reference is shown");
+        assert_eq!(demo.account(&identifier).await["last_error"]["code"], code, "{button}");
+    }
+}

@@ -555,3 +555,31 @@ async fn a_refused_code_is_logged_as_the_providers_error() {
         );
     }
 }
+
+/// SIGTERM while a callback waits on the token endpoint: the callback still finishes and stores the account, then
+/// the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_in_flight_finishes_during_shutdown() {
+    let mut server = Server::start().await;
+    let flow = server.begin("user_in_flight").await;
+    let tokens = json!({ "access_token": "in-flight-access-token", "token_type": "Bearer" });
+    server
+        .token_for(
+            "in-flight-code",
+            ResponseTemplate::new(200).set_body_json(tokens).set_delay(Duration::from_millis(1500)),
+        )
+        .await;
+    let url = server.url(&format!("/connect/callback/{CONNECTION}?code=in-flight-code&state={}", flow.state));
+    let browser = flow.browser.clone();
+    let in_flight = tokio::spawn(async move { browser.get(url).send().await });
+    // Let the callback reach the token endpoint, then ask the process to stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = server.stop().await;
+    let response = in_flight.await.expect("task").expect("the in-flight callback was answered");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(response.headers()[LOCATION].to_str().unwrap().starts_with("/connect/result/"));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "graceful shutdown\n{}", server.log());
+    let log = server.log();
+    assert!(log.contains("\"outcome\":\"connected\""), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+}

@@ -67,6 +67,8 @@ pub struct TestApp {
     pub state: AppState,
     pub store: Store,
     pub api: reqwest::Client,
+    /// The SQLite file, for tests that reach into the store from outside.
+    pub db_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -158,6 +160,7 @@ user_verification = false
         state,
         provider,
         api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        db_path: dir.path().join("test.db"),
         _dir: dir,
     }
 }

@@ -432,3 +432,139 @@ async fn support_links_carry_the_reference_and_never_raw_text() {
 fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
+
+/// An OpenID provider on wiremock: discovery and a key set, and a token endpoint answering `token`.
+async fn openid_provider(token: ResponseTemplate) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer};
+    let server = MockServer::start().await;
+    let issuer = server.uri();
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "authorization_response_iss_parameter_supported": true,
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "keys": [] })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).and(path("/token")).respond_with(token).mount(&server).await;
+    server
+}
+
+#[tokio::test]
+async fn an_id_token_that_does_not_validate_is_id_token_invalid() {
+    // Unsigned (alg none), symmetric (HS256, never accepted with a public key set), malformed, and missing.
+    let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.";
+    let symmetric = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+    let bodies = [
+        json!({ "access_token": "oidc-access", "id_token": unsigned }),
+        json!({ "access_token": "oidc-access", "id_token": symmetric }),
+        json!({ "access_token": "oidc-access", "id_token": "not-a-jwt" }),
+        json!({ "access_token": "oidc-access" }),
+    ];
+    for body in bodies {
+        let idp = openid_provider(ResponseTemplate::new(200).set_body_json(body.clone())).await;
+        let extra = format!(
+            "[[connections]]\nname = \"sso\"\nprovider = \"oidc\"\nissuer = \"{}\"\nclient_id = \"sso-client\"\nclient_secret_env = \"MOCK_CLIENT_SECRET\"\nscopes = [\"openid\"]\nuser_verification = false\n",
+            idp.uri()
+        );
+        let app =
+            spawn_with(Options { extra_config: extra, public_url: Some(PUBLIC.into()), ..Options::default() }).await;
+        let response = app
+            .api
+            .post(app.url("/v1/authorization-links"))
+            .bearer_auth(&app.api_key)
+            .json(&json!({ "connection": "sso", "identifier": "user_1" }))
+            .send()
+            .await
+            .unwrap();
+        let link = response.json::<Value>().await.unwrap()["link"].as_str().unwrap().to_owned();
+        let browser = ProxiedBrowser::new();
+        let start = browser.get(&app, &link).await;
+        let location = start.headers()[LOCATION].to_str().unwrap().to_owned();
+        assert!(location.starts_with(&idp.uri()), "{location}");
+        assert!(!crate::helpers::query_param(&location, "nonce").is_empty(), "OpenID flows carry a nonce");
+        let state = crate::helpers::query_param(&location, "state");
+        let iss = url::form_urlencoded::byte_serialize(idp.uri().as_bytes()).collect::<String>();
+        let response =
+            browser.get(&app, &app.url(&format!("/connect/callback/sso?code=c&state={state}&iss={iss}"))).await;
+        let (status, page) = result_page(&app, &browser, response).await;
+        let event = assert_page(&app, status, &page, "id_token_invalid", None, &["oidc-access"], true).await;
+        assert!(!event["detail"].as_str().unwrap().is_empty(), "{body}: the detail names the failed check");
+        assert!(app.store.sealed_tokens("sso", "user_1").await.unwrap().is_none(), "{body}: nothing stored");
+        assert_eq!(app.store.account("sso", "user_1").await.unwrap().unwrap().status.as_str(), "PENDING_AUTH");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_iss_from_a_provider_that_promises_it_is_issuer_mismatch() {
+    let idp = openid_provider(ResponseTemplate::new(500)).await;
+    let extra = format!(
+        "[[connections]]\nname = \"sso\"\nprovider = \"oidc\"\nissuer = \"{}\"\nclient_id = \"sso-client\"\nclient_secret_env = \"MOCK_CLIENT_SECRET\"\nscopes = [\"openid\"]\nuser_verification = false\n",
+        idp.uri()
+    );
+    let app = spawn_with(Options { extra_config: extra, public_url: Some(PUBLIC.into()), ..Options::default() }).await;
+    let link = app
+        .api
+        .post(app.url("/v1/authorization-links"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "connection": "sso", "identifier": "user_1" }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let browser = ProxiedBrowser::new();
+    let start = browser.get(&app, &link).await;
+    let state = crate::helpers::query_param(start.headers()[LOCATION].to_str().unwrap(), "state");
+    let response = browser.get(&app, &app.url(&format!("/connect/callback/sso?code=c&state={state}"))).await;
+    let (status, page) = result_page(&app, &browser, response).await;
+    assert_page(&app, status, &page, "issuer_mismatch", None, &[], true).await;
+    let token_requests = idp.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/token").count();
+    assert_eq!(token_requests, 0);
+}
+
+#[tokio::test]
+async fn a_store_failure_after_the_exchange_is_post_auth_hook() {
+    let app = spawn_with(Options { public_url: Some(PUBLIC.into()), ..Options::default() }).await;
+    app.mock_token_success(1).await;
+    let (browser, state, _) = begin(&app, "user_1").await;
+    // Make the account's token write fail, as a full disk would, while everything else keeps working.
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", app.db_path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_tokens BEFORE UPDATE OF sealed_tokens ON connected_accounts
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let response = browser.get(&app, &app.url(&format!("/connect/callback/{CONNECTION}?code=c&state={state}"))).await;
+    let (status, page) = result_page(&app, &browser, response).await;
+    let event = assert_page(
+        &app,
+        status,
+        &page,
+        "failed_to_exchange_token",
+        Some("post_auth_hook"),
+        &["at-secret-value-0001"],
+        true,
+    )
+    .await;
+    assert!(event["detail"].as_str().unwrap().contains("simulated"), "{event}");
+    assert_eq!(app.account("user_1").await["status"], "PENDING_AUTH");
+    assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
+}

@@ -440,13 +440,16 @@ async fn a_provider_error_is_shown_by_code_with_the_raw_text_behind_the_referenc
 }
 
 #[tokio::test]
-async fn code_and_error_together_is_invalid_request_and_neither_is_code_missing() {
+async fn code_and_error_together_or_neither_is_invalid_request_and_an_empty_code_is_code_missing() {
     let app = spawn_app().await;
     app.mock_token_success(0).await;
     for (query, code) in [
         ("code=the-code&error=access_denied", "invalid_request"),
         ("code=&error_description=nothing", "code_missing"),
-        ("iss=x", "code_missing"),
+        ("iss=x", "invalid_request"),
+        ("error_description=nothing+else", "invalid_request"),
+        ("error=bad%22quote", "invalid_request"),
+        ("error=caf%C3%A9", "invalid_request"),
     ] {
         let (browser, started) = app.begin("user_1").await;
         let response = app.callback(&browser, &format!("{query}&state={}", started.state)).await;

@@ -162,7 +162,7 @@ const CALLBACK_CASES: &[(&str, &str, &str)] = &[
     ("interaction_required", "interaction_required", "MFA needed"),
     ("unknown_provider_error", "something_new", "A brand new error"),
     ("admin_consent_required", "consent_required", "AADSTS65001: The user or administrator has not consented."),
-    ("user_not_in_tenant", "access_denied", "AADSTS50020: User account from identity provider does not exist in tenant."),
+    ("user_not_in_tenant", "access_denied", "AADSTS50020: User account from identity provider does not exist in tenant.\r\nTrace ID: 0000\r\nCorrelation ID: 1111"),
     ("redirect_uri_mismatch", "invalid_request", "AADSTS50011: The redirect URI specified in the request does not match."),
     ("application_not_found", "unauthorized_client", "AADSTS700016: Application with identifier was not found in the directory."),
     ("admin_policy_enforced", "admin_policy_enforced", "Blocked by the Workspace admin"),
@@ -301,7 +301,7 @@ async fn flow_failures_have_their_pages_and_references() {
 
     // Through the result page: the flow exists.
     let (browser, state, _) = begin(&app, "user_code_missing").await;
-    let response = browser.get(&app, &callback(format!("state={state}"))).await;
+    let response = browser.get(&app, &callback(format!("state={state}&code="))).await;
     let (status, page) = result_page(&app, &browser, response).await;
     assert_page(&app, status, &page, "code_missing", None, &[], true).await;
 

@@ -20,6 +20,10 @@ use crate::store::{
 };
 use crate::telemetry;
 
+pub mod query;
+
+pub use query::{CallbackQuery, QueryError};
+
 /// Who a failure concerns, for its record, its log line and its page.
 #[derive(Debug, Clone, Default)]
 pub struct FailureContext {
@@ -215,76 +219,6 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
     Ending::Redirect { location: location.into(), set_browser }
 }
 
-/// The callback's query, parsed strictly: each parameter this service reads may appear once, percent-encoding
-/// must be valid and the decoded text UTF-8. Unknown parameters are ignored.
-#[derive(Debug, Default)]
-pub struct CallbackQuery {
-    pub state: Option<Secret>,
-    pub code: Option<Secret>,
-    pub error: Option<String>,
-    pub error_description: Option<String>,
-    pub error_uri: Option<String>,
-    pub iss: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum QueryError {
-    #[error("parameter `{0}` appears more than once")]
-    Repeated(&'static str),
-    #[error("the query has invalid percent-encoding or is not UTF-8")]
-    Encoding,
-}
-
-impl CallbackQuery {
-    pub fn parse(raw: Option<&str>) -> Result<Self, QueryError> {
-        let mut query = Self::default();
-        for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode_component(key)?;
-            let slot_name: &'static str = match key.as_str() {
-                "state" => "state",
-                "code" => "code",
-                "error" => "error",
-                "error_description" => "error_description",
-                "error_uri" => "error_uri",
-                "iss" => "iss",
-                _ => continue,
-            };
-            let value = decode_component(value)?;
-            let taken = match slot_name {
-                "state" => query.state.replace(Secret::new(value)).is_some(),
-                "code" => query.code.replace(Secret::new(value)).is_some(),
-                "error" => query.error.replace(value).is_some(),
-                "error_description" => query.error_description.replace(value).is_some(),
-                "error_uri" => query.error_uri.replace(value).is_some(),
-                _ => query.iss.replace(value).is_some(),
-            };
-            if taken {
-                return Err(QueryError::Repeated(slot_name));
-            }
-        }
-        Ok(query)
-    }
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component, refusing what a lenient decoder would paper over.
-fn decode_component(raw: &str) -> Result<String, QueryError> {
-    let bytes = raw.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' {
-            let valid = bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
-            if !valid {
-                return Err(QueryError::Encoding);
-            }
-        }
-    }
-    let spaced = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| QueryError::Encoding)
-}
-
 /// `GET /connect/callback/{connection}`: validates the flow, exchanges the code and stores the account.
 pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str>, browser: Option<Secret>) -> Ending {
     let started = Instant::now();
@@ -389,24 +323,32 @@ async fn finish_claimed(
     if let Some(failure) = issuer_failure(provider, query) {
         return Err(failure);
     }
-    let code =
-        match (&query.code, &query.error) {
-            (Some(_), Some(_)) => {
-                return Err(with_query(Failure::new("invalid_request"), query)
-                    .with_detail("the callback has both code and error"));
-            }
-            (None, Some(error)) => {
-                let mut failure =
-                    Failure::from_callback_error(error, query.error_description.as_deref(), query.error_uri.as_deref());
-                failure.iss = query.iss.clone();
-                return Err(failure);
-            }
-            (Some(code), None) if !code.is_empty() => code,
-            _ => {
-                return Err(with_query(Failure::new("code_missing"), query)
-                    .with_detail("the callback has neither code nor error"));
-            }
-        };
+    let code = match (&query.code, &query.error) {
+        // RFC 6749 section 4.1.2: a callback carries either a code or an error, never both and never neither.
+        (Some(_), Some(_)) => {
+            return Err(
+                with_query(Failure::new("invalid_request"), query).with_detail("the callback has both code and error")
+            );
+        }
+        (None, None) => {
+            return Err(with_query(Failure::new("invalid_request"), query)
+                .with_detail("the callback has neither code nor error"));
+        }
+        (None, Some(error)) if error.is_empty() || !error.chars().all(query::is_rfc6749_text) => {
+            return Err(with_query(Failure::new("invalid_request"), query)
+                .with_detail("the callback's error is empty or outside RFC 6749's character set"));
+        }
+        (None, Some(error)) => {
+            let mut failure =
+                Failure::from_callback_error(error, query.error_description.as_deref(), query.error_uri.as_deref());
+            failure.iss = query.iss.clone();
+            return Err(failure);
+        }
+        (Some(code), None) if code.is_empty() => {
+            return Err(with_query(Failure::new("code_missing"), query).with_detail("the callback's code is empty"));
+        }
+        (Some(code), None) => code,
+    };
     let secrets: FlowSecrets = state
         .settings
         .secret_key
@@ -699,25 +641,4 @@ fn missing_scopes(required: &[String], granted: Option<&str>, parsed: &[String])
 /// Raw provider values are stored for diagnosis, but never unbounded.
 fn bounded(value: &str) -> String {
     exchange::excerpt(value, 2048)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_parameters_are_refused() {
-        assert_eq!(CallbackQuery::parse(Some("state=a&state=b")).unwrap_err(), QueryError::Repeated("state"));
-        assert_eq!(CallbackQuery::parse(Some("code=a&code=a")).unwrap_err(), QueryError::Repeated("code"));
-        assert!(CallbackQuery::parse(Some("state=a&code=b&extra=1&extra=2")).is_ok());
-    }
-
-    #[test]
-    fn bad_encoding_is_refused_not_replaced() {
-        assert_eq!(CallbackQuery::parse(Some("state=%zz")).unwrap_err(), QueryError::Encoding);
-        assert_eq!(CallbackQuery::parse(Some("state=%ff%fe")).unwrap_err(), QueryError::Encoding);
-        assert_eq!(CallbackQuery::parse(Some("state=%4")).unwrap_err(), QueryError::Encoding);
-        let query = CallbackQuery::parse(Some("error=access_denied&error_description=User+said+no%21")).unwrap();
-        assert_eq!(query.error_description.as_deref(), Some("User said no!"));
-    }
 }

@@ -109,6 +109,9 @@ async fn require_api_key(State(state): State<AppState>, request: Request, next: 
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than 64 KiB");
+    }
     match rejection {
         JsonRejection::JsonDataError(err) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.body_text())

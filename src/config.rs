@@ -56,6 +56,26 @@ pub struct RawConfig {
     pub support: RawSupport,
     #[serde(default)]
     pub connections: Vec<RawConnection>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[limits]`: abuse limits. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Flows one client may start per minute (default 30).
+    pub starts_per_minute: Option<u32>,
+    /// Callbacks one client may send per minute (default 30).
+    pub callbacks_per_minute: Option<u32>,
+    /// Requests a client may make at once before the per-minute rate applies (default 10).
+    pub burst: Option<u32>,
+    /// Unexpired links kept per connection and identifier; minting more drops the oldest (default 20).
+    pub links_per_identifier: Option<u32>,
+    /// Started flows kept per connection and identifier; starting more drops the oldest (default 20).
+    pub flows_per_identifier: Option<u32>,
+    /// Count clients by the right-most `X-Forwarded-For` address (set only behind a proxy that appends it).
+    pub trust_forwarded_for: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +181,17 @@ pub struct Settings {
     pub connections: Vec<ConnectionSettings>,
     pub secret_key: SecretKey,
     pub api_keys: Vec<Secret>,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub starts_per_minute: std::num::NonZeroU32,
+    pub callbacks_per_minute: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+    pub links_per_identifier: u32,
+    pub flows_per_identifier: u32,
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -343,6 +374,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
     let token_timeout = ttl(raw.token_timeout_seconds, 10, "token_timeout_seconds", &mut problems);
 
     let app = validate_app(raw.app, mode, &mut problems);
+    let limits = validate_limits(raw.limits, &mut problems);
     let support = validate_support(raw.support, &mut problems);
 
     let mut seen = HashSet::new();
@@ -404,8 +436,27 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             connections,
             secret_key,
             api_keys,
+            limits,
         }),
         _ => Err(ConfigProblems(problems)),
+    }
+}
+
+fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings {
+    let mut positive = |key: &str, value: Option<u32>, default: u32| {
+        let value = value.unwrap_or(default);
+        std::num::NonZeroU32::new(value).unwrap_or_else(|| {
+            problems.push(format!("limits.{key} must be at least 1"));
+            std::num::NonZeroU32::MIN
+        })
+    };
+    LimitSettings {
+        starts_per_minute: positive("starts_per_minute", raw.starts_per_minute, 30),
+        callbacks_per_minute: positive("callbacks_per_minute", raw.callbacks_per_minute, 30),
+        burst: positive("burst", raw.burst, 10),
+        links_per_identifier: positive("links_per_identifier", raw.links_per_identifier, 20).get(),
+        flows_per_identifier: positive("flows_per_identifier", raw.flows_per_identifier, 20).get(),
+        trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
     }
 }
 
@@ -456,10 +507,12 @@ fn validate_app(raw: RawApp, mode: Mode, problems: &mut Vec<String>) -> AppSetti
             )),
         }
     }
-    if allowed_return_origins.is_empty()
-        && let Some(url) = &return_url
-    {
-        allowed_return_origins.push(url.origin());
+    match &return_url {
+        Some(url) if allowed_return_origins.is_empty() => allowed_return_origins.push(url.origin()),
+        Some(url) if !allowed_return_origins.contains(&url.origin()) => problems.push(format!(
+            "app.return_url \"{url}\" is not on one of app.allowed_return_origins; add its origin there"
+        )),
+        _ => {}
     }
     let user_verify_url =
         raw.user_verify_url.as_deref().and_then(|v| parse_link_url("app.user_verify_url", v, problems));
@@ -657,12 +710,17 @@ impl Settings {
     }
 
     /// Whether `url` may be used as a "back to the app" target.
+    /// Whether `url` may be used as a "back to the app" target: https (plain http only to a loopback host in
+    /// development), no user name or password, on one of `app.allowed_return_origins`.
     pub fn is_allowed_return(&self, url: &Url) -> bool {
-        let loopback_http = url.scheme() == "http"
-            && self.mode.is_development()
-            && matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || url.scheme() == "http" && self.mode.is_development() && url.host_str() == Some("localhost");
-        (url.scheme() == "https" || loopback_http || url.scheme() == "http" && self.public_url.scheme() == "http")
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(domain)) => domain == "localhost",
+            None => false,
+        };
+        let scheme_ok = url.scheme() == "https" || url.scheme() == "http" && loopback && self.mode.is_development();
+        scheme_ok
             && url.username().is_empty()
             && url.password().is_none()
             && self.app.allowed_return_origins.contains(&url.origin())

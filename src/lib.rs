@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod flow;
+pub mod limits;
 pub mod outcome;
 pub mod pages;
 pub mod provider;

@@ -2,22 +2,24 @@
 //! with graceful shutdown. Tests build the same [`Application`] on port 0.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Settings;
+use crate::limits::{self, RateLimits};
 use crate::provider::{self, Providers, ResolveError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -30,6 +32,7 @@ pub struct AppState {
     pub store: Store,
     pub providers: Providers,
     pub metrics: Arc<Metrics>,
+    pub limits: RateLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +45,6 @@ pub enum StartupError {
     Listen { address: String, source: std::io::Error },
 }
 
-/// Requests larger than this are refused before a handler reads them.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 /// No request may take longer than this, whatever a provider does.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often expired links and old flows are swept.
@@ -71,7 +72,9 @@ impl Application {
         let store = Store::connect(&settings.database_url).await?;
         let http = provider::http_client(&settings)?;
         let providers = Providers::resolve(&settings, http).await?;
-        let state = AppState { settings: Arc::new(settings), store, providers, metrics: Arc::new(Metrics::default()) };
+        let limits = RateLimits::new(&settings.limits);
+        let state =
+            AppState { settings: Arc::new(settings), store, providers, metrics: Arc::new(Metrics::default()), limits };
         let router = router(state.clone(), extra);
         Ok(Self { listener, router, state })
     }
@@ -87,8 +90,9 @@ impl Application {
     /// Serves until `shutdown` resolves; in-flight requests (callbacks mid-exchange among them) finish first.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_forever(self.state.store.clone(), stop_rx));
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let sweeper = tokio::spawn(sweep_forever(self.state.clone(), stop_rx));
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         self.state.store.close().await;
@@ -97,6 +101,7 @@ impl Application {
 }
 
 fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let rate_limits = state.limits.clone();
     let security_headers = [
         (header::CONTENT_SECURITY_POLICY, pages::CONTENT_SECURITY_POLICY),
         (header::REFERRER_POLICY, "no-referrer"),
@@ -113,8 +118,10 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(rate_limits, limits::rate_limit))
+        .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(limits::refuse_oversized))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(|_| {
             pages::plain_notice(
@@ -151,13 +158,14 @@ async fn not_found() -> Response {
     pages::plain_notice(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.")
 }
 
-async fn sweep_forever(store: Store, mut stop: watch::Receiver<bool>) {
+async fn sweep_forever(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = stop.changed() => return,
         }
-        match store.sweep(time::OffsetDateTime::now_utc()).await {
+        state.limits.forget_idle();
+        match state.store.sweep(time::OffsetDateTime::now_utc()).await {
             Ok(0) => {}
             Ok(removed) => {
                 tracing::debug!(target: "callback_gate::store", removed, "swept expired records")

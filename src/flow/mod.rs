@@ -102,7 +102,7 @@ pub async fn mint_link(
         created_at: now,
         expires_at: now + settings.link_ttl,
     };
-    store.create_link(&link).await?;
+    store.create_link(&link, settings.limits.links_per_identifier).await?;
     Ok((link_url(settings, &link.id), link.expires_at))
 }
 
@@ -202,7 +202,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         created_at: now,
         expires_at: now + state.settings.flow_ttl,
     };
-    if let Err(err) = state.store.create_flow(&flow).await {
+    if let Err(err) = state.store.create_flow(&flow, state.settings.limits.flows_per_identifier).await {
         return fail(state, store_failure(&err), context, started).await;
     }
     let location =

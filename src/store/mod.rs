@@ -226,8 +226,9 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Stores a new link and makes its account PENDING_AUTH if the account is new.
-    pub async fn create_link(&self, link: &LinkRecord) -> Result<(), StoreError> {
+    /// Stores a new link and makes its account PENDING_AUTH if the account is new. At most `keep` links are kept
+    /// per connection and identifier: the oldest go first.
+    pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
@@ -250,6 +251,18 @@ impl Store {
         .bind(AccountStatus::PendingAuth.as_str())
         .bind(millis(link.created_at))
         .bind(millis(link.created_at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM authorization_links WHERE connection = ? AND identifier = ? AND id NOT IN
+                (SELECT id FROM authorization_links WHERE connection = ? AND identifier = ?
+                 ORDER BY created_at DESC, id LIMIT ?)",
+        )
+        .bind(&link.connection)
+        .bind(&link.identifier)
+        .bind(&link.connection)
+        .bind(&link.identifier)
+        .bind(i64::from(keep))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -276,7 +289,9 @@ impl Store {
         .transpose()
     }
 
-    pub async fn create_flow(&self, flow: &FlowRecord) -> Result<(), StoreError> {
+    /// Stores a new flow. At most `keep` started flows are kept per connection and identifier: the oldest go first.
+    pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to,
                                 status, created_at, expires_at)
@@ -293,8 +308,22 @@ impl Store {
         .bind(flow.status.as_str())
         .bind(millis(flow.created_at))
         .bind(millis(flow.expires_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
+        sqlx::query(
+            "DELETE FROM flows WHERE connection = ? AND identifier = ? AND status = 'started' AND id NOT IN
+                (SELECT id FROM flows WHERE connection = ? AND identifier = ? AND status = 'started'
+                 ORDER BY created_at DESC, id LIMIT ?)",
+        )
+        .bind(&flow.connection)
+        .bind(&flow.identifier)
+        .bind(&flow.connection)
+        .bind(&flow.identifier)
+        .bind(i64::from(keep))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

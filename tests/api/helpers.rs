@@ -39,6 +39,8 @@ pub struct Options {
     /// Base URL of the providers' endpoints instead of the wiremock server (production mode needs https; such a
     /// provider is never contacted, so only flows that end before the token request can use it).
     pub provider_base: Option<String>,
+    /// The `[limits]` section. Tests run many flows from one address, so the default is generous.
+    pub limits: String,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             user_verification: false,
             user_verify_url: true,
             provider_base: None,
+            limits: "starts_per_minute = 100000\ncallbacks_per_minute = 100000\nburst = 100000".into(),
         }
     }
 }
@@ -125,7 +128,11 @@ scopes = ["read"]
 user_verification = false
 
 {extra_config}
+
+[limits]
+{limits}
 "#,
+        limits = options.limits,
         extra_config = options.extra_config,
         user_verification = options.user_verification,
         verify_url =

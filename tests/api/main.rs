@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod abuse;
 mod callback;
 mod exchange;
 mod flow;

@@ -1,0 +1,200 @@
+//! Abuse: oversized requests, floods of starts and callbacks, and hostile redirect targets. Each is refused with a
+//! clear answer, and the store stays bounded.
+
+use std::time::Duration;
+
+use callback_gate::store::Table;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Browser, CONNECTION, Options, spawn_app, spawn_with};
+
+fn strict_limits() -> Options {
+    Options { limits: "starts_per_minute = 5\ncallbacks_per_minute = 5\nburst = 5".into(), ..Options::default() }
+}
+
+#[tokio::test]
+async fn oversized_requests_get_the_safe_page_or_json() {
+    let app = spawn_app().await;
+    let long = "A".repeat(10 * 1024);
+    let response = app.api.get(app.url(&format!("/connect/callback/{CONNECTION}?state={long}"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
+    assert!(response.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    let page = response.text().await.unwrap();
+    assert!(page.contains("This address is too long") && !page.contains("AAAAAAAA"));
+
+    let mut request = app.api.get(app.url("/connect/callback/mock"));
+    for i in 0..80 {
+        request = request.header(format!("x-filler-{i}"), "x");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(response.text().await.unwrap().contains("This request carries too much"));
+    let response = app.api.get(app.url("/healthz")).header("x-big", "B".repeat(20 * 1024)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    let body = json!({ "connection": CONNECTION, "identifier": "u", "padding": "C".repeat(100 * 1024) });
+    let response =
+        app.api.post(app.url("/v1/authorization-links")).bearer_auth(&app.api_key).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "payload_too_large");
+    assert_eq!(app.count(Table::Links).await, 0);
+    assert_eq!(app.count(Table::OutcomeEvents).await, 0, "refused requests store nothing");
+}
+
+#[tokio::test]
+async fn a_flood_of_callbacks_from_one_client_is_rate_limited() {
+    let app = spawn_with(strict_limits()).await;
+    let browser = Browser::new();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(browser.get(&app.url(&format!("/connect/callback/{CONNECTION}?code=c&state=nope"))).await);
+    }
+    let limited: Vec<_> = statuses.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert!(limited.len() >= 6, "at most the burst passes: {} limited", limited.len());
+    assert_eq!(limited[0].headers()["retry-after"], "60");
+    assert!(limited[0].headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let last = statuses.pop().unwrap();
+    assert!(last.text().await.unwrap().contains("Too many attempts"));
+    assert!(app.count(Table::OutcomeEvents).await <= 5, "refused callbacks store nothing");
+    // Other routes are not limited.
+    assert_eq!(app.api.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_ignored_unless_trusted() {
+    let app = spawn_with(strict_limits()).await;
+    let link = app.mint_link("user_1").await;
+    let mut limited = 0;
+    for i in 0..10 {
+        let response = app.api.get(&link).header("x-forwarded-for", format!("203.0.113.{i}")).send().await.unwrap();
+        limited += usize::from(response.status() == StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(limited >= 5, "a spoofed X-Forwarded-For does not buy a new allowance ({limited} limited)");
+
+    let trusting = spawn_with(Options {
+        limits: "starts_per_minute = 5\ncallbacks_per_minute = 5\nburst = 5\ntrust_forwarded_for = true".into(),
+        ..Options::default()
+    })
+    .await;
+    let link = trusting.mint_link("user_1").await;
+    for i in 0..10 {
+        let response = trusting
+            .api
+            .get(&link)
+            .header("x-forwarded-for", format!("198.51.100.7, 203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "each proxy-reported client has its own allowance");
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_starts_leaves_the_store_bounded() {
+    let app = spawn_with(Options {
+        limits: "starts_per_minute = 100000\ncallbacks_per_minute = 100000\nburst = 100000\nflows_per_identifier = 5\nlinks_per_identifier = 3".into(),
+        ..Options::default()
+    })
+    .await;
+    let link = app.mint_link("victim").await;
+    let flood = futures::future::join_all((0..200).map(|_| {
+        let link = link.clone();
+        let client = app.api.clone();
+        async move { client.get(&link).send().await.unwrap().status() }
+    }))
+    .await;
+    assert!(flood.iter().all(|s| *s == StatusCode::SEE_OTHER));
+    assert_eq!(app.count(Table::Flows).await, 5, "only the newest started flows are kept");
+
+    // The newest flow still finishes.
+    app.mock_token_success(1).await;
+    let (browser, started) = {
+        let browser = Browser::new();
+        let started = app.start(&browser, &link).await;
+        (browser, started)
+    };
+    let callback = app.callback(&browser, &format!("code=c&state={}", started.state)).await;
+    let (status, _) = app.follow(&browser, callback).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for _ in 0..10 {
+        app.mint_link("victim").await;
+    }
+    assert_eq!(app.count(Table::Links).await, 3, "only the newest links are kept");
+    assert_eq!(app.count(Table::Accounts).await, 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_removes_expired_links_and_old_flows() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        let (_, _) = app.begin(&format!("user_{i}")).await;
+    }
+    assert_eq!(app.count(Table::Links).await, 3);
+    assert_eq!(app.count(Table::Flows).await, 3);
+    let later = time::OffsetDateTime::now_utc() + Duration::from_secs(2 * 24 * 60 * 60);
+    let removed = app.store.sweep(later).await.unwrap();
+    assert_eq!(removed, 6);
+    assert_eq!(app.count(Table::Links).await, 0);
+    assert_eq!(app.count(Table::Flows).await, 0);
+    assert_eq!(app.count(Table::Accounts).await, 3, "accounts are never swept");
+}
+
+#[tokio::test]
+async fn redirect_targets_of_every_class_are_refused() {
+    let app = spawn_app().await;
+    let refused = [
+        "https://evil.example.com/",
+        "//evil.example.com/",
+        "https:evil.example.com",
+        "javascript:alert(1)",
+        "JaVaScRiPt:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox(1)",
+        "https://app.example.com@evil.example.com/",
+        "https://user:pw@app.example.com/",
+        "https://app.example.com\\@evil.example.com/",
+        "https:\\\\evil.example.com/",
+        "https://app.example.com\t.evil.example.com/",
+        "https://app.example.com\n.evil.example.com/",
+        "https://app.example.com%2F%2Fevil.example.com/",
+        "https://app.example.com%2f@evil.example.com/",
+        "https://app.example.com\u{ff0f}evil.example.com/",
+        "https://app\u{ff0e}example\u{ff0e}com/",
+        "https://app.example.com.evil.example.com/",
+        "https://app.example.com:8443/",
+        "http://app.example.com/",
+        "ftp://app.example.com/",
+        " https://app.example.com/",
+        "https://app.example.com/\u{0}",
+    ];
+    for return_to in refused {
+        let response =
+            app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": return_to })).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{return_to:?} must be refused");
+    }
+    assert_eq!(app.count(Table::Links).await, 0);
+    for accepted in
+        ["https://app.example.com/", "https://app.example.com/settings?tab=integrations#x", &app.url("/back")]
+    {
+        let response =
+            app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": accepted })).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{accepted} is allowed");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_loopback_returns_are_for_development_only() {
+    let app = spawn_with(Options {
+        mode: "production",
+        public_url: Some("https://app.example.com".into()),
+        provider_base: Some("https://provider.example.com".into()),
+        ..Options::default()
+    })
+    .await;
+    let response =
+        app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": app.url("/back") })).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

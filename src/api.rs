@@ -27,6 +27,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/authorization-links", post(create_link))
         .route("/connected-accounts", get(list_accounts))
         .route("/connected-accounts/{connection}/{identifier}", get(get_account))
+        .route("/connected-accounts/{connection}/{identifier}/token", get(get_token))
         .route("/references/{reference}", get(get_reference))
         .route("/user-verifications", post(verify_user))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
@@ -191,6 +192,64 @@ async fn get_account(
             "no connected account for this connection and identifier",
         )
     })
+}
+
+/// `GET /v1/connected-accounts/{connection}/{identifier}/token`: the raw access token, only for connections with
+/// `expose_tokens = true`.
+async fn get_token(
+    State(state): State<AppState>,
+    Path((connection, identifier)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let Some(settings) = state.settings.connection(&connection) else {
+        return Err(ApiError::connection_unknown(&connection));
+    };
+    if !settings.expose_tokens {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tokens_not_exposed",
+            format!(
+                "connection \"{connection}\" does not expose raw tokens: set expose_tokens = true on it if your backend must call the provider itself"
+            ),
+        ));
+    }
+    let account = state.store.account(&connection, &identifier).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            "no connected account for this connection and identifier",
+        )
+    })?;
+    if account.status != AccountStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "account_not_active",
+            format!("the account is {}, so it has no usable token", account.status),
+        ));
+    }
+    let unreadable = || {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "tokens_unreadable",
+            "the stored tokens could not be opened: they were sealed with a key that is neither CALLBACK_GATE_SECRET_KEY nor in CALLBACK_GATE_SECRET_KEY_PREVIOUS",
+        )
+    };
+    let (sealed, key_id) = state.store.sealed_tokens(&connection, &identifier).await?.ok_or_else(unreadable)?;
+    let aad = crate::crypto::account_associated_data(&connection, &identifier);
+    let plain = state.settings.secret_key.open_with_id(&sealed, &aad, &key_id).map_err(|_| {
+        tracing::error!(target: "callback_gate::api", connection = %connection, key_id = %key_id, "stored tokens could not be opened");
+        unreadable()
+    })?;
+    let tokens: crate::provider::exchange::Tokens = serde_json::from_slice(&plain).map_err(|_| unreadable())?;
+    let expires_at = tokens.expires_at.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+    Ok(Json(json!({
+        "connection": connection,
+        "identifier": identifier,
+        "access_token": tokens.access_token.expose(),
+        "token_type": tokens.token_type,
+        "expires_at": expires_at.map(telemetry::rfc3339),
+        "scopes": account.scopes,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

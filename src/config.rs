@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 use url::Url;
 
-use crate::crypto::{Secret, SecretKey};
+use crate::crypto::{Keyring, Secret, SecretKey};
 use crate::provider::{self, ProviderKind};
 
 /// Environment variables that carry secrets or process settings rather than config keys; they are never merged
@@ -179,7 +179,8 @@ pub struct Settings {
     pub app: AppSettings,
     pub support: SupportSettings,
     pub connections: Vec<ConnectionSettings>,
-    pub secret_key: SecretKey,
+    /// `CALLBACK_GATE_SECRET_KEY`, with `CALLBACK_GATE_SECRET_KEY_PREVIOUS` still accepted for opening.
+    pub secret_key: Keyring,
     pub api_keys: Vec<Secret>,
     pub limits: LimitSettings,
 }
@@ -408,6 +409,17 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             .ok(),
     };
 
+    let mut previous_keys = Vec::new();
+    for (index, value) in secrets.var("CALLBACK_GATE_SECRET_KEY_PREVIOUS").unwrap_or_default().split(',').enumerate() {
+        if value.trim().is_empty() {
+            continue;
+        }
+        match SecretKey::from_base64(value) {
+            Ok(key) => previous_keys.push(key),
+            Err(err) => problems.push(format!("CALLBACK_GATE_SECRET_KEY_PREVIOUS (key {}) {err}", index + 1)),
+        }
+    }
+
     let api_keys: Vec<Secret> = secrets
         .var("CALLBACK_GATE_API_KEYS")
         .unwrap_or_default()
@@ -424,6 +436,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
 
     match (public_url, secret_key, problems.is_empty()) {
         (Some(public_url), Some(secret_key), true) => Ok(Settings {
+            secret_key: Keyring::new(secret_key, previous_keys),
             public_url,
             listen,
             mode,
@@ -434,7 +447,6 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             app,
             support,
             connections,
-            secret_key,
             api_keys,
             limits,
         }),

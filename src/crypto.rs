@@ -228,6 +228,54 @@ impl SecretKey {
     }
 }
 
+/// The current key and the previous ones still accepted while keys are rotated: new values are sealed and
+/// links signed with the current key; values and links from a previous key still open and verify.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    current: SecretKey,
+    previous: Vec<SecretKey>,
+}
+
+impl Keyring {
+    pub fn new(current: SecretKey, previous: Vec<SecretKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The id stored beside every new ciphertext.
+    pub fn id(&self) -> &str {
+        self.current.id()
+    }
+
+    pub fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Vec<u8> {
+        self.current.seal(plaintext, associated_data)
+    }
+
+    pub fn sign_link(&self, link_id: &str) -> String {
+        self.current.sign_link(link_id)
+    }
+
+    pub fn verify_link(&self, link_id: &str, signature: &str) -> bool {
+        self.keys().fold(false, |valid, key| key.verify_link(link_id, signature) | valid)
+    }
+
+    /// Opens a value sealed by any key of the ring.
+    pub fn open(&self, sealed: &[u8], associated_data: &[u8]) -> Result<Vec<u8>, OpenError> {
+        self.keys().find_map(|key| key.open(sealed, associated_data).ok()).ok_or(OpenError)
+    }
+
+    /// Opens a value whose key id was stored with it; the named key is tried first.
+    pub fn open_with_id(&self, sealed: &[u8], associated_data: &[u8], key_id: &str) -> Result<Vec<u8>, OpenError> {
+        match self.keys().find(|key| key.id() == key_id) {
+            Some(key) => key.open(sealed, associated_data),
+            None => self.open(sealed, associated_data),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &SecretKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the sealed value could not be opened (wrong key, tampered ciphertext or different associated data)")]
 pub struct OpenError;
@@ -286,6 +334,23 @@ mod tests {
             Pkce::challenge_for("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn a_rotated_ring_opens_old_values_and_seals_with_the_new_key() {
+        let old = SecretKey::generate();
+        let new = SecretKey::generate();
+        let aad = account_associated_data("gmail", "user_1");
+        let before = old.seal(b"old token", &aad);
+        let old_link = old.sign_link("link");
+        let ring = Keyring::new(new.clone(), vec![old.clone()]);
+        assert_eq!(ring.open_with_id(&before, &aad, old.id()).unwrap(), b"old token");
+        assert_eq!(ring.open(&before, &aad).unwrap(), b"old token");
+        assert!(ring.verify_link("link", &old_link));
+        assert_eq!(ring.id(), new.id());
+        let after = ring.seal(b"new token", &aad);
+        assert!(old.open(&after, &aad).is_err() && new.open(&after, &aad).is_ok());
+        assert!(Keyring::new(new, vec![]).open(&before, &aad).is_err(), "a dropped key opens nothing");
     }
 
     #[test]

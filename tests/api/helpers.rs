@@ -41,6 +41,12 @@ pub struct Options {
     pub provider_base: Option<String>,
     /// The `[limits]` section. Tests run many flows from one address, so the default is generous.
     pub limits: String,
+    /// Use this SQLite file instead of a fresh one (to restart an app on the same data).
+    pub database: Option<std::path::PathBuf>,
+    /// `CALLBACK_GATE_SECRET_KEY` instead of a fresh random key.
+    pub secret_key: Option<String>,
+    /// `CALLBACK_GATE_SECRET_KEY_PREVIOUS`.
+    pub previous_keys: Option<String>,
 }
 
 impl Default for Options {
@@ -57,6 +63,9 @@ impl Default for Options {
             user_verify_url: true,
             provider_base: None,
             limits: "starts_per_minute = 100000\ncallbacks_per_minute = 100000\nburst = 100000".into(),
+            database: None,
+            secret_key: None,
+            previous_keys: None,
         }
     }
 }
@@ -86,6 +95,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
     let public_url = options.public_url.clone().unwrap_or_else(|| address.clone());
+    let db_path = options.database.clone().unwrap_or_else(|| dir.path().join("test.db"));
     let document = format!(
         r#"
 public_url = "{public_url}"
@@ -138,7 +148,7 @@ user_verification = false
         verify_url =
             if options.user_verify_url { format!("user_verify_url = \"{address}/verify\"") } else { String::new() },
         mode = options.mode,
-        db = dir.path().join("test.db").display(),
+        db = db_path.display(),
         flow_ttl = options.flow_ttl_seconds,
         link_ttl = options.link_ttl_seconds,
         token_timeout = options.token_timeout_seconds,
@@ -146,12 +156,15 @@ user_verification = false
         extra = options.connection_extra,
     );
     let api_key = format!("test-api-key-{}", callback_gate::crypto::random_token::<16>());
-    let secret_key = STANDARD.encode(rand_bytes());
-    let secrets: HashMap<&str, String> = HashMap::from([
+    let secret_key = options.secret_key.clone().unwrap_or_else(|| STANDARD.encode(rand_bytes()));
+    let mut secrets: HashMap<&str, String> = HashMap::from([
         ("MOCK_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
         ("CALLBACK_GATE_API_KEYS", api_key.clone()),
         ("CALLBACK_GATE_SECRET_KEY", secret_key.clone()),
     ]);
+    if let Some(previous) = &options.previous_keys {
+        secrets.insert("CALLBACK_GATE_SECRET_KEY_PREVIOUS", previous.clone());
+    }
     let lookup = move |name: &str| secrets.get(name).cloned();
     let settings =
         config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
@@ -167,9 +180,14 @@ user_verification = false
         state,
         provider,
         api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
-        db_path: dir.path().join("test.db"),
+        db_path,
         _dir: dir,
     }
+}
+
+/// A fresh `CALLBACK_GATE_SECRET_KEY` value.
+pub fn new_secret_key() -> String {
+    STANDARD.encode(rand_bytes())
 }
 
 fn rand_bytes() -> [u8; 32] {

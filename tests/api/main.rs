@@ -10,4 +10,5 @@ mod flow;
 mod hostile;
 mod links;
 mod outcomes;
+mod tokens;
 mod verification;

@@ -33,9 +33,16 @@ impl LogFormat {
 
 /// Installs the global subscriber, writing to stderr. `RUST_LOG` refines the default `info` level.
 pub fn init(format: LogFormat) {
+    init_with_writer(format, std::io::stderr);
+}
+
+/// Installs the global subscriber with another writer (tests capture the log this way).
+pub fn init_with_writer<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_span_events(FmtSpan::NONE);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_span_events(FmtSpan::NONE);
     // A second initialisation (tests build several apps in one process) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),

@@ -88,7 +88,46 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
 
+/// Where this test binary's log and the secrets its tests used are written; `scripts/scan-logs` checks after the
+/// run that no secret reached the log.
+fn scan_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("secret-scan")
+}
+
+/// Captures the log of every app this binary spawns, as JSON lines, like production.
+fn capture_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let dir = scan_dir();
+        std::fs::create_dir_all(&dir).expect("scan dir");
+        let file = std::fs::File::create(dir.join(format!("api-{}.log", std::process::id()))).expect("log file");
+        callback_gate::telemetry::init_with_writer(
+            callback_gate::telemetry::LogFormat::Json,
+            std::sync::Mutex::new(file),
+        );
+    });
+}
+
+/// Remembers a secret a test used, so the log scan can look for it. Short values (test codes like "c") would match
+/// anywhere and are not recorded.
+pub fn record_secret(value: &str) {
+    use std::io::Write as _;
+    static FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+    if value.len() < 12 {
+        return;
+    }
+    let file = FILE.get_or_init(|| {
+        let dir = scan_dir();
+        std::fs::create_dir_all(&dir).expect("scan dir");
+        let path = dir.join(format!("api-{}.secrets", std::process::id()));
+        std::sync::Mutex::new(std::fs::File::create(path).expect("secrets file"))
+    });
+    let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _ = writeln!(file, "{value}");
+}
+
 pub async fn spawn_with(options: Options) -> TestApp {
+    capture_logs();
     let provider = MockServer::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -162,6 +201,10 @@ user_verification = false
         ("CALLBACK_GATE_API_KEYS", api_key.clone()),
         ("CALLBACK_GATE_SECRET_KEY", secret_key.clone()),
     ]);
+    for secret in [api_key.as_str(), secret_key.as_str(), CLIENT_SECRET, "at-secret-value-0001", "rt-secret-value-0001"]
+    {
+        record_secret(secret);
+    }
     if let Some(previous) = &options.previous_keys {
         secrets.insert("CALLBACK_GATE_SECRET_KEY_PREVIOUS", previous.clone());
     }
@@ -245,16 +288,24 @@ impl TestApp {
         let response = self.post_link(json!({ "connection": CONNECTION, "identifier": identifier })).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.expect("json");
-        body["link"].as_str().expect("link").to_owned()
+        let link = body["link"].as_str().expect("link").to_owned();
+        record_secret(link.rsplit('/').next().unwrap_or_default());
+        link
     }
 
     /// Opens `link` in `browser` and follows to the provider's authorization URL.
     pub async fn start(&self, browser: &Browser, link: &str) -> Started {
         let response = browser.get(link).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "start should redirect to the provider");
+        record_secret(link.rsplit('/').next().unwrap_or_default());
+        for cookie in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let pair = cookie.to_str().unwrap_or_default().split(';').next().unwrap_or_default();
+            record_secret(pair.split_once('=').map_or("", |(_, value)| value));
+        }
         let location = response.headers().get(LOCATION).expect("location").to_str().expect("ascii").to_owned();
         let authorize_url = Url::parse(&location).expect("absolute provider URL");
         let params: HashMap<String, String> = authorize_url.query_pairs().into_owned().collect();
+        record_secret(&params["state"]);
         Started {
             state: params["state"].clone(),
             code_challenge: params["code_challenge"].clone(),
@@ -277,17 +328,34 @@ impl TestApp {
     }
 
     pub async fn callback_on(&self, browser: &Browser, connection: &str, query: &str) -> reqwest::Response {
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if key == "code" || key == "state" {
+                record_secret(&value);
+            }
+        }
         browser.get(&self.url(&format!("/connect/callback/{connection}?{query}"))).await
     }
 
     /// Follows a 303 to the result page and returns its status and body.
     pub async fn follow(&self, browser: &Browser, response: reqwest::Response) -> (StatusCode, String) {
+        self.record_verifiers().await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "callback should redirect to the result page");
         let location = response.headers().get(LOCATION).expect("location").to_str().expect("ascii").to_owned();
         assert!(location.starts_with("/connect/result/"), "unexpected location {location}");
         let page = browser.get(&self.url(&location)).await;
         let status = page.status();
         (status, page.text().await.expect("body"))
+    }
+
+    /// Records every PKCE verifier and code the provider received.
+    pub async fn record_verifiers(&self) {
+        for request in self.provider.received_requests().await.unwrap_or_default() {
+            for (key, value) in url::form_urlencoded::parse(&request.body) {
+                if matches!(key.as_ref(), "code_verifier" | "code" | "client_secret") {
+                    record_secret(&value);
+                }
+            }
+        }
     }
 
     pub async fn account(&self, identifier: &str) -> Value {

@@ -22,6 +22,8 @@ import {
   CONNECTION,
   freePort,
   launchBrowser,
+  leakedSecrets,
+  usedSecrets,
   newLoopbackContext,
   startGate,
   startIdp,
@@ -61,6 +63,9 @@ async function withStack(t, fn) {
     if (gate) {
       const exit = await gate.stop();
       t.diagnostic(`callback-gate exit after SIGTERM: ${JSON.stringify(exit)}`);
+      const leaks = leakedSecrets(gate.output());
+      t.diagnostic(`log checked for ${usedSecrets.size} secrets`);
+      assert.deepEqual(leaks.map((s) => `${s.slice(0, 6)}…`), [], 'no code, state, nonce, cookie or key in the gate log');
     }
     await idp?.close().catch((e) => t.diagnostic(`provider close: ${e}`));
   }

@@ -34,6 +34,16 @@ export const GATE_BIN = process.env.E2E_GATE_BIN
   ? path.resolve(process.env.E2E_GATE_BIN)
   : path.resolve(here, '../../target/debug/callback-gate');
 
+/**
+ * Every secret a scenario used (keys, codes, states, nonces, cookies, link tokens): none may appear in the gate's
+ * log. Values shorter than 8 characters are ignored, since they would match by chance.
+ */
+export const usedSecrets = new Set();
+
+export function leakedSecrets(log) {
+  return [...usedSecrets].filter((secret) => secret.length >= 8 && log.includes(secret));
+}
+
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 /** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
@@ -184,9 +194,13 @@ scopes = ["openid", "email", "profile"]
   await writeFile(configPath, config);
 
   const apiKey = `e2e_${randomBytes(24).toString('hex')}`;
+  const secretKey = randomBytes(32).toString('base64');
+  usedSecrets.add(apiKey);
+  usedSecrets.add(secretKey);
+  usedSecrets.add(CLIENT_SECRET);
   const env = {
     ...process.env,
-    CALLBACK_GATE_SECRET_KEY: randomBytes(32).toString('base64'),
+    CALLBACK_GATE_SECRET_KEY: secretKey,
     CALLBACK_GATE_API_KEYS: apiKey,
     E2E_CLIENT_SECRET: CLIENT_SECRET,
     CALLBACK_GATE_LOG_FORMAT: 'json',
@@ -276,6 +290,23 @@ export async function launchBrowser() {
  */
 export async function newLoopbackContext(browser) {
   const context = await browser.newContext();
+  // Remember every secret the browser carries, so the gate's log can be checked for them.
+  context.on('request', (request) => {
+    const url = new URL(request.url());
+    for (const key of ['code', 'state', 'nonce', 'code_challenge', 'iss_token']) {
+      const value = url.searchParams.get(key);
+      if (value) usedSecrets.add(value);
+    }
+    const link = url.pathname.match(/^\/connect\/start\/(.+)$/);
+    if (link) usedSecrets.add(link[1]);
+  });
+  context.on('response', async (response) => {
+    const cookie = await response.headerValue('set-cookie').catch(() => null);
+    for (const line of (cookie || '').split('\n')) {
+      const value = line.split(';')[0].split('=').slice(1).join('=');
+      if (value) usedSecrets.add(value);
+    }
+  });
   await context.route('**/*', (route) => {
     const { hostname } = new URL(route.request().url());
     if (hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]') {

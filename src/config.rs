@@ -738,3 +738,61 @@ impl Settings {
             && self.app.allowed_return_origins.contains(&url.origin())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(name: &str) -> Option<String> {
+        match name {
+            "CALLBACK_GATE_SECRET_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+            "CALLBACK_GATE_API_KEYS" => Some("0123456789abcdef0123".into()),
+            "SECRET" => Some("s".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn production_talks_to_token_endpoints_over_tls_only() {
+        let document = r#"
+public_url = "https://app.example.com"
+[app]
+return_url = "https://app.example.com/"
+user_verify_url = "https://app.example.com/verify"
+[[connections]]
+name = "corp"
+provider = "oauth2"
+client_id = "c"
+client_secret_env = "SECRET"
+authorization_url = "https://idp.example.com/authorize"
+token_url = "http://idp.example.com/token"
+"#;
+        let problems = from_toml(document, &secrets).unwrap_err();
+        assert!(problems.0.iter().any(|p| p.contains("token_url") && p.contains("https")), "{problems}");
+        let fixed = document.replace("http://idp.example.com/token", "https://idp.example.com/token");
+        let settings = from_toml(&fixed, &secrets).unwrap();
+        assert!(settings.connections[0].user_verification, "user verification is on by default in production");
+    }
+
+    #[test]
+    fn return_targets_must_be_https_on_an_allowed_origin() {
+        let document = r#"
+public_url = "https://app.example.com"
+[app]
+return_url = "https://app.example.com/"
+user_verify_url = "https://app.example.com/verify"
+[[connections]]
+name = "gmail"
+provider = "google"
+client_id = "c"
+client_secret_env = "SECRET"
+"#;
+        let settings = from_toml(document, &secrets).unwrap();
+        let allowed = |url: &str| settings.is_allowed_return(&Url::parse(url).unwrap());
+        assert!(allowed("https://app.example.com/settings"));
+        assert!(!allowed("http://app.example.com/settings"));
+        assert!(!allowed("http://127.0.0.1/settings"), "loopback http is for development only");
+        assert!(!allowed("https://user@app.example.com/"));
+        assert!(!allowed("https://app.example.com.evil.example/"));
+    }
+}

@@ -198,3 +198,70 @@ async fn plain_http_loopback_returns_are_for_development_only() {
         app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": app.url("/back") })).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn urls_come_from_public_url_never_from_host_or_forwarded_headers() {
+    let app = spawn_with(Options { public_url: Some("https://app.example.com".into()), ..Options::default() }).await;
+    let link = app.mint_link("user_1").await.replace("https://app.example.com", &app.address);
+    let response = app
+        .api
+        .get(&link)
+        .header("host", "evil.example.com")
+        .header("x-forwarded-host", "evil.example.com")
+        .header("x-forwarded-proto", "http")
+        .header("forwarded", "host=evil.example.com;proto=http")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()["location"].to_str().unwrap();
+    assert_eq!(crate::helpers::query_param(location, "redirect_uri"), "https://app.example.com/connect/callback/mock");
+    assert!(!location.contains("evil"));
+    let minted = app
+        .api
+        .post(app.url("/v1/authorization-links"))
+        .bearer_auth(&app.api_key)
+        .header("x-forwarded-host", "evil.example.com")
+        .json(&json!({ "connection": CONNECTION, "identifier": "u" }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(minted["link"].as_str().unwrap().starts_with("https://app.example.com/connect/start/"));
+}
+
+#[tokio::test]
+async fn pages_load_nothing_from_other_origins_and_run_no_script() {
+    let app = spawn_app().await;
+    app.mock_token_success(1).await;
+    let (browser, started) = app.begin("user_1").await;
+    let callback = app.callback(&browser, &format!("code=c&state={}", started.state)).await;
+    let (_, success) = app.follow(&browser, callback).await;
+    let failure = browser.get(&app.url("/connect/callback/mock?code=c&state=unknown")).await.text().await.unwrap();
+    let notice = browser.get(&app.url("/nothing/here")).await.text().await.unwrap();
+    for page in [success, failure, notice] {
+        assert!(
+            !page.contains("<script") && !page.contains("<iframe") && !has_event_handler(&page),
+            "no script: {page}"
+        );
+        // Loaded resources: every src attribute and every <link> element's href.
+        let sources = page.split(" src=\"").skip(1).map(|rest| rest.split('"').next().unwrap());
+        let links = page.split("<link ").skip(1).filter_map(|rest| {
+            let element = rest.split('>').next().unwrap();
+            element.split("href=\"").nth(1).map(|href| href.split('"').next().unwrap())
+        });
+        for target in sources.chain(links) {
+            assert!(target.starts_with('/') && !target.starts_with("//"), "only same-origin resources: {target}");
+        }
+    }
+}
+
+/// Whether markup carries an inline event handler attribute such as `onclick=`.
+fn has_event_handler(page: &str) -> bool {
+    page.match_indices(" on").any(|(at, _)| {
+        let name: String = page[at + 3..].chars().take_while(char::is_ascii_alphabetic).collect();
+        !name.is_empty() && page[at + 3 + name.len()..].starts_with('=')
+    })
+}

@@ -58,6 +58,29 @@ pub struct RawConfig {
     pub connections: Vec<RawConnection>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub branding: RawBranding,
+}
+
+/// `[branding]`: how the pages look like part of the app. Every key is optional; the defaults look finished.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBranding {
+    /// The name shown on pages (default: `app.name`).
+    #[serde(default, deserialize_with = "text")]
+    pub name: Option<String>,
+    /// A logo: a file path (served by the service) or an https URL on one of `app.allowed_return_origins`.
+    #[serde(default, deserialize_with = "text")]
+    pub logo: Option<String>,
+    /// Accent colour for buttons, links and focus rings, `#rrggbb`; must reach WCAG AA contrast on white.
+    #[serde(default, deserialize_with = "text")]
+    pub accent_color: Option<String>,
+    /// Accent colour in dark mode, `#rrggbb`; must reach WCAG AA contrast on the dark background.
+    #[serde(default, deserialize_with = "text")]
+    pub accent_color_dark: Option<String>,
+    /// An extra stylesheet file loaded after the built-in one.
+    #[serde(default, deserialize_with = "text")]
+    pub stylesheet: Option<String>,
 }
 
 /// `[limits]`: abuse limits. Every key is optional.
@@ -183,7 +206,74 @@ pub struct Settings {
     pub secret_key: Keyring,
     pub api_keys: Vec<Secret>,
     pub limits: LimitSettings,
+    pub branding: Branding,
 }
+
+/// Validated branding, files already read.
+#[derive(Debug, Clone, Default)]
+pub struct Branding {
+    pub name: Option<String>,
+    pub logo: Option<Logo>,
+    pub accent: Option<Rgb>,
+    pub accent_dark: Option<Rgb>,
+    pub stylesheet: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Logo {
+    /// Served by the service from memory.
+    File { bytes: Vec<u8>, content_type: &'static str, extension: &'static str },
+    /// Loaded by the browser from the app's own origin (added to the pages' CSP).
+    Url(Url),
+}
+
+/// An sRGB colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rgb(pub u8, pub u8, pub u8);
+
+impl Rgb {
+    pub fn parse(value: &str) -> Option<Self> {
+        let hex = value.strip_prefix('#')?;
+        if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let channel = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+        Some(Self(channel(0)?, channel(2)?, channel(4)?))
+    }
+
+    pub fn hex(self) -> String {
+        format!("#{:02x}{:02x}{:02x}", self.0, self.1, self.2)
+    }
+
+    /// WCAG 2.2 relative luminance.
+    fn luminance(self) -> f64 {
+        let linear = |c: u8| {
+            let c = f64::from(c) / 255.0;
+            if c <= 0.04045 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) }
+        };
+        0.2126 * linear(self.0) + 0.7152 * linear(self.1) + 0.0722 * linear(self.2)
+    }
+
+    /// WCAG 2.2 contrast ratio, 1 to 21.
+    pub fn contrast(self, other: Rgb) -> f64 {
+        let (a, b) = (self.luminance(), other.luminance());
+        (a.max(b) + 0.05) / (a.min(b) + 0.05)
+    }
+
+    /// Black or white, whichever reads better on this colour.
+    pub fn text_on(self) -> Rgb {
+        let (white, black) = (Rgb(255, 255, 255), Rgb(17, 17, 17));
+        if self.contrast(white) >= self.contrast(black) { white } else { black }
+    }
+}
+
+/// The pages' backgrounds, light and dark (the card, where text and buttons sit).
+pub const LIGHT_BACKGROUND: Rgb = Rgb(0xff, 0xff, 0xff);
+pub const DARK_BACKGROUND: Rgb = Rgb(0x18, 0x1b, 0x21);
+/// WCAG 2.2 AA for normal text.
+pub const AA_CONTRAST: f64 = 4.5;
+/// Largest logo and extra stylesheet read.
+const MAX_BRAND_FILE_BYTES: u64 = 512 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
@@ -376,6 +466,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
 
     let app = validate_app(raw.app, mode, &mut problems);
     let limits = validate_limits(raw.limits, &mut problems);
+    let branding = validate_branding(raw.branding, &app, &mut problems);
     let support = validate_support(raw.support, &mut problems);
 
     let mut seen = HashSet::new();
@@ -449,9 +540,82 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             connections,
             api_keys,
             limits,
+            branding,
         }),
         _ => Err(ConfigProblems(problems)),
     }
+}
+
+fn validate_branding(raw: RawBranding, app: &AppSettings, problems: &mut Vec<String>) -> Branding {
+    let mut colour = |key: &str, value: Option<String>, background: Rgb, mode: &str| {
+        let value = value?;
+        let Some(rgb) = Rgb::parse(value.trim()) else {
+            problems.push(format!("branding.{key} \"{value}\" is not a colour like \"#0b57d0\""));
+            return None;
+        };
+        let ratio = rgb.contrast(background);
+        if ratio < AA_CONTRAST {
+            problems.push(format!(
+                "branding.{key} \"{value}\" has a contrast of {ratio:.2}:1 against the {mode} page background ({}); WCAG AA needs at least 4.5:1",
+                background.hex()
+            ));
+            return None;
+        }
+        Some(rgb)
+    };
+    let accent = colour("accent_color", raw.accent_color, LIGHT_BACKGROUND, "light");
+    let accent_dark = colour("accent_color_dark", raw.accent_color_dark, DARK_BACKGROUND, "dark");
+    let logo = raw.logo.and_then(|value| {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            match Url::parse(&value) {
+                Ok(url) if url.scheme() == "https" && app.allowed_return_origins.contains(&url.origin()) => {
+                    Some(Logo::Url(url))
+                }
+                _ => {
+                    problems.push(format!(
+                        "branding.logo \"{value}\" must be an https URL on one of app.allowed_return_origins, or a file path"
+                    ));
+                    None
+                }
+            }
+        } else {
+            let extension = Path::new(&value).extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+            let content_type = match extension.as_deref() {
+                Some("png") => ("image/png", "png"),
+                Some("svg") => ("image/svg+xml", "svg"),
+                Some("jpg" | "jpeg") => ("image/jpeg", "jpg"),
+                Some("webp") => ("image/webp", "webp"),
+                _ => {
+                    problems.push(format!("branding.logo \"{value}\" must be a .png, .svg, .jpg or .webp file"));
+                    return None;
+                }
+            };
+            read_brand_file("branding.logo", &value, problems)
+                .map(|bytes| Logo::File { bytes, content_type: content_type.0, extension: content_type.1 })
+        }
+    });
+    let stylesheet = raw.stylesheet.and_then(|path| {
+        let bytes = read_brand_file("branding.stylesheet", &path, problems)?;
+        String::from_utf8(bytes)
+            .map_err(|_| problems.push(format!("branding.stylesheet {path} is not UTF-8 text")))
+            .ok()
+    });
+    Branding { name: raw.name.filter(|n| !n.trim().is_empty()), logo, accent, accent_dark, stylesheet }
+}
+
+fn read_brand_file(key: &str, path: &str, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() <= MAX_BRAND_FILE_BYTES => {}
+        Ok(meta) if meta.is_file() => {
+            problems.push(format!("{key} {path} is larger than {} KiB", MAX_BRAND_FILE_BYTES / 1024));
+            return None;
+        }
+        _ => {
+            problems.push(format!("{key} {path} is not a readable file"));
+            return None;
+        }
+    }
+    std::fs::read(path).map_err(|err| problems.push(format!("{key} {path} could not be read: {err}"))).ok()
 }
 
 fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings {
@@ -772,6 +936,15 @@ token_url = "http://idp.example.com/token"
         let fixed = document.replace("http://idp.example.com/token", "https://idp.example.com/token");
         let settings = from_toml(&fixed, &secrets).unwrap();
         assert!(settings.connections[0].user_verification, "user verification is on by default in production");
+    }
+
+    #[test]
+    fn accent_colours_must_reach_aa_contrast() {
+        assert!((Rgb(0, 0, 0).contrast(Rgb(255, 255, 255)) - 21.0).abs() < 0.01);
+        assert!(Rgb::parse("#0b57d0").unwrap().contrast(LIGHT_BACKGROUND) >= AA_CONTRAST);
+        assert!(Rgb::parse("#ffcc00").unwrap().contrast(LIGHT_BACKGROUND) < AA_CONTRAST);
+        assert_eq!(Rgb::parse("#ffcc00").unwrap().text_on(), Rgb(17, 17, 17));
+        assert!(Rgb::parse("0b57d0").is_none() && Rgb::parse("#0b57d").is_none() && Rgb::parse("#zzzzzz").is_none());
     }
 
     #[test]

@@ -21,7 +21,8 @@ use serde_json::json;
 use crate::account::{ConnectedAccount, Identifier};
 use crate::config::{self, ConfigProblems};
 use crate::crypto::{self, Pkce, constant_time_eq};
-use crate::pages::render;
+use crate::i18n::Language;
+use crate::pages::{Chrome, render};
 use crate::server::{AppState, Application, StartupError};
 use crate::store::AccountQuery;
 use crate::{flow, telemetry};
@@ -154,14 +155,15 @@ fn routes(provider: Arc<DemoProvider>) -> Router<AppState> {
 #[derive(Template)]
 #[template(path = "demo_app.html")]
 struct AppPage {
-    app_name: String,
+    chrome: Chrome,
     accounts: Vec<ConnectedAccount>,
 }
 
 async fn app_page(State(state): State<AppState>) -> Response {
     let query = AccountQuery { connection: Some(CONNECTION.into()), limit: 100, ..AccountQuery::default() };
     let accounts = state.store.list_accounts(&query).await.unwrap_or_default();
-    render(StatusCode::OK, &AppPage { app_name: state.settings.app.name.clone(), accounts })
+    let chrome = Chrome::new(&state, &Language::default(), "Connected accounts".into());
+    render(StatusCode::OK, &AppPage { chrome, accounts })
 }
 
 #[derive(Deserialize)]
@@ -211,7 +213,7 @@ struct AuthorizeParams {
 #[derive(Template)]
 #[template(path = "demo_consent.html")]
 struct ConsentPage {
-    app_name: String,
+    chrome: Chrome,
     /// The failure buttons: (value, label).
     failures: Vec<(&'static str, &'static str)>,
     scopes: Vec<String>,
@@ -235,8 +237,9 @@ async fn authorize(State(state): State<AppState>, Query(params): Query<Authorize
         return (StatusCode::BAD_REQUEST, "Demo provider: only PKCE S256 is accepted").into_response();
     }
     let scope = params.scope.unwrap_or_default();
+    let title = format!("Allow {} to access your account?", state.settings.app.name);
     let page = ConsentPage {
-        app_name: state.settings.app.name.clone(),
+        chrome: Chrome::with_assets(&state.assets, &Language::default(), title, "Demo provider".into()),
         failures: SIMULATIONS.iter().skip(2).map(|(value, label, _)| (*value, *label)).collect(),
         scopes: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         redirect_uri,

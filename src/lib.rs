@@ -6,11 +6,13 @@
 
 pub mod account;
 pub mod api;
+pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod flow;
+pub mod i18n;
 pub mod limits;
 pub mod outcome;
 pub mod pages;

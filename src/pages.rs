@@ -12,24 +12,39 @@ use axum::routing::get;
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use time::OffsetDateTime;
+use tower_http::compression::CompressionLayer;
 
+use crate::assets::Assets;
 use crate::crypto::{self, Secret};
 use crate::flow::{self, Ending, Recorded};
+use crate::i18n::Language;
 use crate::outcome::Actions;
 use crate::server::AppState;
 use crate::store::FlowStatus;
 use crate::telemetry;
 
-/// `Content-Security-Policy` of every response: nothing but this origin's own styles and images, no script at all.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// `Content-Security-Policy` of every response: nothing but this origin's own styles and images (plus the app's
+/// logo origin when the logo is a URL), no script at all.
+pub fn content_security_policy(assets: &Assets) -> String {
+    let logo_origin = assets
+        .logo
+        .as_deref()
+        .filter(|logo| logo.starts_with("https://"))
+        .and_then(|logo| url::Url::parse(logo).ok())
+        .map(|url| format!(" {}", url.origin().ascii_serialization()))
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'{logo_origin}; font-src 'self'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'"
+    )
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connect/start/{link}", get(start))
         .route("/connect/callback/{connection}", get(callback))
         .route("/connect/result/{flow}", get(result))
-        .route("/static/{file}", get(static_file))
+        .route("/static/{file}", get(static_file).layer(CompressionLayer::new()))
 }
 
 /// The browser-binding cookie's name: `__Host-` prefixed (and so `Secure`, host-only, path `/`) over https.
@@ -52,24 +67,30 @@ fn browser_cookie(state: &AppState, value: Secret) -> Cookie<'static> {
     cookie
 }
 
-async fn start(State(state): State<AppState>, Path(link): Path<String>, jar: CookieJar) -> Response {
+async fn start(
+    State(state): State<AppState>,
+    Path(link): Path<String>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
     let browser = browser_from(&state, &jar);
     let ending = flow::start(&state, &link, browser).await;
-    respond(&state, jar, ending).await
+    respond(&state, &Language::from_headers(&headers), jar, ending).await
 }
 
 async fn callback(
     State(state): State<AppState>,
     Path(connection): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     jar: CookieJar,
 ) -> Response {
     let browser = browser_from(&state, &jar);
     let ending = flow::callback(&state, &connection, query.as_deref(), browser).await;
-    respond(&state, jar, ending).await
+    respond(&state, &Language::from_headers(&headers), jar, ending).await
 }
 
-async fn respond(state: &AppState, jar: CookieJar, ending: Ending) -> Response {
+async fn respond(state: &AppState, language: &Language, jar: CookieJar, ending: Ending) -> Response {
     match ending {
         Ending::Redirect { location, set_browser } => {
             let jar = match set_browser {
@@ -78,46 +99,43 @@ async fn respond(state: &AppState, jar: CookieJar, ending: Ending) -> Response {
             };
             (jar, Redirect::to(&location)).into_response()
         }
-        Ending::Failed(recorded) => failure_page(state, &recorded).await,
+        Ending::Failed(recorded) => failure_page(state, language, &recorded).await,
     }
 }
 
 /// `GET /connect/result/{flow}`: the outcome page, for the browser that ran the flow only.
-async fn result(State(state): State<AppState>, Path(flow_id): Path<String>, jar: CookieJar) -> Response {
+async fn result(
+    State(state): State<AppState>,
+    Path(flow_id): Path<String>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
     let started = Instant::now();
+    let language = Language::from_headers(&headers);
     let flow = match state.store.find_flow(&flow_id).await {
         Ok(Some(flow)) => flow,
-        Ok(None) => {
-            return notice(
-                &state,
-                StatusCode::NOT_FOUND,
-                "This page is no longer available",
-                "Connection results are kept for a day. Go back to the app to see whether you are connected.",
-            );
-        }
+        Ok(None) => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
         Err(err) => {
             let failure = crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
             let recorded = flow::record(&state, failure, flow::FailureContext::default(), started).await;
-            return failure_page(&state, &recorded).await;
+            return failure_page(&state, &language, &recorded).await;
         }
     };
     let same_browser = browser_from(&state, &jar).is_some_and(|b| {
         crypto::constant_time_eq(crypto::hash_hex(b.expose()).as_bytes(), flow.browser_hash.as_bytes())
     });
     if !same_browser {
-        return notice(
-            &state,
-            StatusCode::FORBIDDEN,
-            "This page belongs to another browser",
-            "A connection result is only shown in the browser that made the connection. Go back to the app to see whether you are connected.",
-        );
+        return notice(&state, &language, StatusCode::FORBIDDEN, "result-other-browser");
     }
     match flow.status {
         FlowStatus::Succeeded => {
+            let app = display_name(&state);
+            let back = return_url(&state, flow.return_to.as_deref());
             let page = SuccessPage {
-                app_name: &state.settings.app.name,
-                connection: &flow.connection,
-                return_url: return_url(&state, flow.return_to.as_deref()),
+                chrome: Chrome::new(&state, &language, language.text("connected-title")),
+                body: language.text_with("connected-body", &[("connection", &flow.connection), ("app", app)]),
+                back: back
+                    .map(|href| Action::new("return", language.text_with("back-to-app", &[("app", app)]), href, true)),
             };
             render(StatusCode::OK, &page)
         }
@@ -150,21 +168,16 @@ async fn result(State(state): State<AppState>, Path(flow_id): Path<String>, jar:
                 },
                 at: event.map_or(flow.created_at, |e| e.created_at.0),
             };
-            failure_page(&state, &recorded).await
+            failure_page(&state, &language, &recorded).await
         }
-        FlowStatus::Verifying => notice(
-            &state,
-            StatusCode::OK,
-            "Waiting for confirmation",
-            "The app is confirming that this connection belongs to you. Refresh this page in a moment.",
-        ),
-        FlowStatus::Started | FlowStatus::Exchanging => notice(
-            &state,
-            StatusCode::OK,
-            "Still connecting",
-            "The connection is not finished yet. Refresh this page in a moment.",
-        ),
+        FlowStatus::Verifying => notice(&state, &language, StatusCode::OK, "result-verifying"),
+        FlowStatus::Started | FlowStatus::Exchanging => notice(&state, &language, StatusCode::OK, "result-pending"),
     }
+}
+
+/// The name pages show: `branding.name`, else `app.name`.
+fn display_name(state: &AppState) -> &str {
+    state.settings.branding.name.as_deref().unwrap_or(&state.settings.app.name)
 }
 
 /// A "back to the app" target: the link's `return_to` or `app.return_url`, and only on an allowed origin.
@@ -176,28 +189,65 @@ fn return_url(state: &AppState, return_to: Option<&str>) -> Option<String> {
         .map(String::from)
 }
 
+/// What every page shares: its language, title, the app's name and logo, and the stylesheets.
+pub struct Chrome {
+    pub lang: String,
+    pub title: String,
+    pub app_name: String,
+    pub logo: Option<String>,
+    pub stylesheets: Vec<String>,
+}
+
+impl Chrome {
+    pub fn new(state: &AppState, language: &Language, title: String) -> Self {
+        Self::with_assets(&state.assets, language, title, display_name(state).to_owned())
+    }
+
+    pub fn with_assets(assets: &Assets, language: &Language, title: String, app_name: String) -> Self {
+        Self {
+            lang: language.tag(),
+            title,
+            app_name,
+            logo: assets.logo.clone(),
+            stylesheets: assets.stylesheets.clone(),
+        }
+    }
+}
+
+/// A next step offered on a page.
+pub struct Action {
+    pub kind: &'static str,
+    pub label: String,
+    pub href: String,
+    pub primary: bool,
+}
+
+impl Action {
+    fn new(kind: &'static str, label: String, href: String, primary: bool) -> Self {
+        Self { kind, label, href, primary }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "success.html")]
-struct SuccessPage<'a> {
-    app_name: &'a str,
-    connection: &'a str,
-    return_url: Option<String>,
+struct SuccessPage {
+    chrome: Chrome,
+    body: String,
+    back: Option<Action>,
 }
 
 #[derive(Template)]
 #[template(path = "failure.html")]
 struct FailurePage<'a> {
-    app_name: &'a str,
+    chrome: Chrome,
     code: &'a str,
     class: &'a str,
-    title: &'a str,
-    message: &'a str,
+    message: String,
+    actions: Vec<Action>,
+    actions_label: String,
+    reference_label: String,
     reference: &'a str,
     at: String,
-    restart_url: Option<String>,
-    return_url: Option<String>,
-    support_url: Option<String>,
-    status_url: Option<String>,
     developer: Option<DeveloperDetails<'a>>,
 }
 
@@ -214,16 +264,16 @@ struct DeveloperDetails<'a> {
 
 #[derive(Template)]
 #[template(path = "notice.html")]
-struct NoticePage<'a> {
-    app_name: &'a str,
-    title: &'a str,
-    message: &'a str,
-    return_url: Option<String>,
+struct NoticePage {
+    chrome: Chrome,
+    message: String,
+    back: Option<Action>,
 }
 
-async fn failure_page(state: &AppState, recorded: &Recorded) -> Response {
+async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded) -> Response {
     let entry = recorded.failure.entry;
     let context = &recorded.context;
+    let app = display_name(state);
     let restart_url = match (&context.link_id, entry.actions.contains(Actions::RESTART)) {
         (Some(link_id), true) => match state.store.find_link(link_id).await {
             Ok(Some(link)) if link.expires_at > OffsetDateTime::now_utc() => {
@@ -237,21 +287,34 @@ async fn failure_page(state: &AppState, recorded: &Recorded) -> Response {
     let offer_return =
         entry.actions.contains(Actions::RETURN) || entry.actions.contains(Actions::RESTART) && restart_url.is_none();
     let at = telemetry::rfc3339(recorded.at);
+    let mut actions = Vec::new();
+    if let Some(href) = restart_url {
+        actions.push(Action::new("restart", language.text("try-again"), href, true));
+    }
+    if let Some(href) = offer_return.then(|| return_url(state, context.return_to.as_deref())).flatten() {
+        let primary = actions.is_empty();
+        actions.push(Action::new("return", language.text_with("back-to-app", &[("app", app)]), href, primary));
+    }
+    if let Some(href) =
+        entry.actions.contains(Actions::SUPPORT).then(|| support_url(state, language, recorded, &at)).flatten()
+    {
+        actions.push(Action::new("support", language.text("contact-support"), href, false));
+    }
+    if let Some(url) =
+        entry.actions.contains(Actions::STATUS).then_some(()).and(state.settings.support.status_page_url.as_ref())
+    {
+        actions.push(Action::new("status", language.text("check-status"), url.to_string(), false));
+    }
+    let (title_id, message_id) = crate::i18n::outcome_ids(entry.code, entry.cause);
     let page = FailurePage {
-        app_name: &state.settings.app.name,
+        chrome: Chrome::new(state, language, language.text(&title_id)),
         code: entry.code,
         class: entry.class.as_str(),
-        title: entry.title,
-        message: entry.message,
+        message: language.text(&message_id),
+        actions,
+        actions_label: language.text("actions-label"),
+        reference_label: language.text("reference-label"),
         reference: &recorded.reference,
-        restart_url,
-        return_url: offer_return.then(|| return_url(state, context.return_to.as_deref())).flatten(),
-        support_url: entry.actions.contains(Actions::SUPPORT).then(|| support_url(state, recorded, &at)).flatten(),
-        status_url: entry
-            .actions
-            .contains(Actions::STATUS)
-            .then(|| state.settings.support.status_page_url.as_ref().map(|u| u.to_string()))
-            .flatten(),
         at,
         developer: state.settings.mode.is_development().then(|| DeveloperDetails {
             hint: recorded.failure.hint(),
@@ -267,7 +330,7 @@ async fn failure_page(state: &AppState, recorded: &Recorded) -> Response {
 }
 
 /// `mailto:` (or the support URL) with the reference, connection and time prefilled; never raw error text.
-fn support_url(state: &AppState, recorded: &Recorded, at: &str) -> Option<String> {
+fn support_url(state: &AppState, language: &Language, recorded: &Recorded, at: &str) -> Option<String> {
     let connection = recorded.context.connection.as_deref().unwrap_or("unknown");
     let support = &state.settings.support;
     if let Some(url) = &support.url {
@@ -276,29 +339,46 @@ fn support_url(state: &AppState, recorded: &Recorded, at: &str) -> Option<String
         return Some(url.into());
     }
     let email = support.email.as_deref()?;
-    let subject = format!("Connection problem, reference {}", recorded.reference);
-    let body = format!(
-        "Hello,\n\nConnecting {connection} to {} did not work.\n\nReference: {}\nConnection: {connection}\nTime (UTC): {at}\n",
-        state.settings.app.name, recorded.reference
-    );
+    let args = [
+        ("reference", recorded.reference.as_str()),
+        ("connection", connection),
+        ("app", display_name(state)),
+        ("time", at),
+    ];
+    let subject = language.text_with("support-subject", &args);
+    let body = language.text_with("support-body", &args);
     let encode =
         |text: &str| percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string();
     Some(format!("mailto:{email}?subject={}&body={}", encode(&subject), encode(&body)))
 }
 
-fn notice(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
+/// A page with a title and a message from `{id}-title` and `{id}-body`, and the way back to the app.
+fn notice(state: &AppState, language: &Language, status: StatusCode, id: &str) -> Response {
+    let app = display_name(state);
     let page = NoticePage {
-        app_name: &state.settings.app.name,
-        title,
-        message,
-        return_url: state.settings.app.return_url.clone().map(String::from),
+        chrome: Chrome::new(state, language, language.text(&format!("{id}-title"))),
+        message: language.text(&format!("{id}-body")),
+        back: state.settings.app.return_url.as_ref().map(|url| {
+            Action::new("return", language.text_with("back-to-app", &[("app", app)]), url.to_string(), true)
+        }),
     };
     render(status, &page)
 }
 
-/// A plain page for requests refused before any handler runs (size limits, rate limits).
-pub fn plain_notice(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, &NoticePage { app_name: "", title, message, return_url: None })
+/// A page for requests refused before any handler runs (size limits, rate limits, panics): no app state needed.
+pub fn plain_notice(
+    assets: &Assets,
+    language: &Language,
+    status: StatusCode,
+    title_id: &str,
+    body_id: &str,
+) -> Response {
+    let page = NoticePage {
+        chrome: Chrome::with_assets(assets, language, language.text(title_id), String::new()),
+        message: language.text(body_id),
+        back: None,
+    };
+    render(status, &page)
 }
 
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -311,21 +391,21 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
-/// Static files, compiled into the binary so nothing has to be deployed beside it.
-const STATIC_FILES: [(&str, &str, &str); 1] =
-    [("style.css", "text/css; charset=utf-8", include_str!("../static/style.css"))];
-
-async fn static_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    let _ = headers;
-    match STATIC_FILES.iter().find(|(name, _, _)| *name == file) {
-        Some((_, content_type, body)) => (
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
-            ],
-            *body,
-        )
-            .into_response(),
+/// `GET /static/{file}`: files compiled into the binary or built from the branding config. Hashed names are cached
+/// for a year; compression is negotiated by the layer around this route.
+async fn static_file(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    match state.assets.get(&file) {
+        Some(asset) => {
+            let cache = if asset.immutable { "public, max-age=31536000, immutable" } else { "public, max-age=300" };
+            (
+                [
+                    (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+                    (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+                ],
+                asset.bytes.clone(),
+            )
+                .into_response()
+        }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }

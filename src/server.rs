@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +18,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::assets::Assets;
 use crate::config::Settings;
+use crate::i18n::Language;
 use crate::limits::{self, RateLimits};
 use crate::provider::{self, Providers, ResolveError};
 use crate::store::{Store, StoreError};
@@ -33,6 +35,7 @@ pub struct AppState {
     pub providers: Providers,
     pub metrics: Arc<Metrics>,
     pub limits: RateLimits,
+    pub assets: Arc<Assets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +75,10 @@ impl Application {
         let store = Store::connect(&settings.database_url).await?;
         let http = provider::http_client(&settings)?;
         let providers = Providers::resolve(&settings, http).await?;
-        let limits = RateLimits::new(&settings.limits);
-        let state =
-            AppState { settings: Arc::new(settings), store, providers, metrics: Arc::new(Metrics::default()), limits };
+        let assets = Arc::new(Assets::build(&settings.branding));
+        let limits = RateLimits::new(&settings.limits, assets.clone());
+        let metrics = Arc::new(Metrics::default());
+        let state = AppState { settings: Arc::new(settings), store, providers, metrics, limits, assets };
         let router = router(state.clone(), extra);
         Ok(Self { listener, router, state })
     }
@@ -102,8 +106,12 @@ impl Application {
 
 fn router(state: AppState, extra: Router<AppState>) -> Router {
     let rate_limits = state.limits.clone();
+    let assets = state.assets.clone();
+    let panic_assets = state.assets.clone();
+    // Computed once: the policy only changes with the branding config.
+    let csp = HeaderValue::from_str(&pages::content_security_policy(&state.assets))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
     let security_headers = [
-        (header::CONTENT_SECURITY_POLICY, pages::CONTENT_SECURITY_POLICY),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -120,20 +128,22 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
         .layer(middleware::from_fn_with_state(rate_limits, limits::rate_limit))
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
-        .layer(middleware::from_fn(limits::refuse_oversized))
+        .layer(middleware::from_fn_with_state(assets, limits::refuse_oversized))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(CatchPanicLayer::custom(|_| {
+        .layer(CatchPanicLayer::custom(move |_| {
             pages::plain_notice(
+                &panic_assets,
+                &Language::default(),
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong on our side",
-                "Please try again in a few minutes.",
+                "internal-title",
+                "internal-body",
             )
         }));
     for (name, value) in security_headers {
         router = router.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
     }
-    router
+    router.layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, csp))
 }
 
 async fn healthz() -> &'static str {
@@ -154,8 +164,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-async fn not_found() -> Response {
-    pages::plain_notice(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.")
+async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    pages::plain_notice(
+        &state.assets,
+        &Language::from_headers(&headers),
+        StatusCode::NOT_FOUND,
+        "not-found-title",
+        "not-found-body",
+    )
 }
 
 async fn sweep_forever(state: AppState, mut stop: watch::Receiver<bool>) {

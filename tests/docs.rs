@@ -64,3 +64,45 @@ fn every_code_of_the_contract_has_a_row() {
         );
     }
 }
+
+#[test]
+fn the_english_outcome_messages_match_the_catalog() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locales/en/outcomes.ftl");
+    let generated = callback_gate::i18n::english_outcomes();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(current == generated, "locales/en/outcomes.ftl is stale: run `UPDATE_DOCS=1 cargo test --test docs`");
+}
+
+/// Every message of every page and outcome exists in every language.
+#[test]
+fn every_language_has_every_message() {
+    use callback_gate::i18n::{LANGUAGES, Language, outcome_ids};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locales/en");
+    let mut ids: Vec<String> = Vec::new();
+    for file in ["pages.ftl", "outcomes.ftl"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        ids.extend(
+            text.lines()
+                .filter(|line| !line.starts_with([' ', '#']) && line.contains(" = ") || line.ends_with(" ="))
+                .map(|line| line.split(" =").next().unwrap().trim().to_owned()),
+        );
+    }
+    for entry in callback_gate::outcome::CATALOG {
+        let (title, message) = outcome_ids(entry.code, entry.cause);
+        assert!(ids.contains(&title) && ids.contains(&message), "{} has no English messages", entry.code);
+    }
+    let mut missing = Vec::new();
+    for tag in LANGUAGES {
+        let language = Language::negotiate(Some(tag));
+        assert_eq!(language.tag(), tag);
+        for id in &ids {
+            if language.exact(id).is_none_or(|text| text.trim().is_empty()) {
+                missing.push(format!("{tag}: {id}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "messages missing:\n{}", missing.join("\n"));
+}

@@ -55,7 +55,7 @@ async fn the_happy_path_ends_active_with_tokens_sealed_to_the_account() {
     let (status, page) = app.follow(&browser, callback).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("data-outcome=\"connected\""));
-    assert!(page.contains("<h1>Connected</h1>"));
+    assert!(page.contains("Connected</h1>"));
     assert!(!page.contains("at-secret-value-0001"));
 
     let account = app.account("user_1").await;

@@ -50,6 +50,9 @@ pub struct RawConfig {
     pub flow_ttl_seconds: Option<u64>,
     /// Upper bound of one token request, in seconds (default 10).
     pub token_timeout_seconds: Option<u64>,
+    /// Whether failure pages show the developer hint and the raw provider values (default: in development mode
+    /// only). Never shown in production mode.
+    pub developer_hints: Option<bool>,
     #[serde(default)]
     pub app: RawApp,
     #[serde(default)]
@@ -195,6 +198,8 @@ pub struct Settings {
     pub public_url: Url,
     pub listen: String,
     pub mode: Mode,
+    /// Failure pages show the developer hint and raw values (development mode only).
+    pub developer_hints: bool,
     pub database_url: String,
     pub link_ttl: Duration,
     pub flow_ttl: Duration,
@@ -531,6 +536,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             public_url,
             listen,
             mode,
+            developer_hints: mode.is_development() && raw.developer_hints.unwrap_or(true),
             database_url,
             link_ttl,
             flow_ttl,

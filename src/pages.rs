@@ -316,7 +316,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
         reference_label: language.text("reference-label"),
         reference: &recorded.reference,
         at,
-        developer: state.settings.mode.is_development().then(|| DeveloperDetails {
+        developer: state.settings.developer_hints.then(|| DeveloperDetails {
             hint: recorded.failure.hint(),
             cause: entry.cause,
             error: recorded.failure.error.as_deref().map(telemetry::escape),

@@ -10,5 +10,6 @@ mod flow;
 mod hostile;
 mod links;
 mod outcomes;
+mod pages;
 mod tokens;
 mod verification;

@@ -140,34 +140,9 @@ async fn result(
             render(StatusCode::OK, &page)
         }
         FlowStatus::Failed => {
-            let code = flow.outcome_code.as_deref().unwrap_or("internal_error");
             let reference = flow.reference.clone().unwrap_or_default();
             let event = state.store.reference(&reference).await.ok().flatten();
-            let mut failure = crate::outcome::Failure::from_entry(crate::outcome::entry(
-                code,
-                event.as_ref().and_then(|e| e.cause.as_deref()),
-            ));
-            if let Some(event) = &event {
-                failure.error = event.error.clone();
-                failure.error_description = event.error_description.clone();
-                failure.error_uri = event.error_uri.clone();
-                failure.detail = event.detail.clone();
-                failure.hint_detail =
-                    event.hint.strip_prefix(failure.entry.hint).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-            }
-            let recorded = Recorded {
-                failure,
-                reference,
-                context: flow::FailureContext {
-                    connection: Some(flow.connection.clone()),
-                    identifier: Some(flow.identifier.clone()),
-                    flow_id: Some(flow.id.clone()),
-                    link_id: Some(flow.link_id.clone()),
-                    return_to: flow.return_to.clone(),
-                    touches_account: true,
-                },
-                at: event.map_or(flow.created_at, |e| e.created_at.0),
-            };
+            let recorded = flow::stored_failure(&flow, event);
             failure_page(&state, &language, &recorded).await
         }
         FlowStatus::Verifying => notice(&state, &language, StatusCode::OK, "result-verifying"),

@@ -38,7 +38,7 @@ pub struct FailureContext {
 }
 
 impl FailureContext {
-    fn of_flow(flow: &FlowRecord) -> Self {
+    pub fn of_flow(flow: &FlowRecord) -> Self {
         Self {
             connection: Some(flow.connection.clone()),
             identifier: Some(flow.identifier.clone()),
@@ -57,6 +57,28 @@ pub struct Recorded {
     pub reference: String,
     pub context: FailureContext,
     pub at: OffsetDateTime,
+}
+
+/// What a failed flow's result page shows, rebuilt from the flow and its stored outcome event, so the page is the
+/// same on every refresh.
+pub fn stored_failure(flow: &FlowRecord, event: Option<OutcomeEvent>) -> Recorded {
+    let code = flow.outcome_code.as_deref().unwrap_or("internal_error");
+    let cause = event.as_ref().and_then(|e| e.cause.as_deref());
+    let mut failure = Failure::from_entry(crate::outcome::entry(code, cause));
+    if let Some(event) = &event {
+        failure.error = event.error.clone();
+        failure.error_description = event.error_description.clone();
+        failure.error_uri = event.error_uri.clone();
+        failure.detail = event.detail.clone();
+        let specifics = event.hint.strip_prefix(failure.entry.hint).map(str::trim).filter(|s| !s.is_empty());
+        failure.hint_detail = specifics.map(str::to_owned);
+    }
+    Recorded {
+        failure,
+        reference: flow.reference.clone().unwrap_or_default(),
+        context: FailureContext::of_flow(flow),
+        at: event.map_or(flow.created_at, |e| e.created_at.0),
+    }
 }
 
 /// How a browser request ends.

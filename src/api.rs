@@ -20,13 +20,15 @@ use crate::account::{AccountStatus, ConnectedAccount, Identifier};
 use crate::crypto::constant_time_eq;
 use crate::server::AppState;
 use crate::store::{AccountQuery, StoreError};
+use crate::tokens::TokenError;
 use crate::{flow, telemetry};
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/authorization-links", post(create_link))
         .route("/connected-accounts", get(list_accounts))
-        .route("/connected-accounts/{connection}/{identifier}", get(get_account))
+        .route("/connected-accounts/{connection}/{identifier}", get(get_account).delete(disconnect))
+        .route("/connected-accounts/{connection}/{identifier}/refresh", post(refresh))
         .route("/connected-accounts/{connection}/{identifier}/token", get(get_token))
         .route("/references/{reference}", get(get_reference))
         .route("/user-verifications", post(verify_user))
@@ -194,6 +196,83 @@ async fn get_account(
     })
 }
 
+impl From<TokenError> for ApiError {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Missing => ApiError::new(StatusCode::CONFLICT, "no_tokens", "the account has no stored tokens"),
+            TokenError::Unreadable => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "tokens_unreadable",
+                "the stored tokens could not be opened: they were sealed with a key that is neither CALLBACK_GATE_SECRET_KEY nor in CALLBACK_GATE_SECRET_KEY_PREVIOUS",
+            ),
+            TokenError::NoRefreshToken => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_refresh_token",
+                "the provider gave no refresh token for this account (for Google, access_type=offline; for Microsoft, the offline_access scope)",
+            ),
+            TokenError::UnknownConnection => {
+                ApiError::new(StatusCode::NOT_FOUND, "connection_unknown", "the connection is not configured")
+            }
+            TokenError::Refused(recorded) => ApiError {
+                status: StatusCode::BAD_GATEWAY,
+                code: "token_refresh_failed",
+                message: format!(
+                    "the provider refused the refresh ({}); details under reference {}",
+                    recorded.failure.detail.split(':').next().unwrap_or("unknown"),
+                    recorded.reference
+                ),
+                field: None,
+            },
+            TokenError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// Looks up a configured connection's existing account, or the API error that says why not.
+async fn existing_account(state: &AppState, connection: &str, identifier: &str) -> Result<ConnectedAccount, ApiError> {
+    if state.settings.connection(connection).is_none() {
+        return Err(ApiError::connection_unknown(connection));
+    }
+    state.store.account(connection, identifier).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            "no connected account for this connection and identifier",
+        )
+    })
+}
+
+/// `POST /v1/connected-accounts/{connection}/{identifier}/refresh`: refreshes the tokens now.
+async fn refresh(
+    State(state): State<AppState>,
+    Path((connection, identifier)): Path<(String, String)>,
+) -> Result<Json<ConnectedAccount>, ApiError> {
+    let account = existing_account(&state, &connection, &identifier).await?;
+    if !matches!(account.status, AccountStatus::Active | AccountStatus::Expired) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "account_not_active",
+            format!("the account is {}, so it has no tokens to refresh", account.status),
+        ));
+    }
+    crate::tokens::refresh(&state, &connection, &identifier).await?;
+    Ok(Json(existing_account(&state, &connection, &identifier).await?))
+}
+
+/// `DELETE /v1/connected-accounts/{connection}/{identifier}`: revokes at the provider where it can, then deletes
+/// the tokens; the account stays, DISCONNECTED, with its history.
+async fn disconnect(
+    State(state): State<AppState>,
+    Path((connection, identifier)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    existing_account(&state, &connection, &identifier).await?;
+    let revoked = crate::tokens::disconnect(&state, &connection, &identifier).await?;
+    let account = existing_account(&state, &connection, &identifier).await?;
+    let mut body = serde_json::to_value(&account).unwrap_or_default();
+    body["revoked"] = json!(revoked);
+    Ok(Json(body).into_response())
+}
+
 /// `GET /v1/connected-accounts/{connection}/{identifier}/token`: the raw access token, only for connections with
 /// `expose_tokens = true`.
 async fn get_token(
@@ -226,20 +305,7 @@ async fn get_token(
             format!("the account is {}, so it has no usable token", account.status),
         ));
     }
-    let unreadable = || {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "tokens_unreadable",
-            "the stored tokens could not be opened: they were sealed with a key that is neither CALLBACK_GATE_SECRET_KEY nor in CALLBACK_GATE_SECRET_KEY_PREVIOUS",
-        )
-    };
-    let (sealed, key_id) = state.store.sealed_tokens(&connection, &identifier).await?.ok_or_else(unreadable)?;
-    let aad = crate::crypto::account_associated_data(&connection, &identifier);
-    let plain = state.settings.secret_key.open_with_id(&sealed, &aad, &key_id).map_err(|_| {
-        tracing::error!(target: "callback_gate::api", connection = %connection, key_id = %key_id, "stored tokens could not be opened");
-        unreadable()
-    })?;
-    let tokens: crate::provider::exchange::Tokens = serde_json::from_slice(&plain).map_err(|_| unreadable())?;
+    let tokens = crate::tokens::read(&state, &connection, &identifier).await?;
     let expires_at = tokens.expires_at.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
     Ok(Json(json!({
         "connection": connection,

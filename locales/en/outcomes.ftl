@@ -124,6 +124,9 @@ outcome-app_not_distributed-message = This app can only be installed in the work
 outcome-application_suspended-title = This connection is not available
 outcome-application_suspended-message = The service has suspended this app. Please contact support.
 
+outcome-token_refresh_failed-title = The connection needs to be renewed
+outcome-token_refresh_failed-message = The service did not accept the saved connection. Please connect again from the app.
+
 outcome-unknown_provider_error-title = The service reported a problem
 outcome-unknown_provider_error-message = The service you are connecting to reported a problem. Please try again or contact support.
 

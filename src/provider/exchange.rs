@@ -85,14 +85,57 @@ pub struct Exchanged {
 
 /// Exchanges `code` for tokens.
 pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &Secret, verifier: &Secret) -> Exchanged {
-    let connection = &provider.connection;
-    let mut form: Vec<(&str, &str)> = vec![
+    let form = [
         ("grant_type", "authorization_code"),
         ("code", code.expose()),
-        ("redirect_uri", connection.redirect_uri.as_str()),
+        ("redirect_uri", provider.connection.redirect_uri.as_str()),
         ("code_verifier", verifier.expose()),
     ];
-    let mut request = http.post(provider.token_url.clone()).header(reqwest::header::ACCEPT, "application/json");
+    let started = Instant::now();
+    let result = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
+    Exchanged { result, provider_latency: started.elapsed() }
+}
+
+/// Uses a refresh token (RFC 6749 section 6). A provider that does not rotate refresh tokens omits one from the
+/// answer; the caller keeps the old one then.
+pub async fn refresh(http: &reqwest::Client, provider: &Provider, refresh_token: &Secret) -> Exchanged {
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
+    let started = Instant::now();
+    let result = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
+    Exchanged { result, provider_latency: started.elapsed() }
+}
+
+/// Revokes a token (RFC 7009) where the provider has a revocation endpoint. `Ok(false)` when it has none.
+pub async fn revoke(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &Secret,
+    hint: &str,
+) -> Result<bool, ExchangeError> {
+    let Some(url) = provider.revocation_url.clone() else {
+        return Ok(false);
+    };
+    let form = [("token", token.expose()), ("token_type_hint", hint)];
+    let response = authenticated(http, provider, url, &form).send().await.map_err(request_error)?;
+    let status = response.status().as_u16();
+    // RFC 7009 section 2.2: 200 whether or not the token was still valid.
+    if response.status().is_success() {
+        return Ok(true);
+    }
+    let body = read_capped(response, MAX_TOKEN_RESPONSE_BYTES).await.unwrap_or_default();
+    Err(ExchangeError::Status { status, body: redact_body(&String::from_utf8_lossy(&body)) })
+}
+
+/// A form POST to the provider with the client's authentication.
+fn authenticated(
+    http: &reqwest::Client,
+    provider: &Provider,
+    url: url::Url,
+    fields: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    let connection = &provider.connection;
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    let mut request = http.post(url).header(reqwest::header::ACCEPT, "application/json");
     match provider.auth_method {
         TokenAuthMethod::ClientSecretBasic => {
             // RFC 6749 section 2.3.1: both parts are form-urlencoded before Basic encoding.
@@ -105,9 +148,7 @@ pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &S
             form.push(("client_secret", connection.client_secret.expose()));
         }
     }
-    let started = Instant::now();
-    let result = send(request.form(&form)).await;
-    Exchanged { result, provider_latency: started.elapsed() }
+    request.form(&form)
 }
 
 fn form_urlencode(value: &str) -> String {

@@ -474,6 +474,52 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces an account's tokens after a refresh and makes it ACTIVE.
+    pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
+        let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        sqlx::query(
+            "UPDATE connected_accounts SET status = ?, scopes = ?, sealed_tokens = ?, key_id = ?, token_expires_at = ?,
+                updated_at = ? WHERE connection = ? AND identifier = ?",
+        )
+        .bind(tokens.status.as_str())
+        .bind(scopes)
+        .bind(&tokens.sealed_tokens)
+        .bind(&tokens.key_id)
+        .bind(tokens.token_expires_at)
+        .bind(millis(now))
+        .bind(&tokens.connection)
+        .bind(&tokens.identifier)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets an account's status; `DISCONNECTED` also deletes its tokens.
+    pub async fn set_status(
+        &self,
+        connection: &str,
+        identifier: &str,
+        status: AccountStatus,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let wipe = status == AccountStatus::Disconnected;
+        sqlx::query(
+            "UPDATE connected_accounts SET status = ?, updated_at = ?,
+                sealed_tokens = CASE WHEN ? THEN NULL ELSE sealed_tokens END,
+                key_id = CASE WHEN ? THEN NULL ELSE key_id END
+             WHERE connection = ? AND identifier = ?",
+        )
+        .bind(status.as_str())
+        .bind(millis(now))
+        .bind(wipe)
+        .bind(wipe)
+        .bind(connection)
+        .bind(identifier)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Ends a flow that failed. The account keeps whatever tokens and status it had.
     pub async fn fail_flow(
         &self,

@@ -192,7 +192,7 @@ user_verification = false
         link_ttl = options.link_ttl_seconds,
         token_timeout = options.token_timeout_seconds,
         mock = options.provider_base.clone().unwrap_or_else(|| provider.uri()),
-        extra = options.connection_extra,
+        extra = options.connection_extra.replace("{mock}", &provider.uri()),
     );
     let api_key = format!("test-api-key-{}", callback_gate::crypto::random_token::<16>());
     let secret_key = options.secret_key.clone().unwrap_or_else(|| STANDARD.encode(rand_bytes()));

@@ -118,3 +118,134 @@ async fn rotating_the_key_keeps_old_tokens_readable_and_seals_new_ones_with_the_
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["error"]["code"], "tokens_unreadable");
 }
+
+fn refreshable() -> Options {
+    Options {
+        connection_extra: "expose_tokens = true\nrevocation_url = \"{mock}/revoke\"".into(),
+        ..Options::default()
+    }
+}
+
+async fn call(app: &TestApp, method: reqwest::Method, path: &str) -> (StatusCode, Value) {
+    let response = app.api.request(method, app.url(path)).bearer_auth(&app.api_key).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn refreshing_replaces_the_access_token_and_keeps_a_refresh_token_the_provider_did_not_rotate() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let app = spawn_with(refreshable()).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .and(body_string_contains("refresh_token=rt-secret-value-0001"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "access_token": "at-refreshed-0002", "expires_in": 3600 })),
+        )
+        .expect(2)
+        .mount(&app.provider)
+        .await;
+    app.mock_token_success(1).await;
+    connect(&app, "user_1").await;
+    for _ in 0..2 {
+        let (status, account) = call(&app, reqwest::Method::POST, "/v1/connected-accounts/mock/user_1/refresh").await;
+        assert_eq!(status, StatusCode::OK, "{account}");
+        assert_eq!(account["status"], "ACTIVE");
+    }
+    let (_, body) = token(&app, "user_1").await;
+    assert_eq!(body["access_token"], "at-refreshed-0002");
+}
+
+#[tokio::test]
+async fn a_refused_refresh_expires_the_account_and_leaves_a_reference() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let app = spawn_with(refreshable()).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            serde_json::json!({ "error": "invalid_grant", "error_description": "Token has been expired or revoked." }),
+        ))
+        .mount(&app.provider)
+        .await;
+    app.mock_token_success(1).await;
+    connect(&app, "user_1").await;
+    let (status, body) = call(&app, reqwest::Method::POST, "/v1/connected-accounts/mock/user_1/refresh").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"]["code"], "token_refresh_failed");
+    let account = app.account("user_1").await;
+    assert_eq!(account["status"], "EXPIRED");
+    assert_eq!(account["last_error"]["code"], "token_refresh_failed");
+    let event = app.reference(account["last_error"]["reference"].as_str().unwrap()).await;
+    assert!(event["detail"].as_str().unwrap().starts_with("invalid_grant"), "{event}");
+    assert_eq!(event["error_description"], "Token has been expired or revoked.");
+    assert!(!body.to_string().contains("rt-secret-value-0001"));
+}
+
+#[tokio::test]
+async fn refreshing_needs_an_account_with_a_refresh_token() {
+    use wiremock::ResponseTemplate;
+    let app = spawn_with(refreshable()).await;
+    app.mock_token(
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({ "access_token": "at-no-refresh-0003" })),
+    )
+    .await;
+    connect(&app, "user_1").await;
+    let (status, body) = call(&app, reqwest::Method::POST, "/v1/connected-accounts/mock/user_1/refresh").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "no_refresh_token");
+    app.mint_link("pending").await;
+    let (status, body) = call(&app, reqwest::Method::POST, "/v1/connected-accounts/mock/pending/refresh").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "account_not_active");
+    let (status, _) = call(&app, reqwest::Method::POST, "/v1/connected-accounts/mock/nobody/refresh").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn disconnecting_revokes_at_the_provider_and_deletes_the_tokens() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let app = spawn_with(refreshable()).await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .and(body_string_contains("token=rt-secret-value-0001"))
+        .and(body_string_contains("token_type_hint=refresh_token"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&app.provider)
+        .await;
+    app.mock_token_success(1).await;
+    connect(&app, "user_1").await;
+    let (status, body) = call(&app, reqwest::Method::DELETE, "/v1/connected-accounts/mock/user_1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "DISCONNECTED");
+    assert_eq!(body["revoked"], true);
+    assert!(app.store.sealed_tokens(CONNECTION, "user_1").await.unwrap().is_none(), "tokens deleted");
+    let (status, body) = token(&app, "user_1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _) = call(&app, reqwest::Method::DELETE, "/v1/connected-accounts/mock/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_failed_revocation_still_disconnects() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let app = spawn_with(refreshable()).await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&app.provider)
+        .await;
+    app.mock_token_success(1).await;
+    connect(&app, "user_1").await;
+    let (status, body) = call(&app, reqwest::Method::DELETE, "/v1/connected-accounts/mock/user_1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["revoked"], false);
+    assert_eq!(app.account("user_1").await["status"], "DISCONNECTED");
+}

@@ -123,6 +123,9 @@ outcome-app_not_distributed-message = Diese App kann nur in dem Workspace instal
 outcome-application_suspended-title = Diese Verbindung ist nicht verfügbar
 outcome-application_suspended-message = Der Dienst hat diese App gesperrt. Bitte wenden Sie sich an den Support.
 
+outcome-token_refresh_failed-title = Die Verbindung muss erneuert werden
+outcome-token_refresh_failed-message = Der Dienst hat die gespeicherte Verbindung nicht akzeptiert. Bitte verbinden Sie Ihr Konto über die App erneut.
+
 outcome-unknown_provider_error-title = Der Dienst hat ein Problem gemeldet
 outcome-unknown_provider_error-message = Der Dienst, mit dem Sie sich verbinden, hat ein Problem gemeldet. Bitte versuchen Sie es erneut oder wenden Sie sich an den Support.
 

@@ -123,6 +123,9 @@ outcome-app_not_distributed-message = Esta aplicación solo se puede instalar en
 outcome-application_suspended-title = Esta conexión no está disponible
 outcome-application_suspended-message = El servicio ha suspendido esta aplicación. Póngase en contacto con el equipo de soporte.
 
+outcome-token_refresh_failed-title = La conexión debe renovarse
+outcome-token_refresh_failed-message = El servicio no ha aceptado la conexión guardada. Vuelva a conectar su cuenta desde la aplicación.
+
 outcome-unknown_provider_error-title = El servicio ha informado de un problema
 outcome-unknown_provider_error-message = El servicio al que se está conectando ha informado de un problema. Vuelva a intentarlo o póngase en contacto con el equipo de soporte.
 

@@ -123,6 +123,9 @@ outcome-app_not_distributed-message = Cette application ne peut être installée
 outcome-application_suspended-title = Cette connexion n'est pas disponible
 outcome-application_suspended-message = Le service a suspendu cette application. Veuillez contacter l'assistance.
 
+outcome-token_refresh_failed-title = La connexion doit être renouvelée
+outcome-token_refresh_failed-message = Le service n'a pas accepté la connexion enregistrée. Veuillez reconnecter votre compte depuis l'application.
+
 outcome-unknown_provider_error-title = Le service a signalé un problème
 outcome-unknown_provider_error-message = Le service auquel vous vous connectez a signalé un problème. Veuillez réessayer ou contacter l'assistance.
 

@@ -123,6 +123,9 @@ outcome-app_not_distributed-message = このアプリは、作成されたワー
 outcome-application_suspended-title = この連携は現在ご利用いただけません
 outcome-application_suspended-message = サービスによって、このアプリの利用が停止されています。サポートにお問い合わせください。
 
+outcome-token_refresh_failed-title = 連携の更新が必要です
+outcome-token_refresh_failed-message = 保存されている連携が、サービスに受け付けられませんでした。アプリから、もう一度連携してください。
+
 outcome-unknown_provider_error-title = サービスから問題が報告されました
 outcome-unknown_provider_error-message = 連携先のサービスから問題が報告されました。もう一度お試しいただくか、サポートにお問い合わせください。
 

@@ -133,6 +133,9 @@ pub struct RawSupport {
 pub struct RawConnection {
     #[serde(default, deserialize_with = "text")]
     pub name: Option<String>,
+    /// How pages name the service to users, e.g. "Gmail" (default: the preset's name, else `name`).
+    #[serde(default, deserialize_with = "text")]
+    pub display_name: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub provider: Option<String>,
     #[serde(default, deserialize_with = "text")]
@@ -326,6 +329,8 @@ impl TokenAuthMethod {
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     pub name: String,
+    /// How pages name the service to users.
+    pub display_name: String,
     pub provider: ProviderKind,
     pub client_id: String,
     pub client_secret: Secret,
@@ -864,7 +869,12 @@ fn validate_connection(
     let (name, provider, client_id, client_secret, public_url) =
         (name?, provider?, client_id?, client_secret?, public_url?);
     let redirect_uri = public_url.join(&format!("connect/callback/{name}")).ok()?;
+    let display_name = raw
+        .display_name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| provider.display_name().map_or_else(|| name.clone(), str::to_owned));
     Some(ConnectionSettings {
+        display_name,
         name,
         provider,
         client_id,

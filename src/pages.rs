@@ -133,7 +133,10 @@ async fn result(
             let back = return_url(&state, flow.return_to.as_deref());
             let page = SuccessPage {
                 chrome: Chrome::new(&state, &language, language.text("connected-title")),
-                body: language.text_with("connected-body", &[("connection", &flow.connection), ("app", app)]),
+                body: language.text_with(
+                    "connected-body",
+                    &[("connection", connection_name(&state, &flow.connection)), ("app", app)],
+                ),
                 back: back
                     .map(|href| Action::new("return", language.text_with("back-to-app", &[("app", app)]), href, true)),
             };
@@ -148,6 +151,17 @@ async fn result(
         FlowStatus::Verifying => notice(&state, &language, StatusCode::OK, "result-verifying"),
         FlowStatus::Started | FlowStatus::Exchanging => notice(&state, &language, StatusCode::OK, "result-pending"),
     }
+}
+
+/// How pages name a connection's service to users.
+fn connection_name<'a>(state: &'a AppState, connection: &'a str) -> &'a str {
+    state.settings.connection(connection).map_or(connection, |c| c.display_name.as_str())
+}
+
+/// A time as people read it, in UTC.
+fn readable_time(at: OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    at.format(&format).unwrap_or_else(|_| telemetry::rfc3339(at))
 }
 
 /// The name pages show: `branding.name`, else `app.name`.
@@ -223,6 +237,7 @@ struct FailurePage<'a> {
     reference_label: String,
     reference: &'a str,
     at: String,
+    at_display: String,
     developer: Option<DeveloperDetails<'a>>,
 }
 
@@ -290,6 +305,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
         actions_label: language.text("actions-label"),
         reference_label: language.text("reference-label"),
         reference: &recorded.reference,
+        at_display: readable_time(recorded.at),
         at,
         developer: state.settings.developer_hints.then(|| DeveloperDetails {
             hint: recorded.failure.hint(),
@@ -306,7 +322,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
 
 /// `mailto:` (or the support URL) with the reference, connection and time prefilled; never raw error text.
 fn support_url(state: &AppState, language: &Language, recorded: &Recorded, at: &str) -> Option<String> {
-    let connection = recorded.context.connection.as_deref().unwrap_or("unknown");
+    let connection = recorded.context.connection.as_deref().map_or("unknown", |c| connection_name(state, c));
     let support = &state.settings.support;
     if let Some(url) = &support.url {
         let mut url = url.clone();

@@ -86,7 +86,7 @@ fn every_language_has_every_message() {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         ids.extend(
             text.lines()
-                .filter(|line| !line.starts_with([' ', '#']) && line.contains(" = ") || line.ends_with(" ="))
+                .filter(|line| !line.starts_with([' ', '#']) && (line.contains(" = ") || line.ends_with(" =")))
                 .map(|line| line.split(" =").next().unwrap().trim().to_owned()),
         );
     }

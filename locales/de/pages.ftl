@@ -7,7 +7,7 @@ back-to-app-generic = Zurück zur App
 try-again = Erneut versuchen
 contact-support = Support kontaktieren
 check-status = Dienststatus prüfen
-reference-label = Referenz
+reference-label = Referenz:
 actions-label = Was Sie tun können
 
 result-gone-title = Diese Seite ist nicht mehr verfügbar

@@ -5,7 +5,7 @@ outcome-access_denied-title = Connection cancelled
 outcome-access_denied-message = You chose not to give access, so nothing was connected. You can try again whenever you like.
 
 outcome-invalid_request-title = This connection could not be started
-outcome-invalid_request-message = The request to the service was not accepted. Please go back and try again later, or contact support.
+outcome-invalid_request-message = The request to the service was not accepted. Please go back to the app and try again later, or contact support.
 
 outcome-unauthorized_client-title = This connection is not available
 outcome-unauthorized_client-message = The app is not allowed to connect to this service right now. Please contact support.
@@ -44,10 +44,10 @@ outcome-browser_mismatch-title = Finish in the same browser
 outcome-browser_mismatch-message = This connection was started in another browser or window. Please go back to the app and finish connecting in the browser where you started.
 
 outcome-flow_already_used-title = This connection was already completed
-outcome-flow_already_used-message = This step has already been used. If you just connected, you are done; otherwise go back to the app to start again.
+outcome-flow_already_used-message = This page was already used to finish a connection. If you just connected, you are done; otherwise go back to the app to start again.
 
 outcome-code_missing-title = The service did not send what we expected
-outcome-code_missing-message = The service you were connecting to returned without the information we need. Please go back to the app and try again.
+outcome-code_missing-message = The service you were connecting to sent you back without the information we need. Please go back to the app and try again.
 
 outcome-issuer_mismatch-title = This connection could not be verified
 outcome-issuer_mismatch-message = The answer did not come from the service you were connecting to, so we stopped. Please go back to the app and try again.
@@ -101,7 +101,7 @@ outcome-application_not_found-title = This connection is not available
 outcome-application_not_found-message = The service does not know this app. Please contact support.
 
 outcome-admin_consent_required-title = An administrator needs to approve this app
-outcome-admin_consent_required-message = Your organization requires an administrator to approve this app before you can connect it. Ask your IT administrator, then try again.
+outcome-admin_consent_required-message = Your organization requires an administrator to approve this app before you can connect it. Ask your IT administrator to approve it, then try again.
 
 outcome-user_not_in_tenant-title = This account cannot be used here
 outcome-user_not_in_tenant-message = The account you signed in with does not belong to the organization this app works with. Try again and sign in with your work account.
@@ -124,8 +124,8 @@ outcome-app_not_distributed-message = This app can only be installed in the work
 outcome-application_suspended-title = This connection is not available
 outcome-application_suspended-message = The service has suspended this app. Please contact support.
 
-outcome-token_refresh_failed-title = The connection needs to be renewed
-outcome-token_refresh_failed-message = The service did not accept the saved connection. Please connect again from the app.
+outcome-token_refresh_failed-title = The connection needs attention
+outcome-token_refresh_failed-message = The service did not accept the saved connection. Please connect again from the app, or try again later.
 
 outcome-unknown_provider_error-title = The service reported a problem
 outcome-unknown_provider_error-message = The service you are connecting to reported a problem. Please try again or contact support.

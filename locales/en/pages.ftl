@@ -8,7 +8,7 @@ back-to-app-generic = Back to the app
 try-again = Try again
 contact-support = Contact support
 check-status = Check service status
-reference-label = Reference
+reference-label = Reference:
 actions-label = What you can do
 
 result-gone-title = This page is no longer available
@@ -25,7 +25,7 @@ not-found-body = There is nothing at this address.
 internal-title = Something went wrong on our side
 internal-body = Please try again in a few minutes.
 uri-too-long-title = This address is too long
-headers-too-large-title = This request carries too much
+headers-too-large-title = This request contains too much information
 payload-too-large-title = This request is too large
 refused-body = The request was refused before anything was done. Go back to the app and try again.
 rate-limited-title = Too many attempts

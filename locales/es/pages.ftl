@@ -7,7 +7,7 @@ back-to-app-generic = Volver a la aplicación
 try-again = Reintentar
 contact-support = Contactar con soporte
 check-status = Ver estado del servicio
-reference-label = Referencia
+reference-label = Referencia:
 actions-label = Qué puede hacer
 
 result-gone-title = Esta página ya no está disponible

@@ -7,7 +7,7 @@ back-to-app-generic = Retour à l'application
 try-again = Réessayer
 contact-support = Contacter l'assistance
 check-status = Voir l'état du service
-reference-label = Référence
+reference-label = Référence :
 actions-label = Ce que vous pouvez faire
 
 result-gone-title = Cette page n'est plus disponible

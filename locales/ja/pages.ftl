@@ -7,7 +7,7 @@ back-to-app-generic = アプリに戻る
 try-again = もう一度試す
 contact-support = サポートに問い合わせる
 check-status = サービスの稼働状況を確認
-reference-label = 参照コード
+reference-label = 参照コード：
 actions-label = 次にできること
 
 result-gone-title = このページは表示できなくなりました

@@ -43,6 +43,18 @@ impl ProviderKind {
         })
     }
 
+    /// The service's name as users know it, for presets.
+    pub fn display_name(self) -> Option<&'static str> {
+        match self {
+            Self::Google => Some("Google"),
+            Self::Microsoft => Some("Microsoft"),
+            Self::Slack => Some("Slack"),
+            Self::Github => Some("GitHub"),
+            Self::Atlassian => Some("Atlassian"),
+            Self::OAuth2 | Self::Oidc => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Google => "google",

@@ -29,7 +29,7 @@ async fn oversized_requests_get_the_safe_page_or_json() {
     }
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    assert!(response.text().await.unwrap().contains("This request carries too much"));
+    assert!(response.text().await.unwrap().contains("This request contains too much information"));
     let response = app.api.get(app.url("/healthz")).header("x-big", "B".repeat(20 * 1024)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 

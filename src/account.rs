@@ -33,7 +33,7 @@ impl Identifier {
         if value.len() > Self::MAX_BYTES {
             return Err(IdentifierError::TooLong);
         }
-        if value.chars().any(is_forbidden_char) {
+        if value.chars().any(crate::telemetry::is_hidden_char) {
             return Err(IdentifierError::ControlCharacter);
         }
         Ok(Self(value.to_owned()))
@@ -42,12 +42,6 @@ impl Identifier {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Control characters (C0, DEL, C1) and the invisible characters that reorder or split lines when shown.
-fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 impl fmt::Display for Identifier {

@@ -16,10 +16,9 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
-use crate::assets::Assets;
 use crate::config::LimitSettings;
 use crate::i18n::Language;
-use crate::pages;
+use crate::pages::{self, Frame};
 
 /// Longest request target (path and query) accepted.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -31,34 +30,34 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Refuses requests whose target, headers or declared body are too large.
-pub async fn refuse_oversized(State(assets): State<Arc<Assets>>, request: Request, next: Next) -> Response {
+pub async fn refuse_oversized(State(frame): State<Arc<Frame>>, request: Request, next: Next) -> Response {
     let language = Language::from_headers(request.headers());
     let api = request.uri().path().starts_with("/v1/");
     let target_len = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > MAX_URI_BYTES {
-        return too_large(&assets, &language, api, StatusCode::URI_TOO_LONG, "uri_too_long");
+        return too_large(&frame, &language, api, StatusCode::URI_TOO_LONG, "uri_too_long");
     }
     let headers = request.headers();
     let header_bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
     if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        return too_large(&assets, &language, api, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
+        return too_large(&frame, &language, api, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
     }
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return too_large(&assets, &language, api, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        return too_large(&frame, &language, api, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
     next.run(request).await
 }
 
-fn too_large(assets: &Assets, language: &Language, api: bool, status: StatusCode, code: &str) -> Response {
+fn too_large(frame: &Frame, language: &Language, api: bool, status: StatusCode, code: &str) -> Response {
     tracing::debug!(target: "callback_gate::limits", status = status.as_u16(), code, "request refused by a size limit");
     let title_id = format!("{}-title", code.replace('_', "-"));
     if api {
         let body = json!({ "error": { "code": code, "message": Language::default().text(&title_id) } });
         return (status, axum::Json(body)).into_response();
     }
-    pages::plain_notice(assets, language, status, &title_id, "refused-body")
+    pages::plain_notice(frame, language, status, &title_id, "refused-body")
 }
 
 /// Per-client rate limits for starting flows and for callbacks.
@@ -67,7 +66,7 @@ pub struct RateLimits {
     starts: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     callbacks: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     trust_forwarded_for: bool,
-    assets: Arc<Assets>,
+    frame: Arc<Frame>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -81,12 +80,12 @@ fn quota(per_minute: NonZeroU32, burst: NonZeroU32) -> Quota {
 }
 
 impl RateLimits {
-    pub fn new(settings: &LimitSettings, assets: Arc<Assets>) -> Self {
+    pub fn new(settings: &LimitSettings, frame: Arc<Frame>) -> Self {
         Self {
             starts: Arc::new(RateLimiter::keyed(quota(settings.starts_per_minute, settings.burst))),
             callbacks: Arc::new(RateLimiter::keyed(quota(settings.callbacks_per_minute, settings.burst))),
             trust_forwarded_for: settings.trust_forwarded_for,
-            assets,
+            frame,
         }
     }
 
@@ -133,7 +132,7 @@ pub async fn rate_limit(State(limits): State<RateLimits>, request: Request, next
     tracing::debug!(target: "callback_gate::limits", path, "request refused by a rate limit");
     let language = Language::from_headers(request.headers());
     let mut response = pages::plain_notice(
-        &limits.assets,
+        &limits.frame,
         &language,
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited-title",

@@ -1,6 +1,7 @@
 //! The browser side: the start, callback and result routes, the pages they render, the security headers every
 //! page carries, and the static files served from the binary.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use askama::Template;
@@ -356,18 +357,23 @@ fn notice(state: &AppState, language: &Language, status: StatusCode, id: &str) -
     render(status, &page)
 }
 
-/// A page for requests refused before any handler runs (size limits, rate limits, panics): no app state needed.
-pub fn plain_notice(
-    assets: &Assets,
-    language: &Language,
-    status: StatusCode,
-    title_id: &str,
-    body_id: &str,
-) -> Response {
+/// What a page outside any flow needs: the static files, the app's name and the way back to it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub assets: Arc<Assets>,
+    pub app_name: String,
+    pub return_url: Option<String>,
+}
+
+/// A page for requests refused before any handler runs (not found, size limits, rate limits, panics).
+pub fn plain_notice(frame: &Frame, language: &Language, status: StatusCode, title_id: &str, body_id: &str) -> Response {
+    let back = frame.return_url.as_ref().map(|href| {
+        Action::new("return", language.text_with("back-to-app", &[("app", &frame.app_name)]), href.clone(), true)
+    });
     let page = NoticePage {
-        chrome: Chrome::with_assets(assets, language, language.text(title_id), String::new()),
+        chrome: Chrome::with_assets(&frame.assets, language, language.text(title_id), frame.app_name.clone()),
         message: language.text(body_id),
-        back: None,
+        back,
     };
     render(status, &page)
 }

@@ -22,6 +22,7 @@ use crate::assets::Assets;
 use crate::config::Settings;
 use crate::i18n::Language;
 use crate::limits::{self, RateLimits};
+use crate::pages::Frame;
 use crate::provider::{self, Providers, ResolveError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: RateLimits,
     pub assets: Arc<Assets>,
+    pub frame: Arc<Frame>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +78,14 @@ impl Application {
         let http = provider::http_client(&settings)?;
         let providers = Providers::resolve(&settings, http).await?;
         let assets = Arc::new(Assets::build(&settings.branding));
-        let limits = RateLimits::new(&settings.limits, assets.clone());
+        let frame = Arc::new(Frame {
+            assets: assets.clone(),
+            app_name: settings.branding.name.clone().unwrap_or_else(|| settings.app.name.clone()),
+            return_url: settings.app.return_url.as_ref().map(|url| url.to_string()),
+        });
+        let limits = RateLimits::new(&settings.limits, frame.clone());
         let metrics = Arc::new(Metrics::default());
-        let state = AppState { settings: Arc::new(settings), store, providers, metrics, limits, assets };
+        let state = AppState { settings: Arc::new(settings), store, providers, metrics, limits, assets, frame };
         let router = router(state.clone(), extra);
         Ok(Self { listener, router, state })
     }
@@ -106,8 +113,8 @@ impl Application {
 
 fn router(state: AppState, extra: Router<AppState>) -> Router {
     let rate_limits = state.limits.clone();
-    let assets = state.assets.clone();
-    let panic_assets = state.assets.clone();
+    let frame = state.frame.clone();
+    let panic_frame = state.frame.clone();
     // Computed once: the policy only changes with the branding config.
     let csp = HeaderValue::from_str(&pages::content_security_policy(&state.assets))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
@@ -128,12 +135,12 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
         .layer(middleware::from_fn_with_state(rate_limits, limits::rate_limit))
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(assets, limits::refuse_oversized))
+        .layer(middleware::from_fn_with_state(frame, limits::refuse_oversized))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(move |_| {
             pages::plain_notice(
-                &panic_assets,
+                &panic_frame,
                 &Language::default(),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal-title",
@@ -166,7 +173,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Response {
     pages::plain_notice(
-        &state.assets,
+        &state.frame,
         &Language::from_headers(&headers),
         StatusCode::NOT_FOUND,
         "not-found-title",

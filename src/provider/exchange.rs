@@ -282,9 +282,74 @@ pub fn redact_body(text: &str) -> String {
                 format!("{k}={v}")
             })
             .collect();
-        return excerpt(&pairs.join("&"), BODY_EXCERPT_CHARS);
+        // What looked like a form may be mangled JSON after all: redact by key in the text as well.
+        return excerpt(&redact_text(&pairs.join("&")), BODY_EXCERPT_CHARS);
     }
-    excerpt(text, BODY_EXCERPT_CHARS)
+    // Neither JSON nor a form (an HTML page, truncated or almost-JSON text): redact every `key: value` or
+    // `key=value` whose key names a secret, wherever it stands.
+    excerpt(&redact_text(text), BODY_EXCERPT_CHARS)
+}
+
+/// Replaces the value after every secret key in free text.
+fn redact_text(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
+    for key in SECRET_KEYS {
+        for (at, _) in lower.match_indices(key) {
+            // A whole key, or the end of one like `bot_access_token`; not part of a longer word.
+            if at > 0 && bytes[at - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let mut i = at + key.len();
+            while i < bytes.len() && matches!(bytes[i], b'"' | b'\'' | b' ' | b'\t') {
+                i += 1;
+            }
+            if i >= bytes.len() || !matches!(bytes[i], b':' | b'=') {
+                continue;
+            }
+            i += 1;
+            while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+                i += 1;
+            }
+            let quote = bytes.get(i).copied().filter(|b| matches!(b, b'"' | b'\''));
+            if quote.is_some() {
+                i += 1;
+            }
+            let start = i;
+            while i < bytes.len() {
+                let b = bytes[i];
+                let end = match quote {
+                    Some(q) => b == q,
+                    None => matches!(
+                        b,
+                        b'&' | b',' | b';' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n' | b'<' | b'"' | b'\''
+                    ),
+                };
+                if end {
+                    break;
+                }
+                i += 1;
+            }
+            if i > start {
+                cuts.push((start, i));
+            }
+        }
+    }
+    cuts.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end) in cuts {
+        if start < last {
+            continue;
+        }
+        // Cut points sit next to ASCII delimiters, so they are char boundaries.
+        out.push_str(&text[last..start]);
+        out.push_str("[redacted]");
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 fn is_secret_key(key: &str) -> bool {
@@ -354,6 +419,17 @@ mod tests {
         assert!(!redacted.contains("s3cret") && !redacted.contains("r3fresh"));
         assert!(redacted.contains("[redacted]"));
         assert!(!redact_body("access_token=s3cret&x=1").contains("s3cret"));
+        for almost in [
+            "\u{feff}{\"access_token\":\"s3cret\"}",
+            ")]}'\n{\"access_token\": \"s3cret\"}",
+            "{\"access_token\":\"s3cret\"},",
+            "{\"access_token\":\"s3cret\"",
+            "<html>access_token=s3cret</html>",
+            "{\"authed_user\": {\"access_token\" : 's3cret'}} trailing",
+        ] {
+            let redacted = redact_body(almost);
+            assert!(!redacted.contains("s3cret"), "{almost:?} gave {redacted:?}");
+        }
         assert!(redact_body(&"a".repeat(100_000)).len() < BODY_EXCERPT_CHARS + 64);
     }
 

@@ -5,7 +5,7 @@
 // as a child process, and a headless Chromium driven by playwright-core.
 //
 // This file is not a test file itself (node --test only picks up *.test.mjs
-// here); connect.test.mjs imports it.
+// here); connect.test.mjs and pages.test.mjs import it.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -158,15 +158,54 @@ export async function startIdp({ redirectUri }) {
 // callback-gate child process
 // ---------------------------------------------------------------------------
 
+/** A TOML value: strings quoted (JSON escaping is valid TOML), numbers and booleans as they are. */
+function tomlValue(value) {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`;
+  throw new Error(`no TOML form for ${JSON.stringify(value)}`);
+}
+
+function tomlLines(table) {
+  return Object.entries(table)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key} = ${tomlValue(value)}\n`)
+    .join('');
+}
+
 /**
  * Writes a config file for the gate and starts `callback-gate serve`.
- * Returns { url, apiKey, output(), stop() } once GET /readyz answers 200.
+ * Returns { url, apiKey, dir, secretKey, configPath, output(), stop() } once GET /readyz answers 200.
+ *
+ * Options beyond { port, issuer } (all optional; the defaults are what connect.test.mjs runs with):
+ * - connection: the connection's name (default "idp").
+ * - appName: [app] name (default "E2E App").
+ * - settings: extra top-level keys, e.g. { developer_hints: false, link_ttl_seconds: 1 }.
+ * - support: the [support] table (default { email: "support@example.test" }).
+ * - limits: a [limits] table, e.g. { callbacks_per_minute: 1, burst: 1 }.
+ * - dir: reuse this folder (its gate.db) instead of a fresh one, e.g. to restart a gate on the same database.
+ * - keepDir: leave the folder in place on stop() (the caller removes it).
+ * - secretKey: CALLBACK_GATE_SECRET_KEY (default: a fresh random key).
  */
-export async function startGate({ port, issuer }) {
+export async function startGate({
+  port,
+  issuer,
+  connection = CONNECTION,
+  appName = 'E2E App',
+  settings = {},
+  support = { email: 'support@example.test' },
+  limits,
+  dir: reuseDir,
+  keepDir = false,
+  secretKey = randomBytes(32).toString('base64'),
+}) {
   if (!existsSync(GATE_BIN)) {
     throw new Error(`callback-gate binary not found at ${GATE_BIN} (build it with cargo build, or set E2E_GATE_BIN)`);
   }
-  const dir = await mkdtemp(path.join(tmpdir(), 'callback-gate-e2e-'));
+  const dir = reuseDir ?? await mkdtemp(path.join(tmpdir(), 'callback-gate-e2e-'));
+  const removeDir = async () => {
+    if (!keepDir) await rm(dir, { recursive: true, force: true });
+  };
   const url = `http://127.0.0.1:${port}`;
   const configPath = path.join(dir, 'gate.toml');
   const dbPath = path.join(dir, 'gate.db');
@@ -174,17 +213,16 @@ export async function startGate({ port, issuer }) {
 listen = "127.0.0.1:${port}"
 mode = "development"
 database_url = "sqlite://${dbPath}"
-
+${tomlLines(settings)}
 [app]
-name = "E2E App"
+name = ${tomlValue(appName)}
 return_url = "${url}/"
 allowed_return_origins = ["${url}"]
 
 [support]
-email = "support@example.test"
-
+${tomlLines(support)}${limits ? `\n[limits]\n${tomlLines(limits)}` : ''}
 [[connections]]
-name = "${CONNECTION}"
+name = "${connection}"
 provider = "oidc"
 issuer = "${issuer}"
 client_id = "${CLIENT_ID}"
@@ -194,7 +232,6 @@ scopes = ["openid", "email", "profile"]
   await writeFile(configPath, config);
 
   const apiKey = `e2e_${randomBytes(24).toString('hex')}`;
-  const secretKey = randomBytes(32).toString('base64');
   usedSecrets.add(apiKey);
   usedSecrets.add(secretKey);
   usedSecrets.add(CLIENT_SECRET);
@@ -234,7 +271,7 @@ scopes = ["openid", "email", "profile"]
       await exitPromise;
       clearTimeout(killTimer);
     }
-    await rm(dir, { recursive: true, force: true });
+    await removeDir();
     return exited;
   };
 
@@ -244,7 +281,7 @@ scopes = ["openid", "email", "profile"]
   for (;;) {
     if (exited !== null) {
       const out = output();
-      await rm(dir, { recursive: true, force: true });
+      await removeDir();
       throw new Error(`callback-gate exited before becoming ready: ${JSON.stringify(exited)}\n--- config ---\n${config}--- output ---\n${out}`);
     }
     try {
@@ -261,7 +298,66 @@ scopes = ["openid", "email", "profile"]
     await sleep(100);
   }
 
-  return { url, apiKey, configPath, output, stop, child };
+  return { url, apiKey, dir, secretKey, configPath, output, stop, child };
+}
+
+// ---------------------------------------------------------------------------
+// callback-gate demo child process
+// ---------------------------------------------------------------------------
+
+/**
+ * Starts `callback-gate demo --port 0` and waits (up to 15 s) for the line
+ * `Open:      http://127.0.0.1:PORT/` it prints when ready.
+ * Returns { url, output(), stop() }; url has no trailing slash.
+ */
+export async function startDemo() {
+  if (!existsSync(GATE_BIN)) {
+    throw new Error(`callback-gate binary not found at ${GATE_BIN} (build it with cargo build, or set E2E_GATE_BIN)`);
+  }
+  const chunks = [];
+  const child = spawn(GATE_BIN, ['demo', '--port', '0'], {
+    env: { ...process.env, CALLBACK_GATE_LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve((exited = { code, signal })));
+    child.on('error', (error) => resolve((exited = { error })));
+  });
+  const output = () => Buffer.concat(chunks).toString('utf8');
+  const stop = async () => {
+    if (exited === null) {
+      child.kill('SIGTERM');
+      const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exitPromise;
+      clearTimeout(killTimer);
+    }
+    return exited;
+  };
+  const ready = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`callback-gate demo printed no Open: line in 15 s\n${output()}`)), 15_000);
+    const look = (d) => {
+      chunks.push(d);
+      const match = output().match(/Open:\s+(http:\/\/127\.0\.0\.1:\d+)\//);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stdout.on('data', look);
+    child.stderr.on('data', (d) => chunks.push(d));
+    exitPromise.then((how) => {
+      clearTimeout(timer);
+      reject(new Error(`callback-gate demo exited before it was ready: ${JSON.stringify(how)}\n${output()}`));
+    });
+  });
+  try {
+    const url = await ready;
+    return { url, output, stop, child };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -286,10 +382,11 @@ export async function launchBrowser() {
 /**
  * A fresh browser context that may only talk to loopback: anything else
  * (e.g. the web font the provider's dev pages @import) is aborted at once so
- * nothing waits on a network that is not there.
+ * nothing waits on a network that is not there. `options` go to
+ * browser.newContext (viewport, colorScheme, javaScriptEnabled, bypassCSP, ...).
  */
-export async function newLoopbackContext(browser) {
-  const context = await browser.newContext();
+export async function newLoopbackContext(browser, options = {}) {
+  const context = await browser.newContext(options);
   // Remember every secret the browser carries, so the gate's log can be checked for them.
   context.on('request', (request) => {
     const url = new URL(request.url());

@@ -441,6 +441,9 @@ async fn get_reference(State(state): State<AppState>, Path(reference): Path<Stri
     if !telemetry::is_reference(&reference) {
         return Err(not_found());
     }
-    let event = state.store.reference(&reference).await?.ok_or_else(not_found)?;
+    let event = match state.events.pending(&reference) {
+        Some(event) => event,
+        None => state.store.reference(&reference).await?.ok_or_else(not_found)?,
+    };
     Ok(Json(event).into_response())
 }

@@ -24,7 +24,8 @@ use crate::i18n::Language;
 use crate::limits::{self, RateLimits};
 use crate::pages::Frame;
 use crate::provider::{self, Providers, ResolveError};
-use crate::store::{Store, StoreError};
+use crate::store::events::{EventSink, EventWriter};
+use crate::store::{self, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::{api, pages};
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub limits: RateLimits,
     pub assets: Arc<Assets>,
     pub frame: Arc<Frame>,
+    /// Outcome events that concern no flow, written in the background.
+    pub events: EventWriter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    events: EventSink,
 }
 
 /// Binds the configured `listen` address.
@@ -85,9 +89,11 @@ impl Application {
         });
         let limits = RateLimits::new(&settings.limits, frame.clone());
         let metrics = Arc::new(Metrics::default());
-        let state = AppState { settings: Arc::new(settings), store, providers, metrics, limits, assets, frame };
+        let (events, sink) = store::events::channel();
+        let settings = Arc::new(settings);
+        let state = AppState { settings, store, providers, metrics, limits, assets, frame, events };
         let router = router(state.clone(), extra);
-        Ok(Self { listener, router, state })
+        Ok(Self { listener, router, state, events: sink })
     }
 
     pub fn port(&self) -> u16 {
@@ -101,11 +107,14 @@ impl Application {
     /// Serves until `shutdown` resolves; in-flight requests (callbacks mid-exchange among them) finish first.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_forever(self.state.clone(), stop_rx));
+        let sweeper = tokio::spawn(sweep_forever(self.state.clone(), stop_rx.clone()));
+        let events = tokio::spawn(self.events.run(self.state.store.clone(), stop_rx));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        // Events still queued are written before the store closes.
+        let _ = events.await;
         self.state.store.close().await;
         served
     }
@@ -168,7 +177,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    text.push_str(&format!(
+        "# HELP callback_gate_outcome_events_dropped_total Outcome events dropped because the write queue was full.\n\
+         # TYPE callback_gate_outcome_events_dropped_total counter\ncallback_gate_outcome_events_dropped_total {}\n",
+        state.events.dropped()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -595,7 +595,13 @@ pub async fn record(state: &AppState, failure: Failure, context: FailureContext,
         hint: failure.hint(),
         created_at: Millis(at),
     };
-    let stored = state.store.record_outcome(&event).await;
+    // Failures that concern no flow and no account (forged or missing state, forged links) can be sent by anyone:
+    // their events are written in the background, in batches, instead of on this request's path.
+    let stored = if context.flow_id.is_none() && !context.touches_account {
+        if state.events.send(event) { Ok(()) } else { Err(StoreError::Corrupt("the event queue is full".into())) }
+    } else {
+        state.store.record_outcome(&event).await
+    };
     let latency_ms = telemetry::millis_since(started);
     tracing::warn!(
         target: "callback_gate::outcome",

@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
+pub mod events;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -39,9 +41,13 @@ macro_rules! account_columns {
     };
 }
 
+/// SQLite allows one writer at a time. Writes go through a pool of exactly one connection, so they queue in the
+/// pool instead of colliding in SQLite's busy handler (which sleeps and retries); reads use their own connections,
+/// which WAL lets run beside the writer.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    writer: SqlitePool,
+    reader: SqlitePool,
 }
 
 #[derive(Debug, Clone)]
@@ -208,28 +214,34 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        sqlx::migrate!("./migrations").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.writer.close().await;
+        self.reader.close().await;
     }
 
     /// Stores a new link and makes its account PENDING_AUTH if the account is new. At most `keep` links are kept
     /// per connection and identifier: the oldest go first.
     pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -274,7 +286,7 @@ impl Store {
             "SELECT id, connection, identifier, return_to, created_at, expires_at FROM authorization_links WHERE id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(|row| {
             Ok(LinkRecord {
@@ -291,7 +303,7 @@ impl Store {
 
     /// Stores a new flow. At most `keep` started flows are kept per connection and identifier: the oldest go first.
     pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to,
                                 status, created_at, expires_at)
@@ -329,13 +341,13 @@ impl Store {
 
     pub async fn find_flow_by_state(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
         let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
-        let row = sqlx::query(sql).bind(state_hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(state_hash).fetch_optional(&self.reader).await?;
         row.map(|row| flow_from_row(&row)).transpose()
     }
 
     pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
         let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE id = ?");
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.reader).await?;
         row.map(|row| flow_from_row(&row)).transpose()
     }
 
@@ -343,7 +355,7 @@ impl Store {
     pub async fn claim_flow(&self, id: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -356,7 +368,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id, token_expires_at,
                                              created_at, updated_at)
@@ -396,7 +408,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens, key_id,
                                                 token_expires_at, created_at, expires_at)
@@ -438,7 +450,7 @@ impl Store {
              RETURNING flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at",
         )
         .bind(request_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.map(|row| {
             let scopes: String = row.try_get("scopes")?;
@@ -469,7 +481,7 @@ impl Store {
         )
         .bind(connection)
         .bind(identifier)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -489,7 +501,7 @@ impl Store {
         .bind(millis(now))
         .bind(&tokens.connection)
         .bind(&tokens.identifier)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -515,7 +527,7 @@ impl Store {
         .bind(wipe)
         .bind(connection)
         .bind(identifier)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -535,14 +547,14 @@ impl Store {
         .bind(reference)
         .bind(millis(now))
         .bind(flow_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     /// Records a failure under its reference and, where the account exists, makes it the account's last error.
     pub async fn record_outcome(&self, event: &OutcomeEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
                 error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
@@ -584,17 +596,49 @@ impl Store {
         Ok(())
     }
 
+    /// Records events that concern no account, many in one transaction.
+    pub async fn record_outcomes(&self, events: &[OutcomeEvent]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
+                    error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
+            )
+            .bind(&event.reference)
+            .bind(&event.code)
+            .bind(&event.cause)
+            .bind(&event.class)
+            .bind(&event.connection)
+            .bind(&event.identifier)
+            .bind(&event.flow_id)
+            .bind(&event.error)
+            .bind(&event.error_description)
+            .bind(&event.error_uri)
+            .bind(&event.iss)
+            .bind(event.provider_status)
+            .bind(&event.provider_body)
+            .bind(&event.detail)
+            .bind(&event.hint)
+            .bind(millis(event.created_at.0))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
         Ok(sqlx::query_as::<_, OutcomeEvent>("SELECT * FROM outcome_events WHERE reference = ?")
             .bind(reference)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?)
     }
 
     pub async fn account(&self, connection: &str, identifier: &str) -> Result<Option<ConnectedAccount>, StoreError> {
         let sql =
             concat!("SELECT ", account_columns!(), " FROM connected_accounts WHERE connection = ? AND identifier = ?");
-        let row = sqlx::query(sql).bind(connection).bind(identifier).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(connection).bind(identifier).fetch_optional(&self.reader).await?;
         row.map(|row| account_from_row(&row)).transpose()
     }
 
@@ -610,7 +654,7 @@ impl Store {
         )
         .bind(connection)
         .bind(identifier)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(|row| {
             Ok((row.try_get("sealed_tokens")?, row.try_get::<Option<String>, _>("key_id")?.unwrap_or_default()))
@@ -639,7 +683,7 @@ impl Store {
             .bind(&after_connection)
             .bind(&after_identifier)
             .bind(i64::from(query.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter().map(account_from_row).collect()
     }
@@ -648,17 +692,17 @@ impl Store {
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let links = sqlx::query("DELETE FROM authorization_links WHERE expires_at < ?")
             .bind(millis(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         let flows = sqlx::query("DELETE FROM flows WHERE created_at < ?")
             .bind(millis(now - FLOW_RETENTION))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         let held = sqlx::query("DELETE FROM pending_verifications WHERE expires_at < ?")
             .bind(millis(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         if held > 0 {
@@ -668,12 +712,12 @@ impl Store {
                                  WHERE p.connection = connected_accounts.connection
                                    AND p.identifier = connected_accounts.identifier)",
             )
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         }
         let references = sqlx::query("DELETE FROM outcome_events WHERE created_at < ?")
             .bind(millis(now - REFERENCE_RETENTION))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(links + flows + held + references)
@@ -688,7 +732,7 @@ impl Store {
             Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
         };
-        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.reader).await?)
     }
 }
 

@@ -382,7 +382,14 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Rows in a table, once the background event writer has caught up.
     pub async fn count(&self, table: Table) -> i64 {
+        for _ in 0..300 {
+            if self.state.events.backlog() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         self.store.count(table).await.expect("count")
     }
 

@@ -1,0 +1,116 @@
+//! Outcome events that concern no flow (a callback with a missing or forged state, a forged link) are written in
+//! the background, in batches, so anyone able to send a request cannot make each one wait on the database's write
+//! lock. Until written, an event is answered from memory, so its reference resolves at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{OutcomeEvent, Store};
+
+/// Events waiting to be written, at most; beyond this they are dropped (they are logged all the same).
+const QUEUE: usize = 4096;
+/// Events written in one transaction, at most.
+const BATCH: usize = 256;
+/// How long a first event waits for others to join its batch.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// The sending side, shared by every request.
+#[derive(Debug, Clone)]
+pub struct EventWriter {
+    sender: mpsc::Sender<OutcomeEvent>,
+    pending: Arc<Mutex<HashMap<String, OutcomeEvent>>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The receiving side, run by the server until shutdown.
+pub struct EventSink {
+    receiver: mpsc::Receiver<OutcomeEvent>,
+    pending: Arc<Mutex<HashMap<String, OutcomeEvent>>>,
+}
+
+pub fn channel() -> (EventWriter, EventSink) {
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    let pending = Arc::new(Mutex::new(HashMap::new()));
+    let writer = EventWriter { sender, pending: pending.clone(), dropped: Arc::default() };
+    (writer, EventSink { receiver, pending })
+}
+
+impl EventWriter {
+    /// Queues an event; returns false when the queue is full and the event was dropped.
+    pub fn send(&self, event: OutcomeEvent) -> bool {
+        let reference = event.reference.clone();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(reference.clone(), event.clone());
+        }
+        if self.sender.try_send(event).is_ok() {
+            return true;
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&reference);
+        }
+        self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        false
+    }
+
+    /// An event not written yet.
+    pub fn pending(&self, reference: &str) -> Option<OutcomeEvent> {
+        self.pending.lock().ok().and_then(|pending| pending.get(reference).cloned())
+    }
+
+    /// Events queued but not written yet.
+    pub fn backlog(&self) -> usize {
+        self.pending.lock().map_or(0, |pending| pending.len())
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl EventSink {
+    /// Writes batches until `stop` fires, then writes what is left.
+    pub async fn run(mut self, store: Store, mut stop: watch::Receiver<bool>) {
+        loop {
+            let first = tokio::select! {
+                event = self.receiver.recv() => event,
+                _ = stop.changed() => None,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            let deadline = tokio::time::sleep(LINGER);
+            tokio::pin!(deadline);
+            while batch.len() < BATCH {
+                tokio::select! {
+                    event = self.receiver.recv() => match event {
+                        Some(event) => batch.push(event),
+                        None => break,
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+            self.write(&store, batch).await;
+        }
+        self.receiver.close();
+        let mut rest = Vec::new();
+        while let Ok(event) = self.receiver.try_recv() {
+            rest.push(event);
+        }
+        if !rest.is_empty() {
+            self.write(&store, rest).await;
+        }
+    }
+
+    async fn write(&self, store: &Store, batch: Vec<OutcomeEvent>) {
+        if let Err(err) = store.record_outcomes(&batch).await {
+            tracing::error!(target: "callback_gate::store", error = %err, events = batch.len(), "could not store outcome events");
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            for event in &batch {
+                pending.remove(&event.reference);
+            }
+        }
+    }
+}

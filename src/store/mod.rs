@@ -555,29 +555,7 @@ impl Store {
     /// Records a failure under its reference and, where the account exists, makes it the account's last error.
     pub async fn record_outcome(&self, event: &OutcomeEvent) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
-                error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&event.reference)
-        .bind(&event.code)
-        .bind(&event.cause)
-        .bind(&event.class)
-        .bind(&event.connection)
-        .bind(&event.identifier)
-        .bind(&event.flow_id)
-        .bind(&event.error)
-        .bind(&event.error_description)
-        .bind(&event.error_uri)
-        .bind(&event.iss)
-        .bind(event.provider_status)
-        .bind(&event.provider_body)
-        .bind(&event.detail)
-        .bind(&event.hint)
-        .bind(millis(event.created_at.0))
-        .execute(&mut *tx)
-        .await?;
+        insert_event(&mut tx, event).await?;
         if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
             sqlx::query(
                 "UPDATE connected_accounts SET last_error_code = ?, last_error_reference = ?, last_error_at = ?, updated_at = ?
@@ -600,29 +578,7 @@ impl Store {
     pub async fn record_outcomes(&self, events: &[OutcomeEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for event in events {
-            sqlx::query(
-                "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
-                    error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
-            )
-            .bind(&event.reference)
-            .bind(&event.code)
-            .bind(&event.cause)
-            .bind(&event.class)
-            .bind(&event.connection)
-            .bind(&event.identifier)
-            .bind(&event.flow_id)
-            .bind(&event.error)
-            .bind(&event.error_description)
-            .bind(&event.error_uri)
-            .bind(&event.iss)
-            .bind(event.provider_status)
-            .bind(&event.provider_body)
-            .bind(&event.detail)
-            .bind(&event.hint)
-            .bind(millis(event.created_at.0))
-            .execute(&mut *tx)
-            .await?;
+            insert_event(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -734,6 +690,34 @@ impl Store {
         };
         Ok(sqlx::query_scalar(sql).fetch_one(&self.reader).await?)
     }
+}
+
+/// Inserts one outcome event; a reference already stored is left as it is.
+async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, event: &OutcomeEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
+            error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
+    )
+    .bind(&event.reference)
+    .bind(&event.code)
+    .bind(&event.cause)
+    .bind(&event.class)
+    .bind(&event.connection)
+    .bind(&event.identifier)
+    .bind(&event.flow_id)
+    .bind(&event.error)
+    .bind(&event.error_description)
+    .bind(&event.error_uri)
+    .bind(&event.iss)
+    .bind(event.provider_status)
+    .bind(&event.provider_body)
+    .bind(&event.detail)
+    .bind(&event.hint)
+    .bind(millis(event.created_at.0))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The store's tables, named for counting.

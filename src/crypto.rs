@@ -34,6 +34,12 @@ pub fn random_token<const N: usize>() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<N>())
 }
 
+/// Whether a value has the shape of a [`random_token`] of 32 bytes (43 base64url characters): what browsers and
+/// apps send back for browser bindings and verification requests, checked before any lookup.
+pub fn is_random_token(value: &str) -> bool {
+    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// SHA-256 of a value, hex encoded: what the store keeps instead of a state or browser-binding value.
 pub fn hash_hex(value: &str) -> String {
     let digest = Sha256::digest(value.as_bytes());

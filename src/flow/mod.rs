@@ -130,9 +130,7 @@ pub async fn mint_link(
 
 /// A browser-binding cookie value as sent back by a browser, if well formed.
 pub fn parse_browser(value: Option<&str>) -> Option<Secret> {
-    value
-        .filter(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .map(Secret::new)
+    value.filter(|v| crypto::is_random_token(v)).map(Secret::new)
 }
 
 /// `GET /connect/start/{link}`: checks the link and starts a flow bound to this browser.
@@ -467,7 +465,7 @@ pub async fn verify_user(
     identifier: &Identifier,
 ) -> Result<Verification, StoreError> {
     let started = Instant::now();
-    if parse_browser(Some(auth_request_id)).is_none() {
+    if !crypto::is_random_token(auth_request_id) {
         return Ok(Verification::Unknown);
     }
     let Some(pending) = state.store.take_verification(&crypto::hash_hex(auth_request_id)).await? else {

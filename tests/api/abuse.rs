@@ -187,13 +187,7 @@ async fn redirect_targets_of_every_class_are_refused() {
 
 #[tokio::test]
 async fn plain_http_loopback_returns_are_for_development_only() {
-    let app = spawn_with(Options {
-        mode: "production",
-        public_url: Some("https://app.example.com".into()),
-        provider_base: Some("https://provider.example.com".into()),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_with(Options::production()).await;
     let response =
         app.post_link(json!({ "connection": CONNECTION, "identifier": "u", "return_to": app.url("/back") })).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);

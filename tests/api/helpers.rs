@@ -49,6 +49,19 @@ pub struct Options {
     pub previous_keys: Option<String>,
 }
 
+impl Options {
+    /// Production mode behind an https proxy (`https://app.example.com`), with https provider endpoints that are
+    /// never contacted (wiremock serves plain http): for flows that end before the token request.
+    pub fn production() -> Self {
+        Self {
+            mode: "production",
+            public_url: Some("https://app.example.com".into()),
+            provider_base: Some("https://provider.example.com".into()),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

@@ -44,13 +44,7 @@ async fn hostile_callback(
 
 #[tokio::test]
 async fn production_pages_echo_nothing_the_provider_sent() {
-    let app = spawn_with(Options {
-        mode: "production",
-        public_url: Some("https://app.example.com".into()),
-        provider_base: Some("https://provider.example.com".into()),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_with(Options::production()).await;
     for (index, (name, value)) in hostile_values().into_iter().enumerate() {
         // The browser cookie is Secure behind https; the test carries it by hand over plain http.
         let link = app.mint_link(&format!("user_{index}")).await.replace("https://app.example.com", &app.address);

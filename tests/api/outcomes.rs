@@ -21,15 +21,6 @@ const PROVIDER: &str = "https://provider.example.com";
 /// Text a provider sends that must never reach a production page.
 const RAW: &str = "RAW-PROVIDER-TEXT-do-not-show";
 
-fn production() -> Options {
-    Options {
-        mode: "production",
-        public_url: Some(PUBLIC.into()),
-        provider_base: Some(PROVIDER.into()),
-        ..Options::default()
-    }
-}
-
 fn development() -> Options {
     Options { public_url: Some(PUBLIC.into()), ..Options::default() }
 }
@@ -174,7 +165,7 @@ const CALLBACK_CASES: &[(&str, &str, &str)] = &[
 
 #[tokio::test]
 async fn every_callback_error_has_its_page_and_reference() {
-    let app = spawn_with(production()).await;
+    let app = spawn_with(Options::production()).await;
     for (index, (code, error, description)) in CALLBACK_CASES.iter().enumerate() {
         let identifier = format!("user_{index}");
         let (browser, state, _) = begin(&app, &identifier).await;
@@ -204,7 +195,7 @@ async fn every_callback_error_has_its_page_and_reference() {
 
 #[tokio::test]
 async fn redirect_uri_mismatch_prints_the_exact_redirect_uri_in_the_hint() {
-    let app = spawn_with(production()).await;
+    let app = spawn_with(Options::production()).await;
     let (browser, state, _) = begin(&app, "user_1").await;
     let response = browser
         .get(&app, &app.url(&format!("/connect/callback/{CONNECTION}?error=redirect_uri_mismatch&state={state}")))
@@ -276,7 +267,7 @@ async fn every_token_endpoint_failure_has_its_page_and_reference() {
 
 #[tokio::test]
 async fn flow_failures_have_their_pages_and_references() {
-    let app = spawn_with(Options { flow_ttl_seconds: 1, ..production() }).await;
+    let app = spawn_with(Options { flow_ttl_seconds: 1, ..Options::production() }).await;
     let callback = |query: String| app.url(&format!("/connect/callback/{CONNECTION}?{query}"));
 
     // Rendered directly: no flow matches.
@@ -332,9 +323,11 @@ async fn flow_failures_have_their_pages_and_references() {
 
 #[tokio::test]
 async fn a_wrong_issuer_is_issuer_mismatch() {
-    let app =
-        spawn_with(Options { connection_extra: "issuer = \"https://issuer.example.com\"".into(), ..production() })
-            .await;
+    let app = spawn_with(Options {
+        connection_extra: "issuer = \"https://issuer.example.com\"".into(),
+        ..Options::production()
+    })
+    .await;
     let (browser, state, _) = begin(&app, "user_1").await;
     let response = browser
         .get(
@@ -351,7 +344,7 @@ async fn a_wrong_issuer_is_issuer_mismatch() {
 
 #[tokio::test]
 async fn an_expired_link_offers_only_the_way_back() {
-    let app = spawn_with(Options { link_ttl_seconds: 1, ..production() }).await;
+    let app = spawn_with(Options { link_ttl_seconds: 1, ..Options::production() }).await;
     let link = app.mint_link("user_1").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let browser = ProxiedBrowser::new();
@@ -362,7 +355,7 @@ async fn an_expired_link_offers_only_the_way_back() {
 
 #[tokio::test]
 async fn a_store_failure_is_internal_error() {
-    let app = spawn_with(production()).await;
+    let app = spawn_with(Options::production()).await;
     let (browser, state, _) = begin(&app, "user_1").await;
     app.store.close().await;
     let response = browser.get(&app, &app.url(&format!("/connect/callback/{CONNECTION}?code=c&state={state}"))).await;
@@ -376,7 +369,7 @@ async fn a_store_failure_is_internal_error() {
 
 #[tokio::test]
 async fn restart_after_a_failure_reaches_the_provider_with_a_new_state() {
-    let app = spawn_with(Options { flow_ttl_seconds: 1, ..production() }).await;
+    let app = spawn_with(Options { flow_ttl_seconds: 1, ..Options::production() }).await;
     for trigger in ["access_denied", "session_expired"] {
         let (browser, state, _) = begin(&app, trigger).await;
         if trigger == "session_expired" {
@@ -406,7 +399,7 @@ async fn restart_after_a_failure_reaches_the_provider_with_a_new_state() {
 
 #[tokio::test]
 async fn support_links_carry_the_reference_and_never_raw_text() {
-    let app = spawn_with(production()).await;
+    let app = spawn_with(Options::production()).await;
     let (browser, state, _) = begin(&app, "user_1").await;
     let response = browser
         .get(
@@ -459,6 +452,25 @@ async fn openid_provider(token: ResponseTemplate) -> wiremock::MockServer {
     server
 }
 
+/// An app with an OpenID connection `sso` on `idp`, and a link for `user_1` on it.
+async fn sso_app(idp: &wiremock::MockServer) -> (TestApp, String) {
+    let extra = format!(
+        "[[connections]]\nname = \"sso\"\nprovider = \"oidc\"\nissuer = \"{}\"\nclient_id = \"sso-client\"\nclient_secret_env = \"MOCK_CLIENT_SECRET\"\nscopes = [\"openid\"]\nuser_verification = false\n",
+        idp.uri()
+    );
+    let app = spawn_with(Options { extra_config: extra, public_url: Some(PUBLIC.into()), ..Options::default() }).await;
+    let response = app
+        .api
+        .post(app.url("/v1/authorization-links"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "connection": "sso", "identifier": "user_1" }))
+        .send()
+        .await
+        .unwrap();
+    let link = response.json::<Value>().await.unwrap()["link"].as_str().unwrap().to_owned();
+    (app, link)
+}
+
 #[tokio::test]
 async fn an_id_token_that_does_not_validate_is_id_token_invalid() {
     // Unsigned (alg none), symmetric (HS256, never accepted with a public key set), malformed, and missing.
@@ -472,21 +484,7 @@ async fn an_id_token_that_does_not_validate_is_id_token_invalid() {
     ];
     for body in bodies {
         let idp = openid_provider(ResponseTemplate::new(200).set_body_json(body.clone())).await;
-        let extra = format!(
-            "[[connections]]\nname = \"sso\"\nprovider = \"oidc\"\nissuer = \"{}\"\nclient_id = \"sso-client\"\nclient_secret_env = \"MOCK_CLIENT_SECRET\"\nscopes = [\"openid\"]\nuser_verification = false\n",
-            idp.uri()
-        );
-        let app =
-            spawn_with(Options { extra_config: extra, public_url: Some(PUBLIC.into()), ..Options::default() }).await;
-        let response = app
-            .api
-            .post(app.url("/v1/authorization-links"))
-            .bearer_auth(&app.api_key)
-            .json(&json!({ "connection": "sso", "identifier": "user_1" }))
-            .send()
-            .await
-            .unwrap();
-        let link = response.json::<Value>().await.unwrap()["link"].as_str().unwrap().to_owned();
+        let (app, link) = sso_app(&idp).await;
         let browser = ProxiedBrowser::new();
         let start = browser.get(&app, &link).await;
         let location = start.headers()[LOCATION].to_str().unwrap().to_owned();
@@ -507,25 +505,7 @@ async fn an_id_token_that_does_not_validate_is_id_token_invalid() {
 #[tokio::test]
 async fn a_missing_iss_from_a_provider_that_promises_it_is_issuer_mismatch() {
     let idp = openid_provider(ResponseTemplate::new(500)).await;
-    let extra = format!(
-        "[[connections]]\nname = \"sso\"\nprovider = \"oidc\"\nissuer = \"{}\"\nclient_id = \"sso-client\"\nclient_secret_env = \"MOCK_CLIENT_SECRET\"\nscopes = [\"openid\"]\nuser_verification = false\n",
-        idp.uri()
-    );
-    let app = spawn_with(Options { extra_config: extra, public_url: Some(PUBLIC.into()), ..Options::default() }).await;
-    let link = app
-        .api
-        .post(app.url("/v1/authorization-links"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({ "connection": "sso", "identifier": "user_1" }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["link"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, link) = sso_app(&idp).await;
     let browser = ProxiedBrowser::new();
     let start = browser.get(&app, &link).await;
     let state = crate::helpers::query_param(start.headers()[LOCATION].to_str().unwrap(), "state");

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Branding, Logo};
@@ -14,7 +15,8 @@ const STYLE: &str = include_str!("../static/style.css");
 #[derive(Debug, Clone)]
 pub struct Asset {
     pub content_type: &'static str,
-    pub bytes: Vec<u8>,
+    /// Shared, so serving a file does not copy it.
+    pub bytes: Bytes,
     /// Whether the name carries a content hash (and so may be cached forever).
     pub immutable: bool,
 }
@@ -42,7 +44,11 @@ impl Assets {
         // The unhashed name stays reachable for anyone who links it directly.
         assets.files.insert(
             "style.css".into(),
-            Asset { content_type: "text/css; charset=utf-8", bytes: STYLE.as_bytes().to_vec(), immutable: false },
+            Asset {
+                content_type: "text/css; charset=utf-8",
+                bytes: Bytes::from_static(STYLE.as_bytes()),
+                immutable: false,
+            },
         );
         if branding.accent.is_some() || branding.accent_dark.is_some() {
             let css = accent_stylesheet(branding);
@@ -67,7 +73,7 @@ impl Assets {
         if link {
             self.stylesheets.push(format!("/static/{name}"));
         }
-        self.files.insert(name.clone(), Asset { content_type, bytes, immutable: true });
+        self.files.insert(name.clone(), Asset { content_type, bytes: Bytes::from(bytes), immutable: true });
         name
     }
 

@@ -21,6 +21,10 @@ fluent_templates::static_loader! {
 /// The languages every message exists in (a test fails when one misses a message).
 pub const LANGUAGES: [&str; 5] = ["en", "es", "fr", "de", "ja"];
 
+/// [`LANGUAGES`] parsed once, for negotiation on every request.
+static AVAILABLE: std::sync::LazyLock<Vec<LanguageIdentifier>> =
+    std::sync::LazyLock::new(|| LANGUAGES.iter().filter_map(|tag| tag.parse().ok()).collect());
+
 /// Longest `Accept-Language` header considered; the rest is ignored.
 const MAX_ACCEPT_LANGUAGE: usize = 256;
 
@@ -44,10 +48,9 @@ impl Language {
         let header = accept_language.unwrap_or_default();
         let header = header.get(..MAX_ACCEPT_LANGUAGE).unwrap_or(header);
         let requested = accepted_languages::parse(header);
-        let available: Vec<LanguageIdentifier> = LANGUAGES.iter().filter_map(|tag| tag.parse().ok()).collect();
         let default: LanguageIdentifier = Self::default().0;
         let chosen =
-            negotiate_languages(&requested, &available, Some(&default), NegotiationStrategy::Lookup).first().copied();
+            negotiate_languages(&requested, &AVAILABLE, Some(&default), NegotiationStrategy::Lookup).first().copied();
         chosen.map_or_else(Self::default, |id| Self(id.clone()))
     }
 

@@ -21,11 +21,11 @@ use serde_json::json;
 use crate::account::{ConnectedAccount, Identifier};
 use crate::config::{self, ConfigProblems};
 use crate::crypto::{self, Pkce, constant_time_eq};
+use crate::flow;
 use crate::i18n::Language;
 use crate::pages::{Chrome, render};
 use crate::server::{AppState, Application, StartupError};
 use crate::store::AccountQuery;
-use crate::{flow, telemetry};
 
 /// The demo's one connection.
 const CONNECTION: &str = "demo";
@@ -414,9 +414,4 @@ async fn token(
         "scope": grant.scope,
     }))
     .into_response()
-}
-
-/// For the log line of a demo start.
-pub fn describe(demo: &Demo) -> String {
-    format!("demo on {} (data in {})", demo.url, telemetry::escape(&demo.data_dir.display().to_string()))
 }

@@ -2,5 +2,4 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=locales");
-    println!("cargo:rerun-if-changed=migrations");
 }

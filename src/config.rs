@@ -460,6 +460,8 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             "database_url \"{}\": only sqlite: URLs are supported by this build",
             database_url.split('@').next_back().unwrap_or_default()
         ));
+    } else if let Err(err) = crate::store::database_path(&database_url) {
+        problems.push(err.to_string());
     }
 
     let ttl = |value: Option<u64>, default: u64, key: &str, problems: &mut Vec<String>| match value {

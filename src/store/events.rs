@@ -104,12 +104,14 @@ impl EventSink {
     }
 
     async fn write(&self, store: &Store, batch: Vec<OutcomeEvent>) {
-        if let Err(err) = store.record_outcomes(&batch).await {
-            tracing::error!(target: "callback_gate::store", error = %err, events = batch.len(), "could not store outcome events");
+        let count = batch.len();
+        let references: Vec<String> = batch.iter().map(|event| event.reference.clone()).collect();
+        if let Err(err) = store.record_outcomes(batch).await {
+            tracing::error!(target: "callback_gate::store", error = %err, events = count, "could not store outcome events");
         }
         if let Ok(mut pending) = self.pending.lock() {
-            for event in &batch {
-                pending.remove(&event.reference);
+            for reference in &references {
+                pending.remove(reference);
             }
         }
     }

@@ -2,14 +2,22 @@
 //!
 //! Handlers talk to [`Store`] in domain terms only; the SQL for the embedded SQLite backend lives in this module,
 //! so another backend can be added here without touching a handler.
+//!
+//! Each SQLite connection lives on its own thread (`tokio-rusqlite`), and each store operation runs there whole:
+//! one hand-off between the async runtime and the database thread per operation, however many statements its
+//! transaction holds, instead of one per statement. `docs/performance.md` (Finding 2) measured those hand-offs as
+//! the largest cost of a flow.
 
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rusqlite::{OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -18,9 +26,15 @@ pub mod events;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("database_url {0}")]
+    Url(String),
+    #[error("the database is busy: {QUEUE} operations already wait for it")]
+    Busy,
+    #[error("the database is closed")]
+    Closed,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }
@@ -41,13 +55,102 @@ macro_rules! account_columns {
     };
 }
 
-/// SQLite allows one writer at a time. Writes go through a pool of exactly one connection, so they queue in the
-/// pool instead of colliding in SQLite's busy handler (which sleeps and retries); reads use their own connections,
-/// which WAL lets run beside the writer.
+/// SQLite allows one writer at a time. Writes go through exactly one connection, so they queue for its thread
+/// instead of colliding in SQLite's busy handler (which sleeps and retries); reads use their own connections, which
+/// WAL lets run beside the writer.
 #[derive(Debug, Clone)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    inner: Arc<Connections>,
+}
+
+#[derive(Debug)]
+struct Connections {
+    writer: Worker,
+    readers: Vec<Worker>,
+    next_reader: AtomicUsize,
+}
+
+/// Operations waiting for one connection, at most; beyond this, callers wait up to [`QUEUE_WAIT`] for a place.
+const QUEUE: usize = 1024;
+/// How long an operation may wait for a place in a full queue before it fails as [`StoreError::Busy`].
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// How long SQLite itself waits for a lock held by another process (a backup, the `link` command).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections beside the writer.
+const READERS: usize = 2;
+
+/// One connection on its own thread, with a bounded queue of operations.
+#[derive(Debug)]
+struct Worker {
+    connection: tokio_rusqlite::Connection,
+    queue: Semaphore,
+}
+
+impl Worker {
+    async fn open(path: PathBuf, flags: OpenFlags) -> Result<Self, StoreError> {
+        let connection = tokio_rusqlite::Connection::open_with_flags(path, flags).await?;
+        Ok(Self { connection, queue: Semaphore::new(QUEUE) })
+    }
+
+    /// Runs `operation` on the connection's thread and waits for its answer.
+    async fn run<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _place = tokio::time::timeout(QUEUE_WAIT, self.queue.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Closed)?;
+        self.connection.call(operation).await.map_err(|err| match err {
+            tokio_rusqlite::Error::Error(err) => err,
+            _ => StoreError::Closed,
+        })
+    }
+
+    async fn close(&self) {
+        self.queue.close();
+        if let Err(err) = self.connection.clone().close().await {
+            tracing::warn!(target: "callback_gate::store", error = %err, "could not close a database connection");
+        }
+    }
+}
+
+/// The schema, in order; SQLite's `user_version` records how many have run.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_initial.sql")),
+        M::up(include_str!("../../migrations/0002_user_verifications.sql")),
+    ])
+}
+
+/// The file a `sqlite:` database URL names: `sqlite://callback-gate.db`, `sqlite:///var/lib/callback-gate.db` or
+/// `sqlite:callback-gate.db`, optionally followed by `?mode=rwc`, which is accepted and ignored.
+pub fn database_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::Url("must start with sqlite:".into()))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() {
+        return Err(StoreError::Url("names no database file".into()));
+    }
+    if path == ":memory:" {
+        return Err(StoreError::Url("cannot be :memory:, because every connection would see its own database".into()));
+    }
+    if let Some(option) = query.split('&').find(|option| !option.is_empty() && !option.starts_with("mode=")) {
+        return Err(StoreError::Url(format!("has an unsupported option \"{option}\"")));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Settings every connection gets.
+fn configure(db: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    db.set_prepared_statement_cache_capacity(64);
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -135,7 +238,7 @@ pub struct PendingVerification {
 }
 
 /// What happened behind one reference.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct OutcomeEvent {
     pub reference: String,
     pub code: String,
@@ -152,21 +255,12 @@ pub struct OutcomeEvent {
     pub provider_body: Option<String>,
     pub detail: String,
     pub hint: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[sqlx(try_from = "i64")]
     pub created_at: Millis,
 }
 
 /// Time stored as unix milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Millis(pub OffsetDateTime);
-
-impl TryFrom<i64> for Millis {
-    type Error = StoreError;
-    fn try_from(ms: i64) -> Result<Self, StoreError> {
-        from_millis(ms).map(Millis)
-    }
-}
 
 impl Serialize for Millis {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -208,156 +302,194 @@ pub const REFERENCE_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60)
 impl Store {
     /// Opens (creating if needed) the database and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(database_url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
+        let path = database_path(database_url)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let writer = Worker::open(path.clone(), flags).await?;
+        writer
+            .run(|db| {
+                configure(db)?;
+                let mode: String = db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    return Err(StoreError::Corrupt(format!("the database refused WAL mode (it is in {mode} mode)")));
+                }
+                migrations().to_latest(db)?;
+                Ok(())
+            })
             .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Self { writer, reader })
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader =
+                Worker::open(path.clone(), OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).await?;
+            reader.run(|db| Ok(configure(db)?)).await?;
+            readers.push(reader);
+        }
+        Ok(Self { inner: Arc::new(Connections { writer, readers, next_reader: AtomicUsize::new(0) }) })
+    }
+
+    /// Runs a write operation on the writer's thread.
+    async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.writer.run(operation).await
+    }
+
+    /// Runs a read operation on one of the readers' threads, in turn.
+    async fn read<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let readers = &self.inner.readers;
+        let turn = self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        readers[turn].run(operation).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+        self.read(|db| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
+    /// Closes every connection; operations after this fail as [`StoreError::Closed`].
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.inner.writer.close().await;
+        for reader in &self.inner.readers {
+            reader.close().await;
+        }
     }
 
     /// Stores a new link and makes its account PENDING_AUTH if the account is new. At most `keep` links are kept
     /// per connection and identifier: the oldest go first.
     pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&link.id)
-        .bind(&link.connection)
-        .bind(&link.identifier)
-        .bind(&link.return_to)
-        .bind(millis(link.created_at))
-        .bind(millis(link.expires_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (connection, identifier) DO NOTHING",
-        )
-        .bind(&link.connection)
-        .bind(&link.identifier)
-        .bind(AccountStatus::PendingAuth.as_str())
-        .bind(millis(link.created_at))
-        .bind(millis(link.created_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM authorization_links WHERE connection = ? AND identifier = ? AND id NOT IN
-                (SELECT id FROM authorization_links WHERE connection = ? AND identifier = ?
-                 ORDER BY created_at DESC, id LIMIT ?)",
-        )
-        .bind(&link.connection)
-        .bind(&link.identifier)
-        .bind(&link.connection)
-        .bind(&link.identifier)
-        .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let link = link.clone();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                link.id,
+                link.connection,
+                link.identifier,
+                link.return_to,
+                millis(link.created_at),
+                millis(link.expires_at)
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (connection, identifier) DO NOTHING",
+            )?
+            .execute(params![
+                link.connection,
+                link.identifier,
+                AccountStatus::PendingAuth.as_str(),
+                millis(link.created_at),
+                millis(link.created_at)
+            ])?;
+            tx.prepare_cached(
+                "DELETE FROM authorization_links WHERE connection = ?1 AND identifier = ?2 AND id NOT IN
+                    (SELECT id FROM authorization_links WHERE connection = ?1 AND identifier = ?2
+                     ORDER BY created_at DESC, id LIMIT ?3)",
+            )?
+            .execute(params![link.connection, link.identifier, i64::from(keep)])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn find_link(&self, id: &str) -> Result<Option<LinkRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, connection, identifier, return_to, created_at, expires_at FROM authorization_links WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|row| {
-            Ok(LinkRecord {
-                id: row.try_get("id")?,
-                connection: row.try_get("connection")?,
-                identifier: row.try_get("identifier")?,
-                return_to: row.try_get("return_to")?,
-                created_at: from_millis(row.try_get("created_at")?)?,
-                expires_at: from_millis(row.try_get("expires_at")?)?,
-            })
+        let id = id.to_owned();
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT id, connection, identifier, return_to, created_at, expires_at FROM authorization_links WHERE id = ?",
+            )?;
+            let mut rows = statement.query([id])?;
+            rows.next()?
+                .map(|row| {
+                    Ok(LinkRecord {
+                        id: row.get("id")?,
+                        connection: row.get("connection")?,
+                        identifier: row.get("identifier")?,
+                        return_to: row.get("return_to")?,
+                        created_at: from_millis(row.get("created_at")?)?,
+                        expires_at: from_millis(row.get("expires_at")?)?,
+                    })
+                })
+                .transpose()
         })
-        .transpose()
+        .await
     }
 
     /// Stores a new flow. At most `keep` started flows are kept per connection and identifier: the oldest go first.
     pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to,
-                                status, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&flow.id)
-        .bind(&flow.state_hash)
-        .bind(&flow.link_id)
-        .bind(&flow.connection)
-        .bind(&flow.identifier)
-        .bind(&flow.browser_hash)
-        .bind(&flow.sealed_secrets)
-        .bind(&flow.return_to)
-        .bind(flow.status.as_str())
-        .bind(millis(flow.created_at))
-        .bind(millis(flow.expires_at))
-        .execute(&mut *tx)
-        .await?;
-        // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
-        sqlx::query(
-            "DELETE FROM flows WHERE connection = ? AND identifier = ? AND status = 'started' AND id NOT IN
-                (SELECT id FROM flows WHERE connection = ? AND identifier = ? AND status = 'started'
-                 ORDER BY created_at DESC, id LIMIT ?)",
-        )
-        .bind(&flow.connection)
-        .bind(&flow.identifier)
-        .bind(&flow.connection)
-        .bind(&flow.identifier)
-        .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let flow = flow.clone();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
+                                    return_to, status, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                flow.id,
+                flow.state_hash,
+                flow.link_id,
+                flow.connection,
+                flow.identifier,
+                flow.browser_hash,
+                flow.sealed_secrets,
+                flow.return_to,
+                flow.status.as_str(),
+                millis(flow.created_at),
+                millis(flow.expires_at)
+            ])?;
+            // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
+            tx.prepare_cached(
+                "DELETE FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started' AND id NOT IN
+                    (SELECT id FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started'
+                     ORDER BY created_at DESC, id LIMIT ?3)",
+            )?
+            .execute(params![flow.connection, flow.identifier, i64::from(keep)])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn find_flow_by_state(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
-        let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
-        let row = sqlx::query(sql).bind(state_hash).fetch_optional(&self.reader).await?;
-        row.map(|row| flow_from_row(&row)).transpose()
+        let state_hash = state_hash.to_owned();
+        self.read(move |db| {
+            let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query([state_hash])?;
+            rows.next()?.map(flow_from_row).transpose()
+        })
+        .await
     }
 
     pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
-        let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE id = ?");
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.reader).await?;
-        row.map(|row| flow_from_row(&row)).transpose()
+        let id = id.to_owned();
+        self.read(move |db| {
+            let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE id = ?");
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query([id])?;
+            rows.next()?.map(flow_from_row).transpose()
+        })
+        .await
     }
 
     /// Claims a started flow for one callback. Exactly one of any number of concurrent callers gets `true`.
     pub async fn claim_flow(&self, id: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'")
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let id = id.to_owned();
+        self.write(move |db| {
+            let changed = db
+                .prepare_cached("UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'")?
+                .execute([id])?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
     /// Ends a flow that succeeded, storing the account's tokens in the same transaction.
@@ -368,33 +500,34 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id, token_expires_at,
-                                             created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (connection, identifier) DO UPDATE SET
-                status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
-                key_id = excluded.key_id, token_expires_at = excluded.token_expires_at, updated_at = excluded.updated_at",
-        )
-        .bind(&tokens.connection)
-        .bind(&tokens.identifier)
-        .bind(tokens.status.as_str())
-        .bind(scopes)
-        .bind(&tokens.sealed_tokens)
-        .bind(&tokens.key_id)
-        .bind(tokens.token_expires_at)
-        .bind(millis(now))
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE flows SET status = 'succeeded', finished_at = ? WHERE id = ?")
-            .bind(millis(now))
-            .bind(flow_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let (flow_id, tokens) = (flow_id.to_owned(), tokens.clone());
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
+                                                 token_expires_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT (connection, identifier) DO UPDATE SET
+                    status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
+                    key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+                    updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                tokens.connection,
+                tokens.identifier,
+                tokens.status.as_str(),
+                scopes,
+                tokens.sealed_tokens,
+                tokens.key_id,
+                tokens.token_expires_at,
+                millis(now)
+            ])?;
+            tx.prepare_cached("UPDATE flows SET status = 'succeeded', finished_at = ? WHERE id = ?")?
+                .execute(params![millis(now), flow_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Holds a flow's tokens until the app verifies its user. An account that is not ACTIVE becomes
@@ -408,102 +541,117 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens, key_id,
-                                                token_expires_at, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(request_hash)
-        .bind(flow_id)
-        .bind(&tokens.connection)
-        .bind(&tokens.identifier)
-        .bind(scopes)
-        .bind(&tokens.sealed_tokens)
-        .bind(&tokens.key_id)
-        .bind(tokens.token_expires_at)
-        .bind(millis(now))
-        .bind(millis(expires_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (connection, identifier) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
-             WHERE connected_accounts.status <> 'ACTIVE'",
-        )
-        .bind(&tokens.connection)
-        .bind(&tokens.identifier)
-        .bind(AccountStatus::PendingVerification.as_str())
-        .bind(millis(now))
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE flows SET status = 'verifying' WHERE id = ?").bind(flow_id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let (request_hash, flow_id, tokens) = (request_hash.to_owned(), flow_id.to_owned(), tokens.clone());
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
+                                                    key_id, token_expires_at, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                request_hash,
+                flow_id,
+                tokens.connection,
+                tokens.identifier,
+                scopes,
+                tokens.sealed_tokens,
+                tokens.key_id,
+                tokens.token_expires_at,
+                millis(now),
+                millis(expires_at)
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (connection, identifier) DO UPDATE SET status = excluded.status,
+                    updated_at = excluded.updated_at
+                 WHERE connected_accounts.status <> 'ACTIVE'",
+            )?
+            .execute(params![
+                tokens.connection,
+                tokens.identifier,
+                AccountStatus::PendingVerification.as_str(),
+                millis(now)
+            ])?;
+            tx.prepare_cached("UPDATE flows SET status = 'verifying' WHERE id = ?")?.execute([flow_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Takes (and so consumes) held tokens; of concurrent callers with one request, exactly one gets them.
     pub async fn take_verification(&self, request_hash: &str) -> Result<Option<PendingVerification>, StoreError> {
-        let row = sqlx::query(
-            "DELETE FROM pending_verifications WHERE request_hash = ?
-             RETURNING flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at",
-        )
-        .bind(request_hash)
-        .fetch_optional(&self.writer)
-        .await?;
-        row.map(|row| {
-            let scopes: String = row.try_get("scopes")?;
-            Ok(PendingVerification {
-                flow_id: row.try_get("flow_id")?,
-                tokens: TokenWrite {
-                    connection: row.try_get("connection")?,
-                    identifier: row.try_get("identifier")?,
-                    status: AccountStatus::Active,
-                    scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
-                    sealed_tokens: row.try_get("sealed_tokens")?,
-                    key_id: row.try_get("key_id")?,
-                    token_expires_at: row.try_get("token_expires_at")?,
-                },
-                expires_at: from_millis(row.try_get("expires_at")?)?,
-            })
+        let request_hash = request_hash.to_owned();
+        self.write(move |db| {
+            let mut statement = db.prepare_cached(
+                "DELETE FROM pending_verifications WHERE request_hash = ?
+                 RETURNING flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at",
+            )?;
+            let mut rows = statement.query([request_hash])?;
+            rows.next()?
+                .map(|row| {
+                    let scopes: String = row.get("scopes")?;
+                    Ok(PendingVerification {
+                        flow_id: row.get("flow_id")?,
+                        tokens: TokenWrite {
+                            connection: row.get("connection")?,
+                            identifier: row.get("identifier")?,
+                            status: AccountStatus::Active,
+                            scopes: serde_json::from_str(&scopes)
+                                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                            sealed_tokens: row.get("sealed_tokens")?,
+                            key_id: row.get("key_id")?,
+                            token_expires_at: row.get("token_expires_at")?,
+                        },
+                        expires_at: from_millis(row.get("expires_at")?)?,
+                    })
+                })
+                .transpose()
         })
-        .transpose()
+        .await
     }
 
     /// After held tokens were discarded: an account that was waiting for verification waits for a flow again.
     pub async fn release_pending_account(&self, connection: &str, identifier: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE connected_accounts SET status = 'PENDING_AUTH'
-             WHERE connection = ? AND identifier = ? AND status = 'PENDING_VERIFICATION'
-               AND NOT EXISTS (SELECT 1 FROM pending_verifications p
-                               WHERE p.connection = connected_accounts.connection AND p.identifier = connected_accounts.identifier)",
-        )
-        .bind(connection)
-        .bind(identifier)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE connected_accounts SET status = 'PENDING_AUTH'
+                 WHERE connection = ? AND identifier = ? AND status = 'PENDING_VERIFICATION'
+                   AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                   WHERE p.connection = connected_accounts.connection
+                                     AND p.identifier = connected_accounts.identifier)",
+            )?
+            .execute([connection, identifier])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Replaces an account's tokens after a refresh and makes it ACTIVE.
     pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
         let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        sqlx::query(
-            "UPDATE connected_accounts SET status = ?, scopes = ?, sealed_tokens = ?, key_id = ?, token_expires_at = ?,
-                updated_at = ? WHERE connection = ? AND identifier = ?",
-        )
-        .bind(tokens.status.as_str())
-        .bind(scopes)
-        .bind(&tokens.sealed_tokens)
-        .bind(&tokens.key_id)
-        .bind(tokens.token_expires_at)
-        .bind(millis(now))
-        .bind(&tokens.connection)
-        .bind(&tokens.identifier)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let tokens = tokens.clone();
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE connected_accounts SET status = ?, scopes = ?, sealed_tokens = ?, key_id = ?,
+                    token_expires_at = ?, updated_at = ? WHERE connection = ? AND identifier = ?",
+            )?
+            .execute(params![
+                tokens.status.as_str(),
+                scopes,
+                tokens.sealed_tokens,
+                tokens.key_id,
+                tokens.token_expires_at,
+                millis(now),
+                tokens.connection,
+                tokens.identifier
+            ])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Sets an account's status; `DISCONNECTED` also deletes its tokens.
@@ -515,21 +663,18 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let wipe = status == AccountStatus::Disconnected;
-        sqlx::query(
-            "UPDATE connected_accounts SET status = ?, updated_at = ?,
-                sealed_tokens = CASE WHEN ? THEN NULL ELSE sealed_tokens END,
-                key_id = CASE WHEN ? THEN NULL ELSE key_id END
-             WHERE connection = ? AND identifier = ?",
-        )
-        .bind(status.as_str())
-        .bind(millis(now))
-        .bind(wipe)
-        .bind(wipe)
-        .bind(connection)
-        .bind(identifier)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE connected_accounts SET status = ?1, updated_at = ?2,
+                    sealed_tokens = CASE WHEN ?3 THEN NULL ELSE sealed_tokens END,
+                    key_id = CASE WHEN ?3 THEN NULL ELSE key_id END
+                 WHERE connection = ?4 AND identifier = ?5",
+            )?
+            .execute(params![status.as_str(), millis(now), wipe, connection, identifier])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Ends a flow that failed. The account keeps whatever tokens and status it had.
@@ -540,62 +685,79 @@ impl Store {
         reference: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE flows SET status = 'failed', outcome_code = ?, reference = ?, finished_at = ? WHERE id = ?",
-        )
-        .bind(code)
-        .bind(reference)
-        .bind(millis(now))
-        .bind(flow_id)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let (flow_id, code, reference) = (flow_id.to_owned(), code.to_owned(), reference.to_owned());
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE flows SET status = 'failed', outcome_code = ?, reference = ?, finished_at = ? WHERE id = ?",
+            )?
+            .execute(params![code, reference, millis(now), flow_id])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records a failure under its reference and, where the account exists, makes it the account's last error.
     pub async fn record_outcome(&self, event: &OutcomeEvent) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        insert_event(&mut tx, event).await?;
-        if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
-            sqlx::query(
-                "UPDATE connected_accounts SET last_error_code = ?, last_error_reference = ?, last_error_at = ?, updated_at = ?
-                 WHERE connection = ? AND identifier = ?",
-            )
-            .bind(&event.code)
-            .bind(&event.reference)
-            .bind(millis(event.created_at.0))
-            .bind(millis(event.created_at.0))
-            .bind(connection)
-            .bind(identifier)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let event = event.clone();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_event(&tx, &event)?;
+            if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
+                tx.prepare_cached(
+                    "UPDATE connected_accounts SET last_error_code = ?1, last_error_reference = ?2,
+                        last_error_at = ?3, updated_at = ?3
+                     WHERE connection = ?4 AND identifier = ?5",
+                )?
+                .execute(params![
+                    event.code,
+                    event.reference,
+                    millis(event.created_at.0),
+                    connection,
+                    identifier
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records events that concern no account, many in one transaction.
-    pub async fn record_outcomes(&self, events: &[OutcomeEvent]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for event in events {
-            insert_event(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    pub async fn record_outcomes(&self, events: Vec<OutcomeEvent>) -> Result<(), StoreError> {
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for event in &events {
+                insert_event(&tx, event)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
-        Ok(sqlx::query_as::<_, OutcomeEvent>("SELECT * FROM outcome_events WHERE reference = ?")
-            .bind(reference)
-            .fetch_optional(&self.reader)
-            .await?)
+        let reference = reference.to_owned();
+        self.read(move |db| {
+            let mut statement = db.prepare_cached("SELECT * FROM outcome_events WHERE reference = ?")?;
+            let mut rows = statement.query([reference])?;
+            rows.next()?.map(event_from_row).transpose()
+        })
+        .await
     }
 
     pub async fn account(&self, connection: &str, identifier: &str) -> Result<Option<ConnectedAccount>, StoreError> {
-        let sql =
-            concat!("SELECT ", account_columns!(), " FROM connected_accounts WHERE connection = ? AND identifier = ?");
-        let row = sqlx::query(sql).bind(connection).bind(identifier).fetch_optional(&self.reader).await?;
-        row.map(|row| account_from_row(&row)).transpose()
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.read(move |db| {
+            let sql = concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM connected_accounts WHERE connection = ? AND identifier = ?"
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query([connection, identifier])?;
+            rows.next()?.map(account_from_row).transpose()
+        })
+        .await
     }
 
     /// The sealed tokens of an account and the id of the key that sealed them.
@@ -604,79 +766,70 @@ impl Store {
         connection: &str,
         identifier: &str,
     ) -> Result<Option<(Vec<u8>, String)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT sealed_tokens, key_id FROM connected_accounts WHERE connection = ? AND identifier = ?
-             AND sealed_tokens IS NOT NULL",
-        )
-        .bind(connection)
-        .bind(identifier)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|row| {
-            Ok((row.try_get("sealed_tokens")?, row.try_get::<Option<String>, _>("key_id")?.unwrap_or_default()))
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.read(move |db| {
+            let found = db
+                .prepare_cached(
+                    "SELECT sealed_tokens, key_id FROM connected_accounts WHERE connection = ? AND identifier = ?
+                     AND sealed_tokens IS NOT NULL",
+                )?
+                .query_row([connection, identifier], |row| {
+                    Ok((row.get(0)?, row.get::<_, Option<String>>(1)?.unwrap_or_default()))
+                })
+                .optional()?;
+            Ok(found)
         })
-        .transpose()
+        .await
     }
 
     /// Lists accounts ordered by (connection, identifier), after the given position.
     pub async fn list_accounts(&self, query: &AccountQuery) -> Result<Vec<ConnectedAccount>, StoreError> {
         let (after_connection, after_identifier) = query.after.clone().unwrap_or_default();
-        let sql = concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM connected_accounts
-             WHERE (? IS NULL OR connection = ?) AND (? IS NULL OR status = ?)
-               AND (connection > ? OR (connection = ? AND identifier > ?))
-             ORDER BY connection, identifier LIMIT ?"
-        );
+        let connection = query.connection.clone();
         let status = query.status.map(AccountStatus::as_str);
-        let rows = sqlx::query(sql)
-            .bind(&query.connection)
-            .bind(&query.connection)
-            .bind(status)
-            .bind(status)
-            .bind(&after_connection)
-            .bind(&after_connection)
-            .bind(&after_identifier)
-            .bind(i64::from(query.limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(account_from_row).collect()
+        let limit = i64::from(query.limit);
+        self.read(move |db| {
+            let sql = concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM connected_accounts
+                 WHERE (?1 IS NULL OR connection = ?1) AND (?2 IS NULL OR status = ?2)
+                   AND (connection > ?3 OR (connection = ?3 AND identifier > ?4))
+                 ORDER BY connection, identifier LIMIT ?5"
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query(params![connection, status, after_connection, after_identifier, limit])?;
+            let mut accounts = Vec::new();
+            while let Some(row) = rows.next()? {
+                accounts.push(account_from_row(row)?);
+            }
+            Ok(accounts)
+        })
+        .await
     }
 
     /// Deletes expired links, old flows and old references, so the store stays bounded.
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let links = sqlx::query("DELETE FROM authorization_links WHERE expires_at < ?")
-            .bind(millis(now))
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        let flows = sqlx::query("DELETE FROM flows WHERE created_at < ?")
-            .bind(millis(now - FLOW_RETENTION))
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        let held = sqlx::query("DELETE FROM pending_verifications WHERE expires_at < ?")
-            .bind(millis(now))
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        if held > 0 {
-            sqlx::query(
-                "UPDATE connected_accounts SET status = 'PENDING_AUTH' WHERE status = 'PENDING_VERIFICATION'
-                 AND NOT EXISTS (SELECT 1 FROM pending_verifications p
-                                 WHERE p.connection = connected_accounts.connection
-                                   AND p.identifier = connected_accounts.identifier)",
-            )
-            .execute(&self.writer)
-            .await?;
-        }
-        let references = sqlx::query("DELETE FROM outcome_events WHERE created_at < ?")
-            .bind(millis(now - REFERENCE_RETENTION))
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        Ok(links + flows + held + references)
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let links = tx.execute("DELETE FROM authorization_links WHERE expires_at < ?", [millis(now)])?;
+            let flows = tx.execute("DELETE FROM flows WHERE created_at < ?", [millis(now - FLOW_RETENTION)])?;
+            let held = tx.execute("DELETE FROM pending_verifications WHERE expires_at < ?", [millis(now)])?;
+            if held > 0 {
+                tx.execute(
+                    "UPDATE connected_accounts SET status = 'PENDING_AUTH' WHERE status = 'PENDING_VERIFICATION'
+                     AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                     WHERE p.connection = connected_accounts.connection
+                                       AND p.identifier = connected_accounts.identifier)",
+                    [],
+                )?;
+            }
+            let references =
+                tx.execute("DELETE FROM outcome_events WHERE created_at < ?", [millis(now - REFERENCE_RETENTION)])?;
+            tx.commit()?;
+            Ok((links + flows + held + references) as u64)
+        })
+        .await
     }
 
     /// Counts rows per table, for tests and metrics.
@@ -688,35 +841,35 @@ impl Store {
             Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
         };
-        Ok(sqlx::query_scalar(sql).fetch_one(&self.reader).await?)
+        self.read(move |db| Ok(db.query_row(sql, [], |row| row.get(0))?)).await
     }
 }
 
 /// Inserts one outcome event; a reference already stored is left as it is.
-async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, event: &OutcomeEvent) -> Result<(), StoreError> {
-    sqlx::query(
+fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
+    db.prepare_cached(
         "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
             error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
-    )
-    .bind(&event.reference)
-    .bind(&event.code)
-    .bind(&event.cause)
-    .bind(&event.class)
-    .bind(&event.connection)
-    .bind(&event.identifier)
-    .bind(&event.flow_id)
-    .bind(&event.error)
-    .bind(&event.error_description)
-    .bind(&event.error_uri)
-    .bind(&event.iss)
-    .bind(event.provider_status)
-    .bind(&event.provider_body)
-    .bind(&event.detail)
-    .bind(&event.hint)
-    .bind(millis(event.created_at.0))
-    .execute(&mut **tx)
-    .await?;
+    )?
+    .execute(params![
+        event.reference,
+        event.code,
+        event.cause,
+        event.class,
+        event.connection,
+        event.identifier,
+        event.flow_id,
+        event.error,
+        event.error_description,
+        event.error_uri,
+        event.iss,
+        event.provider_status,
+        event.provider_body,
+        event.detail,
+        event.hint,
+        millis(event.created_at.0)
+    ])?;
     Ok(())
 }
 
@@ -730,42 +883,110 @@ pub enum Table {
     PendingVerifications,
 }
 
-fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, StoreError> {
-    let status: String = row.try_get("status")?;
-    let scopes: String = row.try_get("scopes")?;
+fn account_from_row(row: &Row<'_>) -> Result<ConnectedAccount, StoreError> {
+    let status: String = row.get("status")?;
+    let scopes: String = row.get("scopes")?;
     let last_error = match (
-        row.try_get::<Option<String>, _>("last_error_code")?,
-        row.try_get::<Option<String>, _>("last_error_reference")?,
-        row.try_get::<Option<i64>, _>("last_error_at")?,
+        row.get::<_, Option<String>>("last_error_code")?,
+        row.get::<_, Option<String>>("last_error_reference")?,
+        row.get::<_, Option<i64>>("last_error_at")?,
     ) {
         (Some(code), Some(reference), Some(at)) => Some(LastError { code, reference, at: from_millis(at)? }),
         _ => None,
     };
     Ok(ConnectedAccount {
-        connection: row.try_get("connection")?,
-        identifier: row.try_get("identifier")?,
+        connection: row.get("connection")?,
+        identifier: row.get("identifier")?,
         status: status.parse().map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
         scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
+        created_at: from_millis(row.get("created_at")?)?,
+        updated_at: from_millis(row.get("updated_at")?)?,
         last_error,
     })
 }
 
-fn flow_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<FlowRecord, StoreError> {
+fn flow_from_row(row: &Row<'_>) -> Result<FlowRecord, StoreError> {
     Ok(FlowRecord {
-        id: row.try_get("id")?,
-        state_hash: row.try_get("state_hash")?,
-        link_id: row.try_get("link_id")?,
-        connection: row.try_get("connection")?,
-        identifier: row.try_get("identifier")?,
-        browser_hash: row.try_get("browser_hash")?,
-        sealed_secrets: row.try_get("sealed_secrets")?,
-        return_to: row.try_get("return_to")?,
-        status: FlowStatus::parse(&row.try_get::<String, _>("status")?)?,
-        outcome_code: row.try_get("outcome_code")?,
-        reference: row.try_get("reference")?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        expires_at: from_millis(row.try_get("expires_at")?)?,
+        id: row.get("id")?,
+        state_hash: row.get("state_hash")?,
+        link_id: row.get("link_id")?,
+        connection: row.get("connection")?,
+        identifier: row.get("identifier")?,
+        browser_hash: row.get("browser_hash")?,
+        sealed_secrets: row.get("sealed_secrets")?,
+        return_to: row.get("return_to")?,
+        status: FlowStatus::parse(&row.get::<_, String>("status")?)?,
+        outcome_code: row.get("outcome_code")?,
+        reference: row.get("reference")?,
+        created_at: from_millis(row.get("created_at")?)?,
+        expires_at: from_millis(row.get("expires_at")?)?,
     })
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<OutcomeEvent, StoreError> {
+    Ok(OutcomeEvent {
+        reference: row.get("reference")?,
+        code: row.get("code")?,
+        cause: row.get("cause")?,
+        class: row.get("class")?,
+        connection: row.get("connection")?,
+        identifier: row.get("identifier")?,
+        flow_id: row.get("flow_id")?,
+        error: row.get("error")?,
+        error_description: row.get("error_description")?,
+        error_uri: row.get("error_uri")?,
+        iss: row.get("iss")?,
+        provider_status: row.get("provider_status")?,
+        provider_body: row.get("provider_body")?,
+        detail: row.get("detail")?,
+        hint: row.get("hint")?,
+        created_at: Millis(from_millis(row.get("created_at")?)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_name_a_file_or_say_why_not() {
+        assert_eq!(database_path("sqlite://callback-gate.db").unwrap(), PathBuf::from("callback-gate.db"));
+        assert_eq!(database_path("sqlite:///var/lib/gate.db?mode=rwc").unwrap(), PathBuf::from("/var/lib/gate.db"));
+        assert_eq!(database_path("sqlite:gate.db").unwrap(), PathBuf::from("gate.db"));
+        for (url, why) in [
+            ("postgres://db/gate", "must start with sqlite:"),
+            ("sqlite://", "names no database file"),
+            ("sqlite::memory:", "cannot be :memory:"),
+            ("sqlite://gate.db?cache=shared", "unsupported option \"cache=shared\""),
+        ] {
+            let err = database_path(url).unwrap_err().to_string();
+            assert!(err.starts_with("database_url ") && err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reopened_database_keeps_its_rows_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let link = LinkRecord {
+            id: "l1".into(),
+            connection: "c".into(),
+            identifier: "u".into(),
+            return_to: None,
+            created_at: now,
+            expires_at: now + Duration::from_secs(60),
+        };
+        store.create_link(&link, 5).await.unwrap();
+        store.close().await;
+        assert!(matches!(store.count(Table::Links).await, Err(StoreError::Closed)));
+
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
+        assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
+        let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(version, 2);
+        store.close().await;
+    }
 }

@@ -60,15 +60,11 @@ async fn a_sealed_token_copied_into_another_account_does_not_open() {
     app.mock_token_success(2).await;
     connect(&app, "user_1").await;
     connect(&app, "user_2").await;
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", app.db_path.display()))
-        .await
-        .unwrap();
-    sqlx::query(
+    let db = rusqlite::Connection::open(&app.db_path).unwrap();
+    db.execute_batch(
         "UPDATE connected_accounts SET sealed_tokens = (SELECT sealed_tokens FROM connected_accounts WHERE identifier = 'user_1')
          WHERE identifier = 'user_2'",
     )
-    .execute(&mut db)
-    .await
     .unwrap();
     let (status, body) = token(&app, "user_2").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -98,11 +98,6 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
-/// A fresh flow `state`: random, single use; only its hash is stored.
-pub fn new_state() -> Secret {
-    Secret(random_token::<STATE_BYTES>())
-}
-
 /// A PKCE code verifier and its S256 challenge (RFC 7636). `plain` is never offered.
 pub struct Pkce {
     pub verifier: Secret,
@@ -215,22 +210,28 @@ impl SecretKey {
 
     /// The signature part of an authorization link for the link id.
     pub fn sign_link(&self, link_id: &str) -> String {
-        URL_SAFE_NO_PAD.encode(&self.link_mac(link_id)[..16])
+        self.tag(b"authorization-link\0", link_id)
     }
 
     /// Checks a link signature in constant time.
     pub fn verify_link(&self, link_id: &str, signature: &str) -> bool {
-        let expected = self.sign_link(link_id);
-        constant_time_eq(expected.as_bytes(), signature.as_bytes())
+        constant_time_eq(self.sign_link(link_id).as_bytes(), signature.as_bytes())
     }
 
-    fn link_mac(&self, link_id: &str) -> [u8; 32] {
+    /// Checks the signature of a flow `state` made by [`Keyring::new_state`], in constant time.
+    fn verify_state(&self, random: &str, signature: &str) -> bool {
+        constant_time_eq(self.tag(b"flow-state\0", random).as_bytes(), signature.as_bytes())
+    }
+
+    /// A 128-bit HMAC-SHA256 tag of `value` under the signing key, for the purpose named by `label`.
+    fn tag(&self, label: &[u8], value: &str) -> String {
         let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.link) else {
             unreachable!("HMAC accepts keys of any length");
         };
-        mac.update(b"authorization-link\0");
-        mac.update(link_id.as_bytes());
-        mac.finalize().into_bytes().into()
+        mac.update(label);
+        mac.update(value.as_bytes());
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        URL_SAFE_NO_PAD.encode(&tag[..16])
     }
 }
 
@@ -262,6 +263,22 @@ impl Keyring {
 
     pub fn verify_link(&self, link_id: &str, signature: &str) -> bool {
         self.keys().fold(false, |valid, key| key.verify_link(link_id, signature) | valid)
+    }
+
+    /// A fresh flow `state`: 256 random bits, then a tag under the current key (`{random}.{tag}`). Single use;
+    /// only its hash is stored. The tag lets a callback refuse a forged or garbled state without asking the store.
+    pub fn new_state(&self) -> Secret {
+        let random = random_token::<STATE_BYTES>();
+        let tag = self.current.tag(b"flow-state\0", &random);
+        Secret(format!("{random}.{tag}"))
+    }
+
+    /// Whether a callback's `state` was made by [`Keyring::new_state`] under a key of the ring.
+    pub fn verify_state(&self, state: &str) -> bool {
+        let Some((random, signature)) = state.split_once('.') else {
+            return false;
+        };
+        self.keys().fold(false, |valid, key| key.verify_state(random, signature) | valid)
     }
 
     /// Opens a value sealed by any key of the ring.
@@ -332,6 +349,33 @@ mod tests {
         assert!(key.verify_link("abc", &sig));
         assert!(!key.verify_link("abd", &sig));
         assert!(!SecretKey::generate().verify_link("abc", &sig));
+    }
+
+    #[test]
+    fn states_verify_only_under_a_key_of_the_ring_and_unaltered() {
+        let old = SecretKey::generate();
+        let new = SecretKey::generate();
+        let old_state = Keyring::new(old.clone(), vec![]).new_state();
+        let ring = Keyring::new(new, vec![old]);
+        let state = ring.new_state();
+        let (random, tag) = state.expose().split_once('.').unwrap();
+        assert_eq!((random.len(), tag.len()), (43, 22), "256 random bits and a 128-bit tag");
+        assert!(ring.verify_state(state.expose()));
+        assert!(ring.verify_state(old_state.expose()), "a state from before a rotation still verifies");
+        assert_ne!(ring.new_state().expose(), state.expose());
+        let link_tag = ring.sign_link(random);
+        for forged in [
+            random.to_owned(),
+            format!("{random}."),
+            format!(".{tag}"),
+            format!("{random}.{link_tag}"),
+            format!("{}{}.{tag}", &random[..42], if random.ends_with('A') { 'B' } else { 'A' }),
+            format!("{random}.{tag}."),
+            format!("{random}.{tag}x"),
+        ] {
+            assert!(!ring.verify_state(&forged), "{forged}");
+        }
+        assert!(!Keyring::new(SecretKey::generate(), vec![]).verify_state(state.expose()));
     }
 
     #[test]

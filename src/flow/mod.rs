@@ -200,7 +200,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         }
     };
     let flow_id = crypto::random_token::<16>();
-    let flow_state = crypto::new_state();
+    let flow_state = state.settings.secret_key.new_state();
     let pkce = Pkce::new();
     let nonce = provider.is_oidc().then(|| Secret::new(crypto::random_token::<32>()));
     let secrets = FlowSecrets { verifier: pkce.verifier.clone(), nonce: nonce.clone() };
@@ -263,6 +263,11 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
         failure.error_description = query.error_description.clone();
         return fail(state, failure, path_context, started).await;
     };
+    // Only states this deployment signed are looked up: a forged or garbled one costs no store access.
+    if !state.settings.secret_key.verify_state(flow_state.expose()) {
+        let failure = Failure::new("state_invalid").with_detail("the state's signature does not verify");
+        return fail(state, failure, path_context, started).await;
+    }
     let flow = match state.store.find_flow_by_state(&crypto::hash_hex(flow_state.expose())).await {
         Ok(Some(flow)) => flow,
         Ok(None) => {

@@ -207,6 +207,7 @@ async fn an_unknown_or_altered_state_is_400_state_invalid_and_leaves_the_flow_us
         let failed = refused(&app, app.callback(&browser, &query).await).await;
         assert_eq!(failed.status, StatusCode::BAD_REQUEST, "{state}");
         assert_eq!(failed.code, "state_invalid", "{state}");
+        assert_eq!(failed.record["detail"], "the state's signature does not verify", "refused before any lookup");
         assert_eq!(failed.record["flow_id"], Value::Null);
         assert!(failed.action("return").is_some());
     }
@@ -216,6 +217,18 @@ async fn an_unknown_or_altered_state_is_400_state_invalid_and_leaves_the_flow_us
     let (status, page) = app.follow(&browser, app.callback(&browser, &granted(&started)).await).await;
     assert_eq!(status, StatusCode::OK, "the real callback still connects:\n{page}");
     assert_eq!(status_of(&app, "user_1").await, "ACTIVE");
+}
+
+#[tokio::test]
+async fn a_signed_state_whose_flow_is_gone_is_state_invalid() {
+    let app = spawn_app().await;
+    let (browser, started) = app.begin("user_1").await;
+    // The sweeper deletes old flows; their states still carry a valid signature.
+    rusqlite::Connection::open(&app.db_path).unwrap().execute("DELETE FROM flows", []).unwrap();
+    let failed = refused(&app, app.callback(&browser, &granted(&started)).await).await;
+    assert_eq!((failed.status, &*failed.code), (StatusCode::BAD_REQUEST, "state_invalid"));
+    assert_eq!(failed.record["detail"], "the state matches no flow");
+    assert_eq!(token_requests(&app).await, 0);
 }
 
 #[tokio::test]

@@ -57,6 +57,8 @@ pub enum StartupError {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often expired links and old flows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the store's write-ahead log is copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// A built service bound to its listener, ready to run.
 pub struct Application {
@@ -108,11 +110,13 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_forever(self.state.clone(), stop_rx.clone()));
+        let checkpointer = tokio::spawn(checkpoint_forever(self.state.store.clone(), stop_rx.clone()));
         let events = tokio::spawn(self.events.run(self.state.store.clone(), stop_rx));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        let _ = checkpointer.await;
         // Events still queued are written before the store closes.
         let _ = events.await;
         self.state.store.close().await;
@@ -211,6 +215,20 @@ async fn sweep_forever(state: AppState, mut stop: watch::Receiver<bool>) {
             Err(err) => {
                 tracing::warn!(target: "callback_gate::store", error = %err, "sweep failed")
             }
+        }
+    }
+}
+
+async fn checkpoint_forever(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(err) = store.checkpoint().await {
+            tracing::warn!(target: "callback_gate::store", error = %err, "checkpoint failed");
         }
     }
 }

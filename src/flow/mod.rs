@@ -16,7 +16,7 @@ use crate::provider::Provider;
 use crate::provider::exchange::{self, Tokens};
 use crate::server::AppState;
 use crate::store::{
-    FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, PendingVerification, Store, StoreError, TokenWrite,
+    Claim, FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, PendingVerification, Store, StoreError, TokenWrite,
 };
 use crate::telemetry;
 
@@ -268,8 +268,10 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
         let failure = Failure::new("state_invalid").with_detail("the state's signature does not verify");
         return fail(state, failure, path_context, started).await;
     }
-    let flow = match state.store.find_flow_by_state(&crypto::hash_hex(flow_state.expose())).await {
-        Ok(Some(flow)) => flow,
+    let state_hash = crypto::hash_hex(flow_state.expose());
+    let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
+    let (flow, claim) = match state.store.claim_flow(&state_hash, browser_hash).await {
+        Ok(Some(found)) => found,
         Ok(None) => {
             let failure = Failure::new("state_invalid").with_detail("the state matches no flow");
             return fail(state, failure, path_context, started).await;
@@ -277,31 +279,23 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
         Err(err) => return fail(state, store_failure(&err), path_context, started).await,
     };
     let mut context = FailureContext::of_flow(&flow);
-    let same_browser = browser.as_ref().is_some_and(|b| {
-        crypto::constant_time_eq(crypto::hash_hex(b.expose()).as_bytes(), flow.browser_hash.as_bytes())
-    });
-    if !same_browser {
-        context.touches_account = false;
-        let detail = if browser.is_some() {
-            "the browser-binding cookie belongs to another browser"
-        } else {
-            "the callback carried no browser-binding cookie"
-        };
-        return fail(state, Failure::new("browser_mismatch").with_detail(detail), context, started).await;
-    }
-    if flow.status != FlowStatus::Started {
-        context.touches_account = false;
-        let failure = Failure::new("flow_already_used").with_detail(format!("the flow was already {:?}", flow.status));
-        return fail(state, failure, context, started).await;
-    }
-    match state.store.claim_flow(&flow.id).await {
-        Ok(true) => {}
-        Ok(false) => {
+    match claim {
+        Claim::Claimed => {}
+        Claim::OtherBrowser => {
             context.touches_account = false;
-            let failure = Failure::new("flow_already_used").with_detail("another callback claimed the flow first");
+            let detail = if browser.is_some() {
+                "the browser-binding cookie belongs to another browser"
+            } else {
+                "the callback carried no browser-binding cookie"
+            };
+            return fail(state, Failure::new("browser_mismatch").with_detail(detail), context, started).await;
+        }
+        Claim::NotStarted => {
+            context.touches_account = false;
+            let failure =
+                Failure::new("flow_already_used").with_detail(format!("the flow was already {:?}", flow.status));
             return fail(state, failure, context, started).await;
         }
-        Err(err) => return fail(state, store_failure(&err), context, started).await,
     }
     // From here on this request owns the flow: every ending records it and sends the browser to the result page.
     let result = finish_claimed(state, &provider, &flow, &query, started).await;

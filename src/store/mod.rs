@@ -68,6 +68,8 @@ struct Connections {
     writer: Worker,
     readers: Vec<Worker>,
     next_reader: AtomicUsize,
+    /// Copies the write-ahead log back into the database file, so the writer never does it on a request's path.
+    checkpointer: Worker,
 }
 
 /// Operations waiting for one connection, at most; beyond this, callers wait up to [`QUEUE_WAIT`] for a place.
@@ -78,6 +80,10 @@ const QUEUE_WAIT: Duration = Duration::from_secs(5);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections beside the writer.
 const READERS: usize = 2;
+/// WAL pages after which the writer checkpoints by itself: only a backstop for when [`Store::checkpoint`] is not
+/// called often enough (SQLite's default is 1,000 pages, which at a few hundred flows per second puts a
+/// checkpoint, with its two fsyncs, on a request's path several times a second).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// One connection on its own thread, with a bounded queue of operations.
 #[derive(Debug)]
@@ -200,6 +206,17 @@ impl FlowStatus {
     }
 }
 
+/// What [`Store::claim_flow`] did with the flow it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The flow is this callback's now: it moved from started to exchanging.
+    Claimed,
+    /// The callback did not carry the browser binding of the browser that started the flow; the flow is untouched.
+    OtherBrowser,
+    /// The flow is no longer waiting for a callback (the status in the returned record says why).
+    NotStarted,
+}
+
 #[derive(Debug, Clone)]
 pub struct FlowRecord {
     pub id: String,
@@ -312,6 +329,7 @@ impl Store {
                 if !mode.eq_ignore_ascii_case("wal") {
                     return Err(StoreError::Corrupt(format!("the database refused WAL mode (it is in {mode} mode)")));
                 }
+                db.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
                 migrations().to_latest(db)?;
                 Ok(())
             })
@@ -323,7 +341,31 @@ impl Store {
             reader.run(|db| Ok(configure(db)?)).await?;
             readers.push(reader);
         }
-        Ok(Self { inner: Arc::new(Connections { writer, readers, next_reader: AtomicUsize::new(0) }) })
+        let checkpointer = Worker::open(path, flags).await?;
+        checkpointer
+            .run(|db| {
+                configure(db)?;
+                // This connection writes nothing; it only checkpoints, when asked.
+                db.pragma_update(None, "wal_autocheckpoint", 0)?;
+                Ok(())
+            })
+            .await?;
+        let connections = Connections { writer, readers, next_reader: AtomicUsize::new(0), checkpointer };
+        Ok(Self { inner: Arc::new(connections) })
+    }
+
+    /// Copies committed pages from the write-ahead log into the database file on a connection of its own, without
+    /// blocking the writer or readers (a passive checkpoint), so the log stays small and the writer never pays for
+    /// the copy and its fsyncs. Returns the pages of the log left to copy (readers still using them keep them).
+    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+        self.inner
+            .checkpointer
+            .run(|db| {
+                let (log, copied): (i64, i64) =
+                    db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))?;
+                Ok(log - copied)
+            })
+            .await
     }
 
     /// Runs a write operation on the writer's thread.
@@ -356,6 +398,7 @@ impl Store {
         for reader in &self.inner.readers {
             reader.close().await;
         }
+        self.inner.checkpointer.close().await;
     }
 
     /// Stores a new link and makes its account PENDING_AUTH if the account is new. At most `keep` links are kept
@@ -458,17 +501,6 @@ impl Store {
         .await
     }
 
-    pub async fn find_flow_by_state(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
-        let state_hash = state_hash.to_owned();
-        self.read(move |db| {
-            let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
-            let mut statement = db.prepare_cached(sql)?;
-            let mut rows = statement.query([state_hash])?;
-            rows.next()?.map(flow_from_row).transpose()
-        })
-        .await
-    }
-
     pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
         let id = id.to_owned();
         self.read(move |db| {
@@ -480,14 +512,36 @@ impl Store {
         .await
     }
 
-    /// Claims a started flow for one callback. Exactly one of any number of concurrent callers gets `true`.
-    pub async fn claim_flow(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
+    /// Finds the flow of a callback's state and claims it for that callback when it was started in the same
+    /// browser (`browser_hash`, compared in constant time) and is still waiting. Of any number of concurrent callers
+    /// with one state, exactly one gets [`Claim::Claimed`]. Reading and claiming happen in one operation on the
+    /// writer: a callback makes one trip to the database before its token exchange, not two.
+    pub async fn claim_flow(
+        &self,
+        state_hash: &str,
+        browser_hash: Option<String>,
+    ) -> Result<Option<(FlowRecord, Claim)>, StoreError> {
+        let state_hash = state_hash.to_owned();
         self.write(move |db| {
+            let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
+            let flow = {
+                let mut statement = db.prepare_cached(sql)?;
+                let mut rows = statement.query([state_hash])?;
+                match rows.next()?.map(flow_from_row).transpose()? {
+                    Some(flow) => flow,
+                    None => return Ok(None),
+                }
+            };
+            let same_browser = browser_hash
+                .is_some_and(|hash| crate::crypto::constant_time_eq(hash.as_bytes(), flow.browser_hash.as_bytes()));
+            if !same_browser {
+                return Ok(Some((flow, Claim::OtherBrowser)));
+            }
             let changed = db
                 .prepare_cached("UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'")?
-                .execute([id])?;
-            Ok(changed == 1)
+                .execute([&flow.id])?;
+            let claim = if changed == 1 { Claim::Claimed } else { Claim::NotStarted };
+            Ok(Some((flow, claim)))
         })
         .await
     }
@@ -988,5 +1042,38 @@ mod tests {
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(version, 2);
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn checkpoints_copy_the_log_into_the_database_file_off_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        for n in 0..50 {
+            let link = LinkRecord {
+                id: format!("l{n}"),
+                connection: "c".into(),
+                identifier: format!("u{n}"),
+                return_to: None,
+                created_at: now,
+                expires_at: now + Duration::from_secs(60),
+            };
+            store.create_link(&link, 5).await.unwrap();
+        }
+        let autocheckpoint: i64 =
+            store.write(|db| Ok(db.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(autocheckpoint, i64::from(WRITER_AUTOCHECKPOINT_PAGES));
+        assert_eq!(store.checkpoint().await.unwrap(), 0, "every page of the log was copied");
+        // The database file alone, without its log, holds every link (copied while the store is open: closing
+        // the last connection would checkpoint by itself).
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(dir.path().join("gate.db"), &copy).unwrap();
+        store.close().await;
+        let count: i64 = rusqlite::Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM authorization_links", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 50);
     }
 }

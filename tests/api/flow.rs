@@ -29,7 +29,16 @@ async fn the_happy_path_ends_active_with_tokens_sealed_to_the_account() {
     assert!(started.state.len() >= 22, "state carries at least 128 bits");
     assert_eq!(started.code_challenge.len(), 43);
     // The state is stored only as a hash.
-    assert!(app.store.find_flow_by_state(&started.state).await.unwrap().is_none());
+    let db = rusqlite::Connection::open(&app.db_path).unwrap();
+    let stored: Vec<String> = db
+        .prepare("SELECT state_hash FROM flows")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(stored.contains(&callback_gate::crypto::hash_hex(&started.state)));
+    assert!(!stored.iter().any(|hash| hash.contains(&started.state)));
 
     Mock::given(method("POST"))
         .and(path("/token"))

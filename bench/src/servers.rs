@@ -139,8 +139,9 @@ impl GateSetup {
         Err(format!("callback-gate check refused the generated config:\n{}", first_problem.unwrap_or_default()))
     }
 
-    /// The environment callback-gate reads: its secrets, and cheap logging. Unknown `CALLBACK_GATE_*` variables
-    /// make the service refuse to start, so only the ones it reads are passed.
+    /// The environment callback-gate reads: its secrets, and logging as production runs it (JSON, the default
+    /// `info` level: one line per flow outcome, successes included). Unknown `CALLBACK_GATE_*` variables make the
+    /// service refuse to start, so only the ones it reads are passed.
     fn environment<C: EnvCommand>(&self, command: &mut C) {
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("CALLBACK_GATE_") {
@@ -150,7 +151,7 @@ impl GateSetup {
         command.set("CALLBACK_GATE_SECRET_KEY", &self.secret_key);
         command.set("CALLBACK_GATE_API_KEYS", &self.api_key);
         command.set("CALLBACK_GATE_LOG_FORMAT", "json");
-        command.set("RUST_LOG", "warn");
+        command.set("RUST_LOG", "info");
         command.set(CLIENT_SECRET_ENV, "bench-client-secret-0123456789");
     }
 

@@ -40,7 +40,11 @@ struct Cli {
 enum Role {
     /// Serve the ceiling (a minimal axum handler) on a loopback port; used by the harness itself.
     #[command(hide = true)]
-    Ceiling,
+    Ceiling {
+        /// Also serve `/floor`, logging one line per request to this file.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+    },
     /// Serve the mock OAuth provider on a loopback port; used by the harness itself.
     #[command(hide = true)]
     Provider {
@@ -171,7 +175,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.role {
-        Some(Role::Ceiling) => serve(runtime.block_on(ceiling::serve())),
+        Some(Role::Ceiling { log_file }) => serve(runtime.block_on(ceiling::serve(log_file.as_deref()))),
         Some(Role::Provider { token_delay_ms }) => {
             serve(runtime.block_on(provider::serve(Duration::from_millis(token_delay_ms))))
         }

@@ -165,6 +165,8 @@ pub struct Report {
     pub wall_seconds: f64,
     pub window_seconds: f64,
     pub ceiling: Requests,
+    /// The ceiling doing the least any failure page must do: its size of page and one log line.
+    pub floor: Requests,
     pub failure_pages: Requests,
     pub flows_at_rate: Flows,
     pub concurrency: Vec<Flows>,
@@ -236,6 +238,7 @@ impl Report {
             );
         };
         requests_row(&self.ceiling);
+        requests_row(&self.floor);
         requests_row(&self.failure_pages);
         let flows_row = |w: &mut String, f: &Flows| {
             let _ = writeln!(
@@ -398,7 +401,7 @@ impl Report {
                 lines.push(format!("{name}: {errors} errors, first: {}", first.as_deref().unwrap_or("?")));
             }
         };
-        for r in [&self.ceiling, &self.failure_pages, &self.slow.failure_pages, &self.slow.healthz] {
+        for r in [&self.ceiling, &self.floor, &self.failure_pages, &self.slow.failure_pages, &self.slow.healthz] {
             add(&r.name, r.errors, &r.first_error);
         }
         for f in std::iter::once(&self.flows_at_rate).chain(&self.concurrency).chain(std::iter::once(&self.slow.flows))
@@ -416,6 +419,7 @@ impl Report {
         let mut problems = self.error_lines();
         let empty = [
             ("ceiling", self.ceiling.ok),
+            ("floor", self.floor.ok),
             ("failure pages", self.failure_pages.ok),
             ("flows at a fixed rate", self.flows_at_rate.ok),
             ("slow provider flows", self.slow.flows.ok),

@@ -73,6 +73,14 @@ impl Bench {
 
         let ceiling = self.ceiling().await?;
         log(format!("ceiling: {:.0} req/s, p99 {}", ceiling.per_second, report::time(ceiling.latency.p99_us)));
+        let mut floor = self.floor().await?;
+        floor.ratio_to_ceiling = Some(floor.per_second / ceiling.per_second.max(1e-9));
+        log(format!(
+            "floor: {:.0} req/s ({:.0}% of the ceiling), p99 {}",
+            floor.per_second,
+            floor.ratio_to_ceiling.unwrap_or_default() * 100.0,
+            report::time(floor.latency.p99_us)
+        ));
 
         let fast = servers::spawn_role(&["provider", "--token-delay-ms", "0"]).await?;
         let mut failure_pages = self.failure_pages(&fast).await?;
@@ -139,6 +147,7 @@ impl Bench {
             wall_seconds: began.elapsed().as_secs_f64(),
             window_seconds: self.settings.window.as_secs_f64(),
             ceiling,
+            floor,
             failure_pages,
             flows_at_rate,
             concurrency,
@@ -182,6 +191,29 @@ impl Bench {
         server.stop().await;
         Ok(requests(
             "Ceiling: minimal axum handler, small page",
+            format!("closed loop, {} keep-alive connections", self.settings.connections),
+            &measured,
+            &watched,
+            peak,
+        ))
+    }
+
+    /// The ceiling's process doing the least a failure page must do: a page of that size and one log line.
+    async fn floor(&self) -> Result<Requests, String> {
+        log("floor: the ceiling's handler with a failure page's size and one log line, closed loop");
+        std::fs::create_dir_all(&self.out).map_err(|err| format!("{}: {err}", self.out.display()))?;
+        let log_file = self.out.join("floor.log");
+        let log_arg = log_file.to_string_lossy().into_owned();
+        let server = servers::spawn_role(&["ceiling", "--log-file", &log_arg]).await?;
+        let plan = self.plan(server.addr, Arc::new(|_| "/floor".to_owned()), StatusCode::OK);
+        let watch = Watch::start(&self.settings, server.pid, None);
+        let measured = load::closed_loop(&plan, self.settings.connections).await;
+        let watched = watch.finish().await;
+        let peak = server.memory().peak_kib;
+        server.stop().await;
+        let _ = std::fs::remove_file(&log_file);
+        Ok(requests(
+            "Floor: the ceiling's handler, a 1.6 KB page and one JSON log line written to a file",
             format!("closed loop, {} keep-alive connections", self.settings.connections),
             &measured,
             &watched,

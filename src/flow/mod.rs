@@ -265,7 +265,9 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
     };
     // Only states this deployment signed are looked up: a forged or garbled one costs no store access.
     if !state.settings.secret_key.verify_state(flow_state.expose()) {
-        let failure = Failure::new("state_invalid").with_detail("the state's signature does not verify");
+        let failure = Failure::new("state_invalid").with_detail(
+            "the state's signature does not verify: forged, altered, or signed with a secret key this deployment no longer holds",
+        );
         return fail(state, failure, path_context, started).await;
     }
     let state_hash = crypto::hash_hex(flow_state.expose());

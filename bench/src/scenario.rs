@@ -179,23 +179,24 @@ impl Bench {
         Ok((setup, gate))
     }
 
+    /// Closed-loop load on one running server: its rate, latency, CPU and peak memory, reported under `name`.
+    async fn closed_loop_on(&self, server: &Server, path: load::PathFn, expect: StatusCode, name: &str) -> Requests {
+        let plan = self.plan(server.addr, path, expect);
+        let watch = Watch::start(&self.settings, server.pid, None);
+        let measured = load::closed_loop(&plan, self.settings.connections).await;
+        let watched = watch.finish().await;
+        let load = format!("closed loop, {} keep-alive connections", self.settings.connections);
+        requests(name, load, &measured, &watched, server.memory().peak_kib)
+    }
+
     /// The ceiling: a minimal axum handler returning a small page, closed loop.
     async fn ceiling(&self) -> Result<Requests, String> {
         log("ceiling: minimal axum handler, closed loop");
         let server = servers::spawn_role(&["ceiling"]).await?;
-        let plan = self.plan(server.addr, Arc::new(|_| "/".to_owned()), StatusCode::OK);
-        let watch = Watch::start(&self.settings, server.pid, None);
-        let measured = load::closed_loop(&plan, self.settings.connections).await;
-        let watched = watch.finish().await;
-        let peak = server.memory().peak_kib;
+        let name = "Ceiling: minimal axum handler, small page";
+        let ceiling = self.closed_loop_on(&server, Arc::new(|_| "/".to_owned()), StatusCode::OK, name).await;
         server.stop().await;
-        Ok(requests(
-            "Ceiling: minimal axum handler, small page",
-            format!("closed loop, {} keep-alive connections", self.settings.connections),
-            &measured,
-            &watched,
-            peak,
-        ))
+        Ok(ceiling)
     }
 
     /// The ceiling's process doing the least a failure page must do: a page of that size and one log line.
@@ -205,39 +206,21 @@ impl Bench {
         let log_file = self.out.join("floor.log");
         let log_arg = log_file.to_string_lossy().into_owned();
         let server = servers::spawn_role(&["ceiling", "--log-file", &log_arg]).await?;
-        let plan = self.plan(server.addr, Arc::new(|_| "/floor".to_owned()), StatusCode::OK);
-        let watch = Watch::start(&self.settings, server.pid, None);
-        let measured = load::closed_loop(&plan, self.settings.connections).await;
-        let watched = watch.finish().await;
-        let peak = server.memory().peak_kib;
+        let name = "Floor: the ceiling's handler, a 1.6 KB page and one JSON log line written to a file";
+        let floor = self.closed_loop_on(&server, Arc::new(|_| "/floor".to_owned()), StatusCode::OK, name).await;
         server.stop().await;
         let _ = std::fs::remove_file(&log_file);
-        Ok(requests(
-            "Floor: the ceiling's handler, a 1.6 KB page and one JSON log line written to a file",
-            format!("closed loop, {} keep-alive connections", self.settings.connections),
-            &measured,
-            &watched,
-            peak,
-        ))
+        Ok(floor)
     }
 
     /// Callbacks with a missing or unknown state, as fast as they are answered.
     async fn failure_pages(&self, provider: &Server) -> Result<Requests, String> {
         log("failure pages: callbacks with a missing or unknown state, closed loop");
         let (_, gate) = self.start_gate("failure-pages", provider).await?;
-        let plan = self.plan(gate.server.addr, Arc::new(failure_path), StatusCode::BAD_REQUEST);
-        let watch = Watch::start(&self.settings, gate.server.pid, None);
-        let measured = load::closed_loop(&plan, self.settings.connections).await;
-        let watched = watch.finish().await;
-        let peak = gate.server.memory().peak_kib;
+        let name = "Failure pages: callback with missing or unknown state";
+        let failures = self.closed_loop_on(&gate.server, Arc::new(failure_path), StatusCode::BAD_REQUEST, name).await;
         gate.server.stop().await;
-        Ok(requests(
-            "Failure pages: callback with missing or unknown state",
-            format!("closed loop, {} keep-alive connections", self.settings.connections),
-            &measured,
-            &watched,
-            peak,
-        ))
+        Ok(failures)
     }
 
     /// Complete flows arriving at a fixed rate, each in a new browser.

@@ -246,6 +246,13 @@ pub struct TokenWrite {
     pub token_expires_at: Option<i64>,
 }
 
+impl TokenWrite {
+    /// The granted scopes as the JSON array stored in the `scopes` column.
+    fn scopes_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(&self.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))
+    }
+}
+
 /// Tokens held for user verification.
 #[derive(Debug, Clone)]
 pub struct PendingVerification {
@@ -553,7 +560,7 @@ impl Store {
         tokens: &TokenWrite,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let scopes = tokens.scopes_json()?;
         let (flow_id, tokens) = (flow_id.to_owned(), tokens.clone());
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -594,7 +601,7 @@ impl Store {
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let scopes = tokens.scopes_json()?;
         let (request_hash, flow_id, tokens) = (request_hash.to_owned(), flow_id.to_owned(), tokens.clone());
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -686,7 +693,7 @@ impl Store {
 
     /// Replaces an account's tokens after a refresh and makes it ACTIVE.
     pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
-        let scopes = serde_json::to_string(&tokens.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let scopes = tokens.scopes_json()?;
         let tokens = tokens.clone();
         self.write(move |db| {
             db.prepare_cached(

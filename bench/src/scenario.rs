@@ -61,6 +61,18 @@ fn log(message: impl AsRef<str>) {
     eprintln!("[bench] {}", message.as_ref());
 }
 
+/// Sets a request scenario's ratio to the ceiling and logs its rate beside it.
+fn compare_to_ceiling(name: &str, requests: &mut Requests, ceiling: &Requests) {
+    let ratio = requests.per_second / ceiling.per_second.max(1e-9);
+    requests.ratio_to_ceiling = Some(ratio);
+    log(format!(
+        "{name}: {:.0} req/s ({:.0}% of the ceiling), p99 {}",
+        requests.per_second,
+        ratio * 100.0,
+        report::time(requests.latency.p99_us)
+    ));
+}
+
 impl Bench {
     pub fn new(settings: Settings, gate_binary: PathBuf, out: PathBuf) -> Self {
         Self { settings, gate_binary, out, fresh_startups: Mutex::new(Vec::new()) }
@@ -74,23 +86,11 @@ impl Bench {
         let ceiling = self.ceiling().await?;
         log(format!("ceiling: {:.0} req/s, p99 {}", ceiling.per_second, report::time(ceiling.latency.p99_us)));
         let mut floor = self.floor().await?;
-        floor.ratio_to_ceiling = Some(floor.per_second / ceiling.per_second.max(1e-9));
-        log(format!(
-            "floor: {:.0} req/s ({:.0}% of the ceiling), p99 {}",
-            floor.per_second,
-            floor.ratio_to_ceiling.unwrap_or_default() * 100.0,
-            report::time(floor.latency.p99_us)
-        ));
+        compare_to_ceiling("floor", &mut floor, &ceiling);
 
         let fast = servers::spawn_role(&["provider", "--token-delay-ms", "0"]).await?;
         let mut failure_pages = self.failure_pages(&fast).await?;
-        failure_pages.ratio_to_ceiling = Some(failure_pages.per_second / ceiling.per_second.max(1e-9));
-        log(format!(
-            "failure pages: {:.0} req/s ({:.0}% of the ceiling), p99 {}",
-            failure_pages.per_second,
-            failure_pages.ratio_to_ceiling.unwrap_or_default() * 100.0,
-            report::time(failure_pages.latency.p99_us)
-        ));
+        compare_to_ceiling("failure pages", &mut failure_pages, &ceiling);
 
         let mut flows_at_rate = self.flows_at_rate(&fast).await?;
         flows_at_rate.ratio_to_ceiling = Some(flows_at_rate.gate_requests_per_second / ceiling.per_second.max(1e-9));

@@ -411,11 +411,13 @@ async fn verify_user(
     let identifier = Identifier::parse(&request.identifier)
         .map_err(|err| ApiError::invalid_field("identifier", "invalid_identifier", format!("identifier {err}")))?;
     match flow::verify_user(&state, &request.auth_request_id, &identifier).await? {
-        flow::Verification::Confirmed { connection, identifier, redirect_to } => Ok(Json(json!({
-            "status": AccountStatus::Active,
+        // Nothing is connected yet: the browser must bring the confirmation back, so the app redirects it.
+        flow::Verification::Confirmed { connection, identifier, redirect_to, expires_at } => Ok(Json(json!({
+            "status": "confirmed",
             "connection": connection,
             "identifier": identifier,
             "redirect_to": redirect_to,
+            "expires_at": telemetry::rfc3339(expires_at),
         }))
         .into_response()),
         flow::Verification::Failed { reference, redirect_to, detail } => Ok((
@@ -429,7 +431,7 @@ async fn verify_user(
         flow::Verification::Unknown => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "auth_request_unknown",
-            "no held connection under this auth_request_id: it is unknown, was already verified, or expired",
+            "no held connection waits for an answer under this auth_request_id: it is unknown, was already answered, or expired",
         )),
     }
 }
@@ -441,9 +443,6 @@ async fn get_reference(State(state): State<AppState>, Path(reference): Path<Stri
     if !telemetry::is_reference(&reference) {
         return Err(not_found());
     }
-    let event = match state.events.pending(&reference) {
-        Some(event) => event,
-        None => state.store.reference(&reference).await?.ok_or_else(not_found)?,
-    };
+    let event = flow::stored_event(&state, &reference).await?.ok_or_else(not_found)?;
     Ok(Json(event).into_response())
 }

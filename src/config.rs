@@ -102,6 +102,9 @@ pub struct RawLimits {
     pub flows_per_identifier: Option<u32>,
     /// Count clients by the right-most `X-Forwarded-For` address (set only behind a proxy that appends it).
     pub trust_forwarded_for: Option<bool>,
+    /// References kept, at most, of failures that matched no flow and no account (missing or forged state, forged
+    /// links): anyone can cause those, so the oldest go first (default 100000).
+    pub unmatched_references: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +210,8 @@ pub struct Settings {
     pub link_ttl: Duration,
     pub flow_ttl: Duration,
     pub token_timeout: Duration,
+    /// Upper bound of every request (not a config key: 30 s; tests shorten it).
+    pub request_timeout: Duration,
     pub app: AppSettings,
     pub support: SupportSettings,
     pub connections: Vec<ConnectionSettings>,
@@ -291,6 +296,7 @@ pub struct LimitSettings {
     pub links_per_identifier: u32,
     pub flows_per_identifier: u32,
     pub trust_forwarded_for: bool,
+    pub unmatched_references: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -548,6 +554,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             link_ttl,
             flow_ttl,
             token_timeout,
+            request_timeout: Duration::from_secs(30),
             app,
             support,
             connections,
@@ -646,6 +653,13 @@ fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings 
         links_per_identifier: positive("links_per_identifier", raw.links_per_identifier, 20).get(),
         flows_per_identifier: positive("flows_per_identifier", raw.flows_per_identifier, 20).get(),
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
+        unmatched_references: match raw.unmatched_references {
+            Some(0) => {
+                problems.push("limits.unmatched_references must be at least 1".into());
+                1
+            }
+            value => value.unwrap_or(100_000),
+        },
     }
 }
 

@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connect/start/{link}", get(start))
         .route("/connect/callback/{connection}", get(callback))
+        .route("/connect/verified/{confirmation}", get(verified))
         .route("/connect/result/{flow}", get(result))
         .route("/static/{file}", get(static_file).layer(CompressionLayer::new()))
 }
@@ -91,6 +92,18 @@ async fn callback(
     respond(&state, &Language::from_headers(&headers), jar, ending).await
 }
 
+/// `GET /connect/verified/{confirmation}`: the app's verify page sends the browser here after confirming its user.
+async fn verified(
+    State(state): State<AppState>,
+    Path(confirmation): Path<String>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    let browser = browser_from(&state, &jar);
+    let ending = flow::arrive(&state, &confirmation, browser).await;
+    respond(&state, &Language::from_headers(&headers), jar, ending).await
+}
+
 async fn respond(state: &AppState, language: &Language, jar: CookieJar, ending: Ending) -> Response {
     match ending {
         Ending::Redirect { location, set_browser } => {
@@ -113,14 +126,25 @@ async fn result(
 ) -> Response {
     let started = Instant::now();
     let language = Language::from_headers(&headers);
-    let flow = match state.store.find_flow(&flow_id).await {
-        Ok(Some(flow)) => flow,
-        Ok(None) => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
-        Err(err) => {
-            let failure = crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
-            let recorded = flow::record(&state, failure, flow::FailureContext::default(), started).await;
-            return failure_page(&state, &language, &recorded).await;
+    let found = match state.store.find_flow(&flow_id).await {
+        Ok(found) => found,
+        Err(err) => return store_failure_page(&state, &language, &err, started).await,
+    };
+    let flow = match found {
+        // A flow that waits for something that can no longer happen is ended now rather than shown as pending.
+        Some(flow) if matches!(flow.status, FlowStatus::Exchanging | FlowStatus::Verifying) => {
+            match flow::end_abandoned(&state, Some(&flow.id)).await {
+                Ok(0) => flow,
+                Ok(_) => match state.store.find_flow(&flow_id).await {
+                    Ok(Some(flow)) => flow,
+                    Ok(None) => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
+                    Err(err) => return store_failure_page(&state, &language, &err, started).await,
+                },
+                Err(err) => return store_failure_page(&state, &language, &err, started).await,
+            }
         }
+        Some(flow) => flow,
+        None => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
     };
     let same_browser = browser_from(&state, &jar).is_some_and(|b| {
         crypto::constant_time_eq(crypto::hash_hex(b.expose()).as_bytes(), flow.browser_hash.as_bytes())
@@ -145,13 +169,24 @@ async fn result(
         }
         FlowStatus::Failed => {
             let reference = flow.reference.clone().unwrap_or_default();
-            let event = state.store.reference(&reference).await.ok().flatten();
+            let event = flow::stored_event(&state, &reference).await.ok().flatten();
             let recorded = flow::stored_failure(&flow, event);
             failure_page(&state, &language, &recorded).await
         }
         FlowStatus::Verifying => notice(&state, &language, StatusCode::OK, "result-verifying"),
         FlowStatus::Started | FlowStatus::Exchanging => notice(&state, &language, StatusCode::OK, "result-pending"),
     }
+}
+
+async fn store_failure_page(
+    state: &AppState,
+    language: &Language,
+    err: &crate::store::StoreError,
+    started: Instant,
+) -> Response {
+    let failure = crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
+    let recorded = flow::record(state, failure, flow::FailureContext::default(), started).await;
+    failure_page(state, language, &recorded).await
 }
 
 /// How pages name a connection's service to users.
@@ -267,7 +302,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
     let app = display_name(state);
     let restart_url = match (&context.link_id, entry.actions.contains(Actions::RESTART)) {
         (Some(link_id), true) => match state.store.find_link(link_id).await {
-            Ok(Some(link)) if link.expires_at > OffsetDateTime::now_utc() => {
+            Ok(Some(link)) if link.expires_at > OffsetDateTime::now_utc() && link.consumed_at.is_none() => {
                 Some(format!("/connect/start/{}", flow::link_token(&state.settings, link_id)))
             }
             _ => None,

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub frame: Arc<Frame>,
     /// Outcome events that concern no flow, written in the background.
     pub events: EventWriter,
+    /// Work that must finish even when its request goes away (a claimed callback); waited for at shutdown.
+    pub tasks: TaskTracker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,6 @@ pub enum StartupError {
     Listen { address: String, source: std::io::Error },
 }
 
-/// No request may take longer than this, whatever a provider does.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often expired links and old flows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often the store's write-ahead log is copied into the database file.
@@ -91,9 +92,10 @@ impl Application {
         });
         let limits = RateLimits::new(&settings.limits, frame.clone());
         let metrics = Arc::new(Metrics::default());
-        let (events, sink) = store::events::channel();
+        let (events, sink) = store::events::channel(settings.limits.unmatched_references);
         let settings = Arc::new(settings);
-        let state = AppState { settings, store, providers, metrics, limits, assets, frame, events };
+        let tasks = TaskTracker::new();
+        let state = AppState { settings, store, providers, metrics, limits, assets, frame, events, tasks };
         let router = router(state.clone(), extra);
         Ok(Self { listener, router, state, events: sink })
     }
@@ -114,6 +116,9 @@ impl Application {
         let events = tokio::spawn(self.events.run(self.state.store.clone(), stop_rx));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        // Callbacks whose browser went away still finish and record their ending before the store closes.
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = checkpointer.await;
@@ -127,6 +132,9 @@ impl Application {
 fn router(state: AppState, extra: Router<AppState>) -> Router {
     let rate_limits = state.limits.clone();
     let frame = state.frame.clone();
+    // No request may take longer than this, whatever a provider does. A callback cut by it still finishes its
+    // flow in the background (see `flow::callback`).
+    let request_timeout = state.settings.request_timeout;
     let panic_frame = state.frame.clone();
     // Computed once: the policy only changes with the branding config.
     let csp = HeaderValue::from_str(&pages::content_security_policy(&state.assets))
@@ -150,7 +158,7 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(frame, limits::refuse_oversized))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
         .layer(CatchPanicLayer::custom(move |_| {
             pages::plain_notice(
                 &panic_frame,
@@ -207,6 +215,11 @@ async fn sweep_forever(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         state.limits.forget_idle();
+        match crate::flow::end_abandoned(&state, None).await {
+            Ok(0) => {}
+            Ok(ended) => tracing::info!(target: "callback_gate::flow", ended, "ended abandoned flows"),
+            Err(err) => tracing::warn!(target: "callback_gate::store", error = %err, "could not end abandoned flows"),
+        }
         match state.store.sweep(time::OffsetDateTime::now_utc()).await {
             Ok(0) => {}
             Ok(removed) => {

@@ -87,6 +87,9 @@ outcome-insufficient_scope-message = Für die Verbindung werden alle angefragten
 outcome-link_expired-title = Dieser Link ist abgelaufen
 outcome-link_expired-message = Verbindungslinks funktionieren nur für begrenzte Zeit. Kehren Sie zur App zurück, um einen neuen Link zu erhalten.
 
+outcome-link_used-title = Dieser Link wurde bereits verwendet
+outcome-link_used-message = Mit diesem Link wurde Ihr Konto bereits verbunden, und jeder Link funktioniert nur einmal. Wenn Sie die Verbindung erneut herstellen möchten, kehren Sie zur App zurück, um einen neuen Link zu erhalten.
+
 outcome-link_invalid-title = Dieser Link ist ungültig
 outcome-link_invalid-message = Dieser Verbindungslink ist unvollständig oder wurde verändert. Kehren Sie zur App zurück, um einen neuen Link zu erhalten.
 

@@ -88,6 +88,9 @@ outcome-insufficient_scope-message = The connection needs all the permissions it
 outcome-link_expired-title = This link has expired
 outcome-link_expired-message = Connection links only work for a limited time. Go back to the app to get a new one.
 
+outcome-link_used-title = This link was already used
+outcome-link_used-message = This link already connected your account, and each link works once. If you need to connect again, go back to the app for a new link.
+
 outcome-link_invalid-title = This link is not valid
 outcome-link_invalid-message = This connection link is incomplete or was changed. Go back to the app to get a new one.
 

@@ -87,6 +87,9 @@ outcome-insufficient_scope-message = La conexión necesita todos los permisos qu
 outcome-link_expired-title = Este enlace ha caducado
 outcome-link_expired-message = Los enlaces de conexión solo funcionan durante un tiempo limitado. Vuelva a la aplicación para obtener uno nuevo.
 
+outcome-link_used-title = Este enlace ya se ha utilizado
+outcome-link_used-message = Este enlace ya conectó su cuenta y cada enlace solo funciona una vez. Si necesita volver a conectarla, vuelva a la aplicación para obtener un enlace nuevo.
+
 outcome-link_invalid-title = Este enlace no es válido
 outcome-link_invalid-message = Este enlace de conexión está incompleto o se ha modificado. Vuelva a la aplicación para obtener uno nuevo.
 

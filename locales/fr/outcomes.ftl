@@ -87,6 +87,9 @@ outcome-insufficient_scope-message = La connexion a besoin de toutes les autoris
 outcome-link_expired-title = Ce lien a expiré
 outcome-link_expired-message = Les liens de connexion ne fonctionnent que pendant une durée limitée. Revenez à l'application pour en obtenir un nouveau.
 
+outcome-link_used-title = Ce lien a déjà été utilisé
+outcome-link_used-message = Ce lien a déjà connecté votre compte, et chaque lien ne fonctionne qu'une fois. Pour vous connecter à nouveau, revenez à l'application pour obtenir un nouveau lien.
+
 outcome-link_invalid-title = Ce lien n'est pas valide
 outcome-link_invalid-message = Ce lien de connexion est incomplet ou a été modifié. Revenez à l'application pour en obtenir un nouveau.
 

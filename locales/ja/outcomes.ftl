@@ -87,6 +87,9 @@ outcome-insufficient_scope-message = この連携には、求められたすべ�
 outcome-link_expired-title = このリンクは有効期限が切れています
 outcome-link_expired-message = 連携リンクは一定の時間しか使えません。アプリに戻って、新しいリンクを取得してください。
 
+outcome-link_used-title = このリンクはすでに使用されています
+outcome-link_used-message = このリンクでアカウントはすでに連携されています。リンクは一度しか使えません。もう一度連携する場合は、アプリに戻って新しいリンクを取得してください。
+
 outcome-link_invalid-title = このリンクは無効です
 outcome-link_invalid-message = この連携リンクは不完全か、内容が変更されています。アプリに戻って、新しいリンクを取得してください。
 

@@ -2,7 +2,8 @@
 //! callback. Every way this can end is an [`Ending`]: a redirect, or a failure that has been recorded under a
 //! reference and logged once.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -16,7 +17,8 @@ use crate::provider::Provider;
 use crate::provider::exchange::{self, Tokens};
 use crate::server::AppState;
 use crate::store::{
-    Claim, FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent, PendingVerification, Store, StoreError, TokenWrite,
+    Arrival, Claim, Confirmation, FlowEnding, FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent,
+    PendingVerification, Store, StoreError, TokenWrite,
 };
 use crate::telemetry;
 
@@ -63,7 +65,7 @@ pub struct Recorded {
 /// same on every refresh.
 pub fn stored_failure(flow: &FlowRecord, event: Option<OutcomeEvent>) -> Recorded {
     let code = flow.outcome_code.as_deref().unwrap_or("internal_error");
-    let cause = event.as_ref().and_then(|e| e.cause.as_deref());
+    let cause = event.as_ref().and_then(|e| e.cause.as_deref()).or(flow.outcome_cause.as_deref());
     let mut failure = Failure::from_entry(crate::outcome::entry(code, cause));
     if let Some(event) = &event {
         failure.error = event.error.clone();
@@ -123,6 +125,7 @@ pub async fn mint_link(
         return_to: return_to.map(|u| u.to_string()),
         created_at: now,
         expires_at: now + settings.link_ttl,
+        consumed_at: None,
     };
     store.create_link(&link, settings.limits.links_per_identifier).await?;
     Ok((link_url(settings, &link.id), link.expires_at))
@@ -173,6 +176,13 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         ..FailureContext::default()
     };
     let now = OffsetDateTime::now_utc();
+    if let Some(consumed_at) = link.consumed_at {
+        let failure = Failure::new("link_used").with_detail(format!(
+            "the link already connected the account at {}; a link connects once, so mint a new one to connect again",
+            telemetry::rfc3339(consumed_at)
+        ));
+        return fail(state, failure, context, started).await;
+    }
     if now >= link.expires_at {
         let failure = Failure::new("link_expired")
             .with_detail(format!("the link expired at {}", telemetry::rfc3339(link.expires_at)));
@@ -218,9 +228,11 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         return_to: link.return_to.clone(),
         status: FlowStatus::Started,
         outcome_code: None,
+        outcome_cause: None,
         reference: None,
         created_at: now,
         expires_at: now + state.settings.flow_ttl,
+        claimed_at: None,
     };
     if let Err(err) = state.store.create_flow(&flow, state.settings.limits.flows_per_identifier).await {
         return fail(state, store_failure(&err), context, started).await;
@@ -272,7 +284,8 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
     }
     let state_hash = crypto::hash_hex(flow_state.expose());
     let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
-    let (flow, claim) = match state.store.claim_flow(&state_hash, browser_hash).await {
+    let claimed = state.store.claim_flow(&state_hash, browser_hash, OffsetDateTime::now_utc()).await;
+    let (flow, claim) = match claimed {
         Ok(Some(found)) => found,
         Ok(None) => {
             let failure = Failure::new("state_invalid").with_detail("the state matches no flow");
@@ -298,20 +311,86 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
                 Failure::new("flow_already_used").with_detail(format!("the flow was already {:?}", flow.status));
             return fail(state, failure, context, started).await;
         }
-    }
-    // From here on this request owns the flow: every ending records it and sends the browser to the result page.
-    let result = finish_claimed(state, &provider, &flow, &query, started).await;
-    match result {
-        Ok(location) => Ending::Redirect { location, set_browser: None },
-        Err(failure) => {
+        Claim::LinkUsed => {
+            // The account was connected through another flow of the same link; this one must not replace it.
+            context.touches_account = false;
+            let failure = Failure::new("link_used")
+                .with_detail("another flow started from the same link connected the account first");
             let recorded = record(state, failure, context, started).await;
-            if let Err(err) =
-                state.store.fail_flow(&flow.id, recorded.failure.code(), &recorded.reference, recorded.at).await
-            {
+            if let Err(err) = state.store.fail_flow(&flow.id, ending_of(&recorded)).await {
                 tracing::error!(target: "callback_gate::flow", flow = %flow.id, error = %err, "could not mark the flow failed");
             }
-            Ending::Redirect { location: result_path(&flow.id), set_browser: None }
+            return Ending::Failed(Box::new(recorded));
         }
+    }
+    // From here on this request owns the flow. The rest runs as a task of its own, so a browser that goes away or
+    // a request timeout cannot cut it short: whatever happens, the flow ends with a recorded outcome.
+    let task = {
+        let (state, flow) = (state.clone(), flow.clone());
+        async move { finish(&state, provider, flow, query, started).await }
+    };
+    match state.tasks.spawn(task).await {
+        Ok(ending) => ending,
+        Err(err) => {
+            let failure = Failure::new("internal_error").with_detail(format!("the callback's task failed: {err}"));
+            end_failed(state, &flow, failure, started).await
+        }
+    }
+}
+
+/// How long a claimed callback may take, at most: the token request and the key-set fetch are each bounded by the
+/// token timeout, and the store answers or gives up within seconds.
+pub fn callback_deadline(settings: &Settings) -> Duration {
+    settings.token_timeout * 2 + Duration::from_secs(10)
+}
+
+/// After how long a claimed flow whose callback never finished is abandoned: well past [`callback_deadline`], so
+/// only a callback whose process stopped is ever ended this way.
+pub fn abandoned_after(settings: &Settings) -> Duration {
+    callback_deadline(settings) + Duration::from_secs(60)
+}
+
+/// Finishes a claimed flow within [`callback_deadline`] and records how it ended.
+async fn finish(
+    state: &AppState,
+    provider: Arc<Provider>,
+    flow: FlowRecord,
+    query: CallbackQuery,
+    started: Instant,
+) -> Ending {
+    let deadline = callback_deadline(&state.settings);
+    let result = match tokio::time::timeout(deadline, finish_claimed(state, &provider, &flow, &query, started)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::new("internal_error")
+            .with_detail(format!("the callback did not finish within {} s", deadline.as_secs()))),
+    };
+    match result {
+        Ok(location) => Ending::Redirect { location, set_browser: None },
+        Err(failure) => end_failed(state, &flow, failure, started).await,
+    }
+}
+
+/// Records a claimed flow's failure and ends the flow with it. The browser goes to the result page, unless the
+/// ending could not be written: then the page is rendered here, so the user still sees what happened and its
+/// reference instead of a result page that would wait forever.
+async fn end_failed(state: &AppState, flow: &FlowRecord, failure: Failure, started: Instant) -> Ending {
+    let recorded = record(state, failure, FailureContext::of_flow(flow), started).await;
+    match state.store.fail_flow(&flow.id, ending_of(&recorded)).await {
+        Ok(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
+        Err(err) => {
+            tracing::error!(target: "callback_gate::flow", flow = %flow.id, reference = %recorded.reference, error = %err, "could not mark the flow failed; rendering its page in place");
+            Ending::Failed(Box::new(recorded))
+        }
+    }
+}
+
+/// How a recorded failure is written on its flow.
+fn ending_of(recorded: &Recorded) -> FlowEnding {
+    FlowEnding {
+        code: recorded.failure.code().to_owned(),
+        cause: recorded.failure.cause().map(str::to_owned),
+        reference: recorded.reference.clone(),
+        at: recorded.at,
     }
 }
 
@@ -408,7 +487,7 @@ async fn finish_claimed(
     };
     let post_auth = |err: StoreError| {
         Failure::from_entry(crate::outcome::entry("failed_to_exchange_token", Some("post_auth_hook")))
-            .with_detail(err.to_string())
+            .with_detail(format!("the exchange succeeded, but the connected account could not be stored: {err}"))
     };
     let (outcome, location) = match &state.settings.app.user_verify_url {
         Some(verify_url) if provider.connection.user_verification => {
@@ -427,7 +506,12 @@ async fn finish_claimed(
             ("pending_verification", String::from(location))
         }
         _ => {
-            state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()).await.map_err(post_auth)?;
+            let completed =
+                state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()).await.map_err(post_auth)?;
+            if !completed {
+                return Err(Failure::new("internal_error")
+                    .with_detail("the flow was ended while its callback was still running; the tokens were dropped"));
+            }
             ("connected", result_path(&flow.id))
         }
     };
@@ -447,19 +531,29 @@ async fn finish_claimed(
     Ok(location)
 }
 
-/// How a user verification ended.
+/// The app's answer to a user verification.
 #[derive(Debug)]
 pub enum Verification {
-    /// The identifiers matched: the account is ACTIVE; send the user to `redirect_to`.
-    Confirmed { connection: String, identifier: String, redirect_to: String },
+    /// The identifiers matched. Nothing is connected yet: the app sends the browser to `redirect_to`, and the
+    /// account receives the tokens only when that browser is the one that consented.
+    Confirmed { connection: String, identifier: String, redirect_to: String, expires_at: OffsetDateTime },
     /// Mismatch or too late: the held tokens were discarded and the failure recorded.
     Failed { reference: String, redirect_to: String, detail: &'static str },
-    /// No held tokens under this request id (unknown, already used, or swept).
+    /// No held tokens wait for an answer under this request id (unknown, already answered, or swept).
     Unknown,
 }
 
+/// The route a browser brings an app's confirmation back to.
+pub fn confirmation_path(confirmation: &str) -> String {
+    format!("/connect/verified/{confirmation}")
+}
+
+fn absolute(settings: &Settings, path: &str) -> String {
+    format!("{}{path}", settings.public_url.as_str().trim_end_matches('/'))
+}
+
 /// `POST /v1/user-verifications`: the app says which of its users is logged in; only the identifier the link was
-/// minted for may receive the held tokens.
+/// minted for may receive the held tokens, and only in the browser that consented (see [`arrive`]).
 pub async fn verify_user(
     state: &AppState,
     auth_request_id: &str,
@@ -469,51 +563,139 @@ pub async fn verify_user(
     if !crypto::is_random_token(auth_request_id) {
         return Ok(Verification::Unknown);
     }
-    let Some(pending) = state.store.take_verification(&crypto::hash_hex(auth_request_id)).await? else {
-        return Ok(Verification::Unknown);
+    let confirmation = Secret::new(crypto::random_token::<32>());
+    let ending = FlowEnding {
+        code: "user_verification_failed".into(),
+        cause: None,
+        reference: telemetry::new_reference(),
+        at: OffsetDateTime::now_utc(),
     };
-    let redirect_to =
-        format!("{}{}", state.settings.public_url.as_str().trim_end_matches('/'), result_path(&pending.flow_id));
-    let now = OffsetDateTime::now_utc();
-    let matches = crypto::constant_time_eq(pending.tokens.identifier.as_bytes(), identifier.as_str().as_bytes());
-    let failure = if now >= pending.expires_at {
-        Some("the verification came after the held tokens expired")
-    } else if !matches {
-        Some("the app's logged-in user is not the identifier the link was minted for")
-    } else {
-        None
+    let answer = state
+        .store
+        .confirm_verification(
+            &crypto::hash_hex(auth_request_id),
+            identifier.as_str(),
+            &crypto::hash_hex(confirmation.expose()),
+            ending.clone(),
+        )
+        .await?;
+    match answer {
+        Confirmation::Unknown => Ok(Verification::Unknown),
+        Confirmation::Refused { pending, late } => {
+            let detail = if late {
+                "the verification came after the held tokens expired"
+            } else {
+                "the app's logged-in user is not the identifier the link was minted for"
+            };
+            let failure = Failure::new("user_verification_failed").with_detail(detail);
+            record_as(state, failure, held_context(&pending), started, ending.reference.clone()).await;
+            let redirect_to = absolute(&state.settings, &result_path(&pending.flow_id));
+            Ok(Verification::Failed { reference: ending.reference, redirect_to, detail })
+        }
+        Confirmation::Confirmed(pending) => {
+            tracing::info!(
+                target: "callback_gate::flow",
+                event = "user_confirmed",
+                flow = %pending.flow_id,
+                connection = %pending.tokens.connection,
+                identifier = %telemetry::escape(&pending.tokens.identifier),
+                latency_ms = telemetry::millis_since(started),
+                "the app confirmed its user; waiting for the browser that consented"
+            );
+            let PendingVerification { tokens, expires_at, .. } = pending;
+            Ok(Verification::Confirmed {
+                connection: tokens.connection,
+                identifier: tokens.identifier,
+                redirect_to: absolute(&state.settings, &confirmation_path(confirmation.expose())),
+                expires_at,
+            })
+        }
+    }
+}
+
+/// `GET /connect/verified/{confirmation}`: the browser brings the app's confirmation back. The account receives
+/// the held tokens only when this is the browser that started the flow and consented at the provider; a
+/// confirmation opened in any other browser (a verify URL forwarded to a logged-in victim) discards them.
+pub async fn arrive(state: &AppState, confirmation: &str, browser: Option<Secret>) -> Ending {
+    let started = Instant::now();
+    let unknown = || {
+        Failure::new("user_verification_failed")
+            .with_detail("the confirmation is unknown, was already used, or its flow was swept")
     };
-    let Some(detail) = failure else {
-        state.store.complete_flow(&pending.flow_id, &pending.tokens, now).await?;
-        tracing::info!(
-            target: "callback_gate::outcome",
-            outcome = "connected",
-            flow = %pending.flow_id,
-            connection = %pending.tokens.connection,
-            identifier = %telemetry::escape(&pending.tokens.identifier),
-            verified = true,
-            latency_ms = telemetry::millis_since(started),
-            "user verified"
-        );
-        state.metrics.record_outcome("connected");
-        let PendingVerification { tokens, .. } = pending;
-        return Ok(Verification::Confirmed {
-            connection: tokens.connection,
-            identifier: tokens.identifier,
-            redirect_to,
-        });
+    if !crypto::is_random_token(confirmation) {
+        return fail(state, unknown(), FailureContext::default(), started).await;
+    }
+    let ending = FlowEnding {
+        code: "user_verification_failed".into(),
+        cause: None,
+        reference: telemetry::new_reference(),
+        at: OffsetDateTime::now_utc(),
     };
-    let context = FailureContext {
+    let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
+    let arrival = state.store.finish_verification(&crypto::hash_hex(confirmation), browser_hash, ending.clone()).await;
+    match arrival {
+        Ok(None) => fail(state, unknown(), FailureContext::default(), started).await,
+        Ok(Some(Arrival::Connected(pending))) => {
+            tracing::info!(
+                target: "callback_gate::outcome",
+                outcome = "connected",
+                flow = %pending.flow_id,
+                connection = %pending.tokens.connection,
+                identifier = %telemetry::escape(&pending.tokens.identifier),
+                verified = true,
+                latency_ms = telemetry::millis_since(started),
+                "user verified"
+            );
+            state.metrics.record_outcome("connected");
+            Ending::Redirect { location: result_path(&pending.flow_id), set_browser: None }
+        }
+        Ok(Some(Arrival::Refused { pending, other_browser })) => {
+            let detail = if other_browser {
+                "the app's confirmation was opened in another browser than the one that consented at the provider (a forwarded verify URL, or a switch of browser)"
+            } else {
+                "the browser brought the app's confirmation after the held tokens expired"
+            };
+            let failure = Failure::new("user_verification_failed").with_detail(detail);
+            let recorded = record_as(state, failure, held_context(&pending), started, ending.reference).await;
+            Ending::Failed(Box::new(recorded))
+        }
+        Err(err) => fail(state, store_failure(&err), FailureContext::default(), started).await,
+    }
+}
+
+/// Who a failure of held tokens concerns.
+fn held_context(pending: &PendingVerification) -> FailureContext {
+    FailureContext {
         connection: Some(pending.tokens.connection.clone()),
         identifier: Some(pending.tokens.identifier.clone()),
         flow_id: Some(pending.flow_id.clone()),
         touches_account: true,
         ..FailureContext::default()
-    };
-    let recorded = record(state, Failure::new("user_verification_failed").with_detail(detail), context, started).await;
-    state.store.fail_flow(&pending.flow_id, recorded.failure.code(), &recorded.reference, recorded.at).await?;
-    state.store.release_pending_account(&pending.tokens.connection, &pending.tokens.identifier).await?;
-    Ok(Verification::Failed { reference: recorded.reference, redirect_to, detail })
+    }
+}
+
+/// Ends flows that will never finish by themselves (see [`Store::end_abandoned_flows`]), each with a recorded
+/// outcome, so no result page waits forever. With `only`, just that flow is looked at. Returns how many ended.
+pub async fn end_abandoned(state: &AppState, only: Option<&str>) -> Result<usize, StoreError> {
+    let started = Instant::now();
+    let now = OffsetDateTime::now_utc();
+    let claimed_before = now - abandoned_after(&state.settings);
+    let ended =
+        state.store.end_abandoned_flows(now, claimed_before, only.map(str::to_owned), telemetry::new_reference).await?;
+    for abandoned in &ended {
+        let failure = if abandoned.was == FlowStatus::Verifying {
+            Failure::new("user_verification_failed").with_detail(
+                "the app did not confirm its user, or the browser did not come back, before the held tokens expired",
+            )
+        } else {
+            Failure::new("internal_error").with_detail(
+                "the callback stopped before it finished (the process was stopped mid-exchange); the flow was ended when found abandoned",
+            )
+        };
+        let context = FailureContext::of_flow(&abandoned.flow);
+        record_as(state, failure, context, started, abandoned.reference.clone()).await;
+    }
+    Ok(ended.len())
 }
 
 fn with_query(mut failure: Failure, query: &CallbackQuery) -> Failure {
@@ -572,10 +754,25 @@ async fn fail(state: &AppState, failure: Failure, context: FailureContext, start
 /// Records a failure under a fresh reference, makes it the account's last error where it speaks for the account,
 /// and writes the one log event for this flow outcome.
 pub async fn record(state: &AppState, failure: Failure, context: FailureContext, started: Instant) -> Recorded {
+    record_as(state, failure, context, started, telemetry::new_reference()).await
+}
+
+/// [`record`] under a reference already chosen (one the store wrote on the flow in the same step).
+async fn record_as(
+    state: &AppState,
+    failure: Failure,
+    context: FailureContext,
+    started: Instant,
+    reference: String,
+) -> Recorded {
     let failure = with_specifics(state, failure, &context);
-    let reference = telemetry::new_reference();
     let at = OffsetDateTime::now_utc();
     let entry = failure.entry;
+    // Failures that concern no flow and no account (forged or missing state, forged links) can be sent by anyone:
+    // their events are written in the background, in batches, instead of on this request's path, and what they
+    // keep of the request is a bounded digest.
+    let unauthenticated = context.flow_id.is_none() && !context.touches_account;
+    let keep = |value: &str, max: usize| if unauthenticated { digest(value, max) } else { bounded(value) };
     let event = OutcomeEvent {
         reference: reference.clone(),
         code: entry.code.to_owned(),
@@ -584,22 +781,29 @@ pub async fn record(state: &AppState, failure: Failure, context: FailureContext,
         connection: context.connection.clone(),
         identifier: context.identifier.clone().filter(|_| context.touches_account),
         flow_id: context.flow_id.clone(),
-        error: failure.error.as_deref().map(bounded),
-        error_description: failure.error_description.as_deref().map(bounded),
-        error_uri: failure.error_uri.as_deref().map(bounded),
-        iss: failure.iss.as_deref().map(bounded),
+        error: failure.error.as_deref().map(|v| keep(v, 64)),
+        error_description: failure.error_description.as_deref().map(|v| keep(v, 256)),
+        error_uri: failure.error_uri.as_deref().map(|v| keep(v, 256)),
+        iss: failure.iss.as_deref().map(|v| keep(v, 256)),
         provider_status: failure.provider_status.map(i64::from),
         provider_body: failure.provider_body.clone(),
-        detail: failure.detail.clone(),
+        detail: if unauthenticated { digest(&failure.detail, 512) } else { failure.detail.clone() },
         hint: failure.hint(),
         created_at: Millis(at),
+        unauthenticated,
     };
-    // Failures that concern no flow and no account (forged or missing state, forged links) can be sent by anyone:
-    // their events are written in the background, in batches, instead of on this request's path.
-    let stored = if context.flow_id.is_none() && !context.touches_account {
-        if state.events.send(event) { Ok(()) } else { Err(StoreError::Corrupt("the event queue is full".into())) }
+    let stored = if unauthenticated {
+        queue_event(state, event)
     } else {
-        state.store.record_outcome(&event).await
+        match state.store.record_outcome(&event).await {
+            Ok(()) => Ok(()),
+            // The reference must still resolve: the event waits in memory for a background write (without the
+            // account's last error, which is what could not be written).
+            Err(err) => {
+                tracing::error!(target: "callback_gate::store", reference = %reference, error = %err, "could not store the outcome event; queued for a background write");
+                queue_event(state, event)
+            }
+        }
     };
     let latency_ms = telemetry::millis_since(started);
     tracing::warn!(
@@ -627,6 +831,18 @@ pub async fn record(state: &AppState, failure: Failure, context: FailureContext,
     }
     state.metrics.record_outcome(entry.code);
     Recorded { failure, reference, context, at }
+}
+
+fn queue_event(state: &AppState, event: OutcomeEvent) -> Result<(), StoreError> {
+    if state.events.send(event) { Ok(()) } else { Err(StoreError::Corrupt("the event queue is full".into())) }
+}
+
+/// The outcome event behind a reference: from memory while it waits for its background write, else the store.
+pub async fn stored_event(state: &AppState, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
+    match state.events.pending(reference) {
+        Some(event) => Ok(Some(event)),
+        None => state.store.reference(reference).await,
+    }
 }
 
 /// Adds what only this deployment knows to a failure's hint: the exact redirect URI it sends.
@@ -668,4 +884,16 @@ fn missing_scopes(required: &[String], granted: Option<&str>, parsed: &[String])
 /// Raw provider values are stored for diagnosis, but never unbounded.
 fn bounded(value: &str) -> String {
     exchange::excerpt(value, 2048)
+}
+
+/// What is kept of text sent by a request that matched no flow: its first `max` characters and, when it was
+/// longer, its size and the start of its SHA-256, enough to match it with the log line written at the time.
+fn digest(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
+        Some((cut, _)) => {
+            let hash = crypto::hash_hex(value);
+            format!("{}… [{} bytes, sha256 {}]", &value[..cut], value.len(), &hash[..16])
+        }
+        None => value.to_owned(),
+    }
 }

@@ -31,13 +31,17 @@ pub struct EventWriter {
 pub struct EventSink {
     receiver: mpsc::Receiver<OutcomeEvent>,
     pending: Arc<Mutex<HashMap<String, OutcomeEvent>>>,
+    /// Events of requests that matched no flow and no account kept in the store, at most.
+    keep_unauthenticated: u64,
 }
 
-pub fn channel() -> (EventWriter, EventSink) {
+/// The queue of events to write in the background; the store keeps at most `keep_unauthenticated` events of
+/// requests that matched no flow and no account.
+pub fn channel(keep_unauthenticated: u64) -> (EventWriter, EventSink) {
     let (sender, receiver) = mpsc::channel(QUEUE);
     let pending = Arc::new(Mutex::new(HashMap::new()));
     let writer = EventWriter { sender, pending: pending.clone(), dropped: Arc::default() };
-    (writer, EventSink { receiver, pending })
+    (writer, EventSink { receiver, pending, keep_unauthenticated })
 }
 
 impl EventWriter {
@@ -108,7 +112,7 @@ impl EventSink {
     async fn write(&self, store: &Store, batch: Vec<OutcomeEvent>) {
         let count = batch.len();
         let references: Vec<String> = batch.iter().map(|event| event.reference.clone()).collect();
-        if let Err(err) = store.record_outcomes(batch).await {
+        if let Err(err) = store.record_outcomes(batch, self.keep_unauthenticated).await {
             tracing::error!(target: "callback_gate::store", error = %err, events = count, "could not store outcome events");
         }
         if let Ok(mut pending) = self.pending.lock() {

@@ -43,7 +43,7 @@ pub enum StoreError {
 macro_rules! flow_columns {
     () => {
         "id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to, status, \
-         outcome_code, reference, created_at, expires_at"
+         outcome_code, outcome_cause, reference, created_at, expires_at, claimed_at"
     };
 }
 
@@ -52,6 +52,13 @@ macro_rules! account_columns {
     () => {
         "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
          last_error_at"
+    };
+}
+
+/// Columns read for held tokens.
+macro_rules! pending_columns {
+    () => {
+        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
     };
 }
 
@@ -127,6 +134,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_initial.sql")),
         M::up(include_str!("../../migrations/0002_user_verifications.sql")),
+        M::up(include_str!("../../migrations/0003_endings.sql")),
     ])
 }
 
@@ -167,6 +175,8 @@ pub struct LinkRecord {
     pub return_to: Option<String>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// When a flow started from this link connected the account; a consumed link starts no more flows.
+    pub consumed_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +225,9 @@ pub enum Claim {
     OtherBrowser,
     /// The flow is no longer waiting for a callback (the status in the returned record says why).
     NotStarted,
+    /// The flow was still waiting, but another flow started from the same link has connected the account since:
+    /// the link is consumed, and this flow may not connect it again. The flow is untouched.
+    LinkUsed,
 }
 
 #[derive(Debug, Clone)]
@@ -229,9 +242,13 @@ pub struct FlowRecord {
     pub return_to: Option<String>,
     pub status: FlowStatus,
     pub outcome_code: Option<String>,
+    /// For `failed_to_exchange_token`: why the exchange failed.
+    pub outcome_cause: Option<String>,
     pub reference: Option<String>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// When a callback claimed the flow.
+    pub claimed_at: Option<OffsetDateTime>,
 }
 
 /// Tokens to store for an account after a successful exchange.
@@ -261,6 +278,45 @@ pub struct PendingVerification {
     pub expires_at: OffsetDateTime,
 }
 
+/// How a flow's failure is written on the flow: its code, cause and reference.
+#[derive(Debug, Clone)]
+pub struct FlowEnding {
+    pub code: String,
+    pub cause: Option<String>,
+    pub reference: String,
+    pub at: OffsetDateTime,
+}
+
+/// What [`Store::confirm_verification`] found under an `auth_request_id`.
+#[derive(Debug)]
+pub enum Confirmation {
+    /// No held tokens wait for the app's answer under it (unknown, already answered, or swept).
+    Unknown,
+    /// The app named another user, or answered too late: the held tokens were discarded and the flow failed.
+    Refused { pending: PendingVerification, late: bool },
+    /// The app named the right user: the tokens now wait for the browser that consented.
+    Confirmed(PendingVerification),
+}
+
+/// What [`Store::finish_verification`] did when a browser brought an app's confirmation back.
+#[derive(Debug)]
+pub enum Arrival {
+    /// The browser that consented arrived in time: the account holds the tokens now.
+    Connected(PendingVerification),
+    /// Another browser (or one too late) brought the confirmation: the held tokens were discarded and the flow
+    /// failed.
+    Refused { pending: PendingVerification, other_browser: bool },
+}
+
+/// A flow that will never finish by itself, ended by [`Store::end_abandoned_flows`].
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub flow: FlowRecord,
+    /// What it was doing when abandoned: exchanging (its callback stopped mid-way) or verifying (no answer came).
+    pub was: FlowStatus,
+    pub reference: String,
+}
+
 /// What happened behind one reference.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutcomeEvent {
@@ -280,6 +336,10 @@ pub struct OutcomeEvent {
     pub detail: String,
     pub hint: String,
     pub created_at: Millis,
+    /// Caused by a request that matched no flow and no account: anyone can send one, so only a bounded digest is
+    /// stored and only the newest are kept.
+    #[serde(skip)]
+    pub unauthenticated: bool,
 }
 
 /// Time stored as unix milliseconds.
@@ -453,7 +513,8 @@ impl Store {
         let id = id.to_owned();
         self.read(move |db| {
             let mut statement = db.prepare_cached(
-                "SELECT id, connection, identifier, return_to, created_at, expires_at FROM authorization_links WHERE id = ?",
+                "SELECT id, connection, identifier, return_to, created_at, expires_at, consumed_at
+                 FROM authorization_links WHERE id = ?",
             )?;
             let mut rows = statement.query([id])?;
             rows.next()?
@@ -465,6 +526,7 @@ impl Store {
                         return_to: row.get("return_to")?,
                         created_at: from_millis(row.get("created_at")?)?,
                         expires_at: from_millis(row.get("expires_at")?)?,
+                        consumed_at: row.get::<_, Option<i64>>("consumed_at")?.map(from_millis).transpose()?,
                     })
                 })
                 .transpose()
@@ -520,13 +582,15 @@ impl Store {
     }
 
     /// Finds the flow of a callback's state and claims it for that callback when it was started in the same
-    /// browser (`browser_hash`, compared in constant time) and is still waiting. Of any number of concurrent callers
-    /// with one state, exactly one gets [`Claim::Claimed`]. Reading and claiming happen in one operation on the
-    /// writer: a callback makes one trip to the database before its token exchange, not two.
+    /// browser (`browser_hash`, compared in constant time), is still waiting, and its link was not consumed by
+    /// another flow. Of any number of concurrent callers with one state, exactly one gets [`Claim::Claimed`].
+    /// Reading and claiming happen in one operation on the writer: a callback makes one trip to the database
+    /// before its token exchange, not two.
     pub async fn claim_flow(
         &self,
         state_hash: &str,
         browser_hash: Option<String>,
+        now: OffsetDateTime,
     ) -> Result<Option<(FlowRecord, Claim)>, StoreError> {
         let state_hash = state_hash.to_owned();
         self.write(move |db| {
@@ -544,49 +608,43 @@ impl Store {
             if !same_browser {
                 return Ok(Some((flow, Claim::OtherBrowser)));
             }
+            let link_consumed = db
+                .prepare_cached("SELECT consumed_at IS NOT NULL FROM authorization_links WHERE id = ?")?
+                .query_row([&flow.link_id], |row| row.get::<_, bool>(0))
+                .optional()?
+                .unwrap_or(false);
+            if link_consumed && flow.status == FlowStatus::Started {
+                return Ok(Some((flow, Claim::LinkUsed)));
+            }
             let changed = db
-                .prepare_cached("UPDATE flows SET status = 'exchanging' WHERE id = ? AND status = 'started'")?
-                .execute([&flow.id])?;
+                .prepare_cached(
+                    "UPDATE flows SET status = 'exchanging', claimed_at = ? WHERE id = ? AND status = 'started'",
+                )?
+                .execute(params![millis(now), flow.id])?;
             let claim = if changed == 1 { Claim::Claimed } else { Claim::NotStarted };
             Ok(Some((flow, claim)))
         })
         .await
     }
 
-    /// Ends a flow that succeeded, storing the account's tokens in the same transaction.
+    /// Ends a flow that succeeded, storing the account's tokens and consuming its link in the same transaction.
+    /// Returns false, and changes nothing, when the flow was no longer exchanging or verifying (it was ended
+    /// meanwhile).
     pub async fn complete_flow(
         &self,
         flow_id: &str,
         tokens: &TokenWrite,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let scopes = tokens.scopes_json()?;
         let (flow_id, tokens) = (flow_id.to_owned(), tokens.clone());
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
-                                                 token_expires_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
-                 ON CONFLICT (connection, identifier) DO UPDATE SET
-                    status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
-                    key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
-                    updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                tokens.connection,
-                tokens.identifier,
-                tokens.status.as_str(),
-                scopes,
-                tokens.sealed_tokens,
-                tokens.key_id,
-                tokens.token_expires_at,
-                millis(now)
-            ])?;
-            tx.prepare_cached("UPDATE flows SET status = 'succeeded', finished_at = ? WHERE id = ?")?
-                .execute(params![millis(now), flow_id])?;
-            tx.commit()?;
-            Ok(())
+            let completed = complete_in(&tx, &flow_id, &tokens, &scopes, now)?;
+            if completed {
+                tx.commit()?;
+            }
+            Ok(completed)
         })
         .await
     }
@@ -642,51 +700,93 @@ impl Store {
         .await
     }
 
-    /// Takes (and so consumes) held tokens; of concurrent callers with one request, exactly one gets them.
-    pub async fn take_verification(&self, request_hash: &str) -> Result<Option<PendingVerification>, StoreError> {
-        let request_hash = request_hash.to_owned();
+    /// The app's answer to a user verification. When `identifier` (compared in constant time) is the one the link
+    /// was minted for and the held tokens have not expired, they are marked confirmed under `confirmation_hash`
+    /// and wait for the browser that consented ([`Store::finish_verification`]). Otherwise they are discarded and
+    /// the flow fails under `ending` at once. Each `auth_request_id` is answered once: of concurrent callers,
+    /// exactly one finds it.
+    pub async fn confirm_verification(
+        &self,
+        request_hash: &str,
+        identifier: &str,
+        confirmation_hash: &str,
+        ending: FlowEnding,
+    ) -> Result<Confirmation, StoreError> {
+        let (request_hash, identifier, confirmation_hash) =
+            (request_hash.to_owned(), identifier.to_owned(), confirmation_hash.to_owned());
         self.write(move |db| {
-            let mut statement = db.prepare_cached(
-                "DELETE FROM pending_verifications WHERE request_hash = ?
-                 RETURNING flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at",
-            )?;
-            let mut rows = statement.query([request_hash])?;
-            rows.next()?
-                .map(|row| {
-                    let scopes: String = row.get("scopes")?;
-                    Ok(PendingVerification {
-                        flow_id: row.get("flow_id")?,
-                        tokens: TokenWrite {
-                            connection: row.get("connection")?,
-                            identifier: row.get("identifier")?,
-                            status: AccountStatus::Active,
-                            scopes: serde_json::from_str(&scopes)
-                                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
-                            sealed_tokens: row.get("sealed_tokens")?,
-                            key_id: row.get("key_id")?,
-                            token_expires_at: row.get("token_expires_at")?,
-                        },
-                        expires_at: from_millis(row.get("expires_at")?)?,
-                    })
-                })
-                .transpose()
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = concat!(
+                "SELECT ",
+                pending_columns!(),
+                " FROM pending_verifications WHERE request_hash = ? AND confirmation_hash IS NULL"
+            );
+            let Some(pending) = tx.prepare_cached(sql)?.query_row([&request_hash], pending_from_row).optional()? else {
+                return Ok(Confirmation::Unknown);
+            };
+            let pending = pending?;
+            let late = ending.at >= pending.expires_at;
+            let matches = crate::crypto::constant_time_eq(pending.tokens.identifier.as_bytes(), identifier.as_bytes());
+            if late || !matches {
+                discard_held(&tx, &pending, &ending)?;
+                tx.commit()?;
+                return Ok(Confirmation::Refused { pending, late });
+            }
+            tx.prepare_cached("UPDATE pending_verifications SET confirmation_hash = ? WHERE request_hash = ?")?
+                .execute([&confirmation_hash, &request_hash])?;
+            tx.commit()?;
+            Ok(Confirmation::Confirmed(pending))
         })
         .await
     }
 
-    /// After held tokens were discarded: an account that was waiting for verification waits for a flow again.
-    pub async fn release_pending_account(&self, connection: &str, identifier: &str) -> Result<(), StoreError> {
-        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+    /// A browser brings an app's confirmation back. The held tokens are taken (each confirmation is used once);
+    /// when the browser is the one that started and consented in the flow (`browser_hash`, compared in constant
+    /// time) and the tokens have not expired, the account receives them in the same transaction. Otherwise they
+    /// are discarded and the flow fails under `ending`.
+    pub async fn finish_verification(
+        &self,
+        confirmation_hash: &str,
+        browser_hash: Option<String>,
+        ending: FlowEnding,
+    ) -> Result<Option<Arrival>, StoreError> {
+        let confirmation_hash = confirmation_hash.to_owned();
         self.write(move |db| {
-            db.prepare_cached(
-                "UPDATE connected_accounts SET status = 'PENDING_AUTH'
-                 WHERE connection = ? AND identifier = ? AND status = 'PENDING_VERIFICATION'
-                   AND NOT EXISTS (SELECT 1 FROM pending_verifications p
-                                   WHERE p.connection = connected_accounts.connection
-                                     AND p.identifier = connected_accounts.identifier)",
-            )?
-            .execute([connection, identifier])?;
-            Ok(())
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = concat!(
+                "SELECT ",
+                pending_columns!(),
+                ", (SELECT browser_hash FROM flows f WHERE f.id = p.flow_id) AS browser_hash
+                 FROM pending_verifications p WHERE confirmation_hash = ?"
+            );
+            let found = tx
+                .prepare_cached(sql)?
+                .query_row([&confirmation_hash], |row| {
+                    Ok((pending_from_row(row)?, row.get::<_, Option<String>>("browser_hash")?))
+                })
+                .optional()?;
+            let Some((pending, flow_browser)) = found else {
+                return Ok(None);
+            };
+            let pending = pending?;
+            tx.prepare_cached("DELETE FROM pending_verifications WHERE confirmation_hash = ?")?
+                .execute([&confirmation_hash])?;
+            let same_browser = match (&browser_hash, &flow_browser) {
+                (Some(presented), Some(expected)) => {
+                    crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes())
+                }
+                _ => false,
+            };
+            if same_browser && ending.at < pending.expires_at {
+                let scopes = pending.tokens.scopes_json()?;
+                if complete_in(&tx, &pending.flow_id, &pending.tokens, &scopes, ending.at)? {
+                    tx.commit()?;
+                    return Ok(Some(Arrival::Connected(pending)));
+                }
+            }
+            discard_held(&tx, &pending, &ending)?;
+            tx.commit()?;
+            Ok(Some(Arrival::Refused { pending, other_browser: !same_browser }))
         })
         .await
     }
@@ -738,21 +838,58 @@ impl Store {
         .await
     }
 
-    /// Ends a flow that failed. The account keeps whatever tokens and status it had.
-    pub async fn fail_flow(
+    /// Ends a flow that failed, unless it has ended already (a late writer never overwrites an ending). The
+    /// account keeps whatever tokens and status it had. Returns whether this call ended the flow.
+    pub async fn fail_flow(&self, flow_id: &str, ending: FlowEnding) -> Result<bool, StoreError> {
+        let flow_id = flow_id.to_owned();
+        self.write(move |db| Ok(fail_in(db, &flow_id, &ending)?)).await
+    }
+
+    /// Ends flows that will never finish by themselves, each under a fresh reference from `new_reference`: flows
+    /// whose callback claimed them before `claimed_before` and never finished (the process stopped mid-exchange),
+    /// and flows whose held tokens are gone or expired without an answer. With `only`, just that flow is looked
+    /// at. Runs on the writer, so of several instances sweeping at once each flow is ended by exactly one.
+    pub async fn end_abandoned_flows(
         &self,
-        flow_id: &str,
-        code: &str,
-        reference: &str,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let (flow_id, code, reference) = (flow_id.to_owned(), code.to_owned(), reference.to_owned());
+        claimed_before: OffsetDateTime,
+        only: Option<String>,
+        new_reference: fn() -> String,
+    ) -> Result<Vec<Abandoned>, StoreError> {
         self.write(move |db| {
-            db.prepare_cached(
-                "UPDATE flows SET status = 'failed', outcome_code = ?, reference = ?, finished_at = ? WHERE id = ?",
-            )?
-            .execute(params![code, reference, millis(now), flow_id])?;
-            Ok(())
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = concat!(
+                "SELECT ",
+                flow_columns!(),
+                " FROM flows f
+                 WHERE (?3 IS NULL OR id = ?3)
+                   AND ((status = 'exchanging' AND claimed_at < ?1)
+                     OR (status = 'verifying' AND NOT EXISTS (
+                            SELECT 1 FROM pending_verifications p WHERE p.flow_id = f.id AND p.expires_at > ?2)))
+                 LIMIT 500"
+            );
+            let flows: Vec<FlowRecord> = {
+                let mut statement = tx.prepare_cached(sql)?;
+                let mut rows = statement.query(params![millis(claimed_before), millis(now), only])?;
+                let mut flows = Vec::new();
+                while let Some(row) = rows.next()? {
+                    flows.push(flow_from_row(row)?);
+                }
+                flows
+            };
+            let mut ended = Vec::with_capacity(flows.len());
+            for flow in flows {
+                let was = flow.status;
+                let code = if was == FlowStatus::Verifying { "user_verification_failed" } else { "internal_error" };
+                let ending = FlowEnding { code: code.into(), cause: None, reference: new_reference(), at: now };
+                tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = ?")?.execute([&flow.id])?;
+                release_account(&tx, &flow.connection, &flow.identifier)?;
+                if fail_in(&tx, &flow.id, &ending)? {
+                    ended.push(Abandoned { flow, was, reference: ending.reference });
+                }
+            }
+            tx.commit()?;
+            Ok(ended)
         })
         .await
     }
@@ -783,12 +920,32 @@ impl Store {
         .await
     }
 
-    /// Records events that concern no account, many in one transaction.
-    pub async fn record_outcomes(&self, events: Vec<OutcomeEvent>) -> Result<(), StoreError> {
+    /// Records events that concern no account, many in one transaction. Of the events caused by requests that
+    /// matched no flow and no account, only the newest `keep_unauthenticated` are kept: whoever sends such
+    /// requests, what they leave in the store is bounded.
+    pub async fn record_outcomes(
+        &self,
+        events: Vec<OutcomeEvent>,
+        keep_unauthenticated: u64,
+    ) -> Result<(), StoreError> {
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for event in &events {
                 insert_event(&tx, event)?;
+            }
+            if events.iter().any(|event| event.unauthenticated) {
+                let kept: i64 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM outcome_events WHERE unauthenticated = 1")?
+                    .query_row([], |row| row.get(0))?;
+                let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
+                if kept > keep {
+                    tx.prepare_cached(
+                        "DELETE FROM outcome_events WHERE reference IN (
+                            SELECT reference FROM outcome_events WHERE unauthenticated = 1
+                            ORDER BY created_at, reference LIMIT ?)",
+                    )?
+                    .execute([kept - keep])?;
+                }
             }
             tx.commit()?;
             Ok(())
@@ -910,8 +1067,9 @@ impl Store {
 fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
     db.prepare_cached(
         "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
-            error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
+            error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at,
+            unauthenticated)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
     )?
     .execute(params![
         event.reference,
@@ -929,9 +1087,115 @@ fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), S
         event.provider_body,
         event.detail,
         event.hint,
-        millis(event.created_at.0)
+        millis(event.created_at.0),
+        event.unauthenticated
     ])?;
     Ok(())
+}
+
+/// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
+/// the flow was no longer exchanging or verifying. The caller commits.
+fn complete_in(
+    tx: &rusqlite::Transaction<'_>,
+    flow_id: &str,
+    tokens: &TokenWrite,
+    scopes: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE flows SET status = 'succeeded', finished_at = ? WHERE id = ? AND status IN ('exchanging', 'verifying')",
+        )?
+        .execute(params![millis(now), flow_id])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
+                                         token_expires_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (connection, identifier) DO UPDATE SET
+            status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
+            key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        tokens.connection,
+        tokens.identifier,
+        tokens.status.as_str(),
+        scopes,
+        tokens.sealed_tokens,
+        tokens.key_id,
+        tokens.token_expires_at,
+        millis(now)
+    ])?;
+    // The link did its job: forwarded or reopened, it starts no further flow for this account.
+    tx.prepare_cached(
+        "UPDATE authorization_links SET consumed_at = ?1
+         WHERE id = (SELECT link_id FROM flows WHERE id = ?2) AND consumed_at IS NULL",
+    )?
+    .execute(params![millis(now), flow_id])?;
+    Ok(true)
+}
+
+/// Fails a flow that has not ended yet; returns whether it did.
+fn fail_in(db: &rusqlite::Connection, flow_id: &str, ending: &FlowEnding) -> Result<bool, rusqlite::Error> {
+    let changed = db
+        .prepare_cached(
+            "UPDATE flows SET status = 'failed', outcome_code = ?, outcome_cause = ?, reference = ?, finished_at = ?
+             WHERE id = ? AND status NOT IN ('succeeded', 'failed')",
+        )?
+        .execute(params![ending.code, ending.cause, ending.reference, millis(ending.at), flow_id])?;
+    Ok(changed == 1)
+}
+
+/// Discards held tokens and fails their flow.
+fn discard_held(
+    tx: &rusqlite::Transaction<'_>,
+    pending: &PendingVerification,
+    ending: &FlowEnding,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = ?")?.execute([&pending.flow_id])?;
+    fail_in(tx, &pending.flow_id, ending)?;
+    release_account(tx, &pending.tokens.connection, &pending.tokens.identifier)?;
+    Ok(())
+}
+
+/// An account that was waiting for verification, and has no held tokens left, waits for a flow again.
+fn release_account(db: &rusqlite::Connection, connection: &str, identifier: &str) -> Result<(), rusqlite::Error> {
+    db.prepare_cached(
+        "UPDATE connected_accounts SET status = 'PENDING_AUTH'
+         WHERE connection = ? AND identifier = ? AND status = 'PENDING_VERIFICATION'
+           AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                           WHERE p.connection = connected_accounts.connection
+                             AND p.identifier = connected_accounts.identifier)",
+    )?
+    .execute([connection, identifier])?;
+    Ok(())
+}
+
+/// Reads held tokens selected with [`pending_columns`]; the inner result carries what does not parse.
+fn pending_from_row(row: &Row<'_>) -> Result<Result<PendingVerification, StoreError>, rusqlite::Error> {
+    let scopes: String = row.get("scopes")?;
+    let expires_at: i64 = row.get("expires_at")?;
+    let tokens = |scopes: Vec<String>| -> Result<TokenWrite, rusqlite::Error> {
+        Ok(TokenWrite {
+            connection: row.get("connection")?,
+            identifier: row.get("identifier")?,
+            status: AccountStatus::Active,
+            scopes,
+            sealed_tokens: row.get("sealed_tokens")?,
+            key_id: row.get("key_id")?,
+            token_expires_at: row.get("token_expires_at")?,
+        })
+    };
+    let scopes = match serde_json::from_str(&scopes) {
+        Ok(scopes) => scopes,
+        Err(err) => return Ok(Err(StoreError::Corrupt(err.to_string()))),
+    };
+    let tokens = tokens(scopes)?;
+    let flow_id: String = row.get("flow_id")?;
+    Ok(from_millis(expires_at).map(|expires_at| PendingVerification { flow_id, tokens, expires_at }))
 }
 
 /// The store's tables, named for counting.
@@ -978,9 +1242,11 @@ fn flow_from_row(row: &Row<'_>) -> Result<FlowRecord, StoreError> {
         return_to: row.get("return_to")?,
         status: FlowStatus::parse(&row.get::<_, String>("status")?)?,
         outcome_code: row.get("outcome_code")?,
+        outcome_cause: row.get("outcome_cause")?,
         reference: row.get("reference")?,
         created_at: from_millis(row.get("created_at")?)?,
         expires_at: from_millis(row.get("expires_at")?)?,
+        claimed_at: row.get::<_, Option<i64>>("claimed_at")?.map(from_millis).transpose()?,
     })
 }
 
@@ -1002,6 +1268,7 @@ fn event_from_row(row: &Row<'_>) -> Result<OutcomeEvent, StoreError> {
         detail: row.get("detail")?,
         hint: row.get("hint")?,
         created_at: Millis(from_millis(row.get("created_at")?)?),
+        unauthenticated: row.get("unauthenticated")?,
     })
 }
 
@@ -1038,6 +1305,7 @@ mod tests {
             return_to: None,
             created_at: now,
             expires_at: now + Duration::from_secs(60),
+            consumed_at: None,
         };
         store.create_link(&link, 5).await.unwrap();
         store.close().await;
@@ -1047,7 +1315,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         store.close().await;
     }
 
@@ -1065,6 +1333,7 @@ mod tests {
                 return_to: None,
                 created_at: now,
                 expires_at: now + Duration::from_secs(60),
+                consumed_at: None,
             };
             store.create_link(&link, 5).await.unwrap();
         }

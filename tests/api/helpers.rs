@@ -47,6 +47,8 @@ pub struct Options {
     pub secret_key: Option<String>,
     /// `CALLBACK_GATE_SECRET_KEY_PREVIOUS`.
     pub previous_keys: Option<String>,
+    /// A shorter upper bound of every request than the service's own.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             database: None,
             secret_key: None,
             previous_keys: None,
+            request_timeout: None,
         }
     }
 }
@@ -222,8 +225,11 @@ user_verification = false
         secrets.insert("CALLBACK_GATE_SECRET_KEY_PREVIOUS", previous.clone());
     }
     let lookup = move |name: &str| secrets.get(name).cloned();
-    let settings =
+    let mut settings =
         config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
+    if let Some(timeout) = options.request_timeout {
+        settings.request_timeout = timeout;
+    }
     let app = Application::build(settings, listener, axum::Router::new()).await.expect("app builds");
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
@@ -255,17 +261,30 @@ fn rand_bytes() -> [u8; 32] {
 /// A browser: its own cookie jar, redirects left to the test.
 pub struct Browser {
     pub client: reqwest::Client,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 impl Browser {
     pub fn new() -> Self {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Self {
             client: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar.clone())
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
+            jar,
         }
+    }
+
+    /// The same browser (its cookies), giving up on any request after `timeout`.
+    pub fn impatient(&self, timeout: std::time::Duration) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_provider(self.jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .build()
+            .expect("client")
     }
 
     pub async fn get(&self, url: &str) -> reqwest::Response {

@@ -37,8 +37,19 @@ async fn verify(app: &TestApp, auth_request_id: &str, identifier: &str) -> (Stat
     (status, response.json().await.unwrap())
 }
 
+/// The app confirms `identifier` and the browser follows `redirect_to`, as the app's verify page would send it.
+async fn confirm(app: &TestApp, auth_request_id: &str, identifier: &str) -> String {
+    let (status, body) = verify(app, auth_request_id, identifier).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "confirmed");
+    let redirect_to = body["redirect_to"].as_str().unwrap().to_owned();
+    assert!(redirect_to.starts_with(&app.url("/connect/verified/")), "{redirect_to}");
+    crate::helpers::record_secret(redirect_to.rsplit('/').next().unwrap());
+    redirect_to
+}
+
 #[tokio::test]
-async fn a_verified_user_gets_an_active_account() {
+async fn a_verified_user_gets_an_active_account_in_the_browser_that_consented() {
     let app = spawn_with(verifying()).await;
     app.mock_token_success(1).await;
     let (browser, location) = exchange(&app, "user_1").await;
@@ -50,24 +61,126 @@ async fn a_verified_user_gets_an_active_account() {
     assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
     assert_eq!(app.count(Table::PendingVerifications).await, 1);
 
-    let (status, body) = verify(&app, &auth_request_id, "user_1").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "ACTIVE");
-    let redirect_to = body["redirect_to"].as_str().unwrap();
-    assert!(redirect_to.starts_with(&app.url("/connect/result/")), "{redirect_to}");
+    // The app's confirmation alone connects nothing: the browser must bring it back.
+    let redirect_to = confirm(&app, &auth_request_id, "user_1").await;
+    assert_eq!(app.account("user_1").await["status"], "PENDING_VERIFICATION");
+    assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
+
+    let arrival = browser.get(&redirect_to).await;
+    assert_eq!(arrival.status(), StatusCode::SEE_OTHER);
+    let result = arrival.headers()["location"].to_str().unwrap().to_owned();
+    assert!(result.starts_with("/connect/result/"), "{result}");
     assert_eq!(app.account("user_1").await["status"], "ACTIVE");
     let tokens = app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.expect("tokens stored");
     assert_eq!(tokens["access_token"], "at-secret-value-0001");
     assert_eq!(app.count(Table::PendingVerifications).await, 0);
 
-    let page = browser.get(redirect_to).await;
+    let page = browser.get(&app.url(&result)).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("data-outcome=\"connected\""));
 
-    // Single use.
+    // Single use, both the app's answer and the browser's confirmation.
     let (status, body) = verify(&app, &auth_request_id, "user_1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "auth_request_unknown");
+    let again = browser.get(&redirect_to).await;
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code_on(&again.text().await.unwrap()), "user_verification_failed");
+    assert_eq!(app.account("user_1").await["status"], "ACTIVE", "a replayed confirmation changes nothing");
+}
+
+/// The attack: someone holding the victim's authorization link consents with their own provider account, stops
+/// at the app's verify URL and sends it to the logged-in victim. The app rightly confirms the victim, but the
+/// victim's browser is not the one that consented, so nothing is connected.
+#[tokio::test]
+async fn a_verify_url_forwarded_to_another_browser_connects_nothing() {
+    let app = spawn_with(verifying()).await;
+    app.mock_token_success(1).await;
+    let (attacker, location) = exchange(&app, "victim").await;
+    let auth_request_id = query_param(&location, "auth_request_id");
+
+    // The victim's browser has a browser binding of its own, from an earlier flow.
+    let (victim, _) = app.begin("victim_elsewhere").await;
+    let redirect_to = confirm(&app, &auth_request_id, "victim").await;
+    let page = victim.get(&redirect_to).await;
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    let page = page.text().await.unwrap();
+    assert_eq!(code_on(&page), "user_verification_failed");
+    let reference = reference_on(&page);
+    assert!(!page.contains("at-secret-value-0001"));
+
+    let account = app.account("victim").await;
+    assert_eq!(account["status"], "PENDING_AUTH");
+    assert_eq!(account["last_error"]["code"], "user_verification_failed");
+    assert_eq!(account["last_error"]["reference"], reference.as_str());
+    assert!(app.open_tokens(CONNECTION, "victim", CONNECTION, "victim").await.is_none());
+    assert_eq!(app.count(Table::PendingVerifications).await, 0, "the held tokens were discarded");
+    let event = app.reference(&reference).await;
+    assert!(event["detail"].as_str().unwrap().contains("another browser"), "{event}");
+
+    // The consenting browser cannot pick the confirmation up afterwards either.
+    let late = attacker.get(&redirect_to).await;
+    assert_eq!(late.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.account("victim").await["status"], "PENDING_AUTH");
+    assert!(app.open_tokens(CONNECTION, "victim", CONNECTION, "victim").await.is_none());
+}
+
+#[tokio::test]
+async fn a_confirmation_without_any_browser_binding_connects_nothing() {
+    let app = spawn_with(verifying()).await;
+    app.mock_token_success(1).await;
+    let (_, location) = exchange(&app, "user_1").await;
+    let redirect_to = confirm(&app, &query_param(&location, "auth_request_id"), "user_1").await;
+    let page = Browser::new().get(&redirect_to).await;
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code_on(&page.text().await.unwrap()), "user_verification_failed");
+    assert_eq!(app.account("user_1").await["status"], "PENDING_AUTH");
+    assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
+}
+
+#[tokio::test]
+async fn a_browser_that_comes_back_after_the_tokens_expired_connects_nothing() {
+    let app = spawn_with(Options { flow_ttl_seconds: 1, ..verifying() }).await;
+    app.mock_token_success(1).await;
+    let (browser, location) = exchange(&app, "user_1").await;
+    let redirect_to = confirm(&app, &query_param(&location, "auth_request_id"), "user_1").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let page = browser.get(&redirect_to).await;
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    let reference = reference_on(&page.text().await.unwrap());
+    assert!(app.reference(&reference).await["detail"].as_str().unwrap().contains("expired"));
+    assert_eq!(app.account("user_1").await["status"], "PENDING_AUTH");
+    assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
+}
+
+/// Nobody answers: the result page does not say "waiting" forever once the held tokens are gone.
+#[tokio::test]
+async fn an_unanswered_verification_ends_instead_of_waiting_forever() {
+    let app = spawn_with(Options { flow_ttl_seconds: 1, ..verifying() }).await;
+    app.mock_token_success(1).await;
+    let (browser, _) = exchange(&app, "user_1").await;
+    let flow_id: String = rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .query_row("SELECT id FROM flows", [], |row| row.get(0))
+        .unwrap();
+    let waiting = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
+    assert_eq!(waiting.status(), StatusCode::OK);
+    assert!(waiting.text().await.unwrap().contains("Waiting for confirmation"));
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let page = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    let page = page.text().await.unwrap();
+    assert_eq!(code_on(&page), "user_verification_failed");
+    let reference = reference_on(&page);
+    assert!(app.reference(&reference).await["detail"].as_str().unwrap().contains("before the held tokens expired"));
+    let account = app.account("user_1").await;
+    assert_eq!(account["status"], "PENDING_AUTH");
+    assert_eq!(account["last_error"]["reference"], reference.as_str());
+    assert_eq!(app.count(Table::PendingVerifications).await, 0);
+    // Refreshing shows the same ending.
+    let again = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await.text().await.unwrap();
+    assert_eq!(reference_on(&again), reference);
 }
 
 #[tokio::test]
@@ -119,11 +232,12 @@ async fn a_late_verification_fails_and_discards_the_tokens() {
 async fn a_failed_verification_of_an_active_account_keeps_its_tokens() {
     let app = spawn_with(verifying()).await;
     app.mock_token_success(2).await;
-    let (_, location) = exchange(&app, "user_1").await;
-    let (status, _) = verify(&app, &query_param(&location, "auth_request_id"), "user_1").await;
-    assert_eq!(status, StatusCode::OK);
+    let (browser, location) = exchange(&app, "user_1").await;
+    let redirect_to = confirm(&app, &query_param(&location, "auth_request_id"), "user_1").await;
+    assert_eq!(browser.get(&redirect_to).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.account("user_1").await["status"], "ACTIVE");
 
-    // A second connection attempt for the same identifier, finished by someone else.
+    // A second connection attempt for the same identifier, from a new link, finished by someone else.
     let (_, location) = exchange(&app, "user_1").await;
     assert_eq!(app.account("user_1").await["status"], "ACTIVE", "held tokens do not replace active ones");
     let (status, _) = verify(&app, &query_param(&location, "auth_request_id"), "someone_else").await;

@@ -1,7 +1,8 @@
-//! OpenID Connect ID token validation: signature through the issuer's JWKS, `iss`, `aud`, `exp` and `nonce`.
+//! OpenID Connect ID token validation: signature through the issuer's JWKS, `iss`, `aud`, `azp`, `exp` and `nonce`.
 
 use std::time::{Duration, Instant};
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
@@ -44,6 +45,12 @@ pub enum IdTokenError {
     UnknownKey,
     #[error("the ID token is invalid: {0}")]
     Invalid(String),
+    #[error("the ID token's audience (aud) does not include this client")]
+    Audience,
+    #[error("the ID token has several audiences but no authorized party (azp) naming this client")]
+    AzpMissing,
+    #[error("the ID token's authorized party (azp) is another client, not this one")]
+    AzpMismatch,
     #[error("the ID token's nonce does not match the flow's")]
     NonceMismatch,
 }
@@ -52,6 +59,9 @@ pub enum IdTokenError {
 pub struct IdTokenClaims {
     pub sub: String,
     pub iss: String,
+    aud: Audience,
+    #[serde(default)]
+    azp: Option<String>,
     #[serde(default)]
     pub nonce: Option<String>,
     #[serde(default)]
@@ -78,12 +88,17 @@ impl Jwks {
         let key = self.key_for(http, header.kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[issuer]);
+        // OpenID Connect Core 3.1.3.7 item 3: a single `aud` equal to the client id, or an array that contains it.
         validation.set_audience(&[client_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 60;
         let claims = decode::<IdTokenClaims>(token, &key, &validation)
-            .map_err(|err| IdTokenError::Invalid(err.to_string()))?
+            .map_err(|err| match err.kind() {
+                ErrorKind::InvalidAudience => IdTokenError::Audience,
+                _ => IdTokenError::Invalid(err.to_string()),
+            })?
             .claims;
+        check_authorized_party(&claims, client_id)?;
         match &claims.nonce {
             Some(found) if constant_time_eq(found.as_bytes(), nonce.as_bytes()) => Ok(claims),
             _ => Err(IdTokenError::NonceMismatch),
@@ -134,4 +149,33 @@ fn find_key(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<Result<De
         return Some(Err(IdTokenError::Invalid("the key's declared algorithm differs from the token's".into())));
     }
     Some(DecodingKey::from_jwk(jwk).map_err(|err| IdTokenError::Invalid(err.to_string())))
+}
+
+/// `aud` is one string or an array of them (RFC 7519 section 4.1.3).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl Audience {
+    /// Whether the token is meant for anyone besides `client_id`.
+    fn names_another_than(&self, client_id: &str) -> bool {
+        match self {
+            Self::One(aud) => aud != client_id,
+            Self::Several(auds) => auds.iter().any(|aud| aud != client_id),
+        }
+    }
+}
+
+/// OpenID Connect Core 3.1.3.7, items 3 to 5: `aud` includes this client (jsonwebtoken has checked that), a token
+/// with other audiences names this client as `azp`, and an `azp` present is this client whatever the audiences.
+fn check_authorized_party(claims: &IdTokenClaims, client_id: &str) -> Result<(), IdTokenError> {
+    match claims.azp.as_deref() {
+        Some(azp) if azp != client_id => Err(IdTokenError::AzpMismatch),
+        Some(_) => Ok(()),
+        None if claims.aud.names_another_than(client_id) => Err(IdTokenError::AzpMissing),
+        None => Ok(()),
+    }
 }

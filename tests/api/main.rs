@@ -8,6 +8,7 @@ mod callback;
 mod exchange;
 mod flow;
 mod hostile;
+mod id_token;
 mod links;
 mod outcomes;
 mod pages;

@@ -1,5 +1,8 @@
-//! OpenID ID tokens over HTTP: the audience rules of OpenID Connect Core 3.1.3.7. The provider is wiremock, signing
-//! its ID tokens with a P-256 key made for these tests only (`tests/fixtures/id-token-signing-key.pem`).
+//! OpenID ID tokens over HTTP: the audience rules of OpenID Connect Core 3.1.3.7, and fetching the issuer's key set
+//! without making callbacks wait for one another. The provider is wiremock, signing its ID tokens with a P-256 key
+//! made for these tests only (`tests/fixtures/id-token-signing-key.pem`).
+
+use std::time::{Duration, Instant};
 
 use callback_gate::outcome;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -105,8 +108,13 @@ fn claims(idp: &MockServer, flow: &Flow, aud: Value, azp: Option<&str>) -> Value
 
 /// Makes `idp`'s token endpoint answer `flow`'s code with an access token and an ID token carrying `claims`.
 async fn answer_with(idp: &MockServer, flow: &Flow, claims: &Value) {
+    answer_signed_as(idp, flow, KEY_ID, claims).await;
+}
+
+/// Like `answer_with`, with the ID token's header naming key `kid`.
+async fn answer_signed_as(idp: &MockServer, flow: &Flow, kid: &str, claims: &Value) {
     let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(KEY_ID.into());
+    header.kid = Some(kid.into());
     let id_token = jsonwebtoken::encode(&header, claims, &signing_key()).expect("signed ID token");
     record_secret(&id_token);
     Mock::given(method("POST"))
@@ -165,6 +173,10 @@ async fn assert_connected(app: &TestApp, flow: &Flow, response: reqwest::Respons
     assert!(app.store.sealed_tokens(CONNECTION, &flow.identifier).await.expect("store").is_some());
 }
 
+fn key_set_requests(requests: &[wiremock::Request]) -> usize {
+    requests.iter().filter(|request| request.url.path() == "/jwks").count()
+}
+
 #[tokio::test]
 async fn an_id_token_for_several_audiences_without_azp_is_id_token_invalid() {
     let idp = openid_provider(ResponseTemplate::new(200).set_body_json(key_set())).await;
@@ -220,4 +232,89 @@ async fn an_id_token_for_this_client_alone_with_another_azp_is_id_token_invalid(
         let response = call_back(&app, &flow).await;
         assert_connected(&app, &flow, response).await;
     }
+}
+
+#[tokio::test]
+async fn callbacks_waiting_on_a_hanging_key_set_each_end_within_the_token_timeout() {
+    const FLOWS: usize = 5;
+    let timeout = Duration::from_secs(2);
+    let idp =
+        openid_provider(ResponseTemplate::new(200).set_body_json(key_set()).set_delay(Duration::from_secs(10))).await;
+    let app = sso_app(&idp, timeout.as_secs()).await;
+    let mut flows = Vec::new();
+    for n in 0..FLOWS {
+        let flow = begin(&app, &format!("user_{n}")).await;
+        answer_with(&idp, &flow, &claims(&idp, &flow, json!(CLIENT_ID), None)).await;
+        flows.push(flow);
+    }
+
+    let timed = flows.iter().map(|flow| async {
+        let sent = Instant::now();
+        let response = call_back(&app, flow).await;
+        (response, sent.elapsed())
+    });
+    let answers = futures::future::join_all(timed).await;
+
+    let all: Vec<Duration> = answers.iter().map(|(_, took)| *took).collect();
+    println!("callback durations with a hanging key set (token timeout {timeout:?}): {all:?}");
+    for (flow, (response, took)) in flows.iter().zip(answers) {
+        // Each callback waits for at most one key set fetch, never for the others' in turn.
+        assert!(took < 2 * timeout, "{}: the callback took {took:?} (all: {all:?})", flow.identifier);
+        assert_id_token_invalid(&app, flow, response, "key set could not be fetched").await;
+    }
+    // They shared one fetch rather than each asking the hanging issuer.
+    assert_eq!(key_set_requests(&idp.received_requests().await.expect("recorded")), 1);
+}
+
+#[tokio::test]
+async fn a_key_set_that_failed_to_fetch_is_not_fetched_for_every_callback_and_is_retried_later() {
+    let idp = openid_provider(ResponseTemplate::new(200).set_body_json(key_set())).await;
+    // The issuer's key set is briefly unavailable: this answer comes first, once.
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&idp)
+        .await;
+    let app = sso_app(&idp, 2).await;
+
+    let first = begin(&app, "user_1").await;
+    answer_with(&idp, &first, &claims(&idp, &first, json!(CLIENT_ID), None)).await;
+    let response = call_back(&app, &first).await;
+    assert_id_token_invalid(&app, &first, response, "HTTP 503").await;
+
+    // Callbacks right after a failure are answered from it, without asking the issuer again.
+    let second = begin(&app, "user_2").await;
+    answer_with(&idp, &second, &claims(&idp, &second, json!(CLIENT_ID), None)).await;
+    let response = call_back(&app, &second).await;
+    assert_id_token_invalid(&app, &second, response, "HTTP 503").await;
+    assert_eq!(key_set_requests(&idp.received_requests().await.expect("recorded")), 1);
+
+    // The failure is not kept for good: once the 5 s retry interval has passed, the key set is fetched again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let third = begin(&app, "user_3").await;
+    answer_with(&idp, &third, &claims(&idp, &third, json!(CLIENT_ID), None)).await;
+    let response = call_back(&app, &third).await;
+    assert_connected(&app, &third, response).await;
+    assert_eq!(key_set_requests(&idp.received_requests().await.expect("recorded")), 2);
+}
+
+#[tokio::test]
+async fn a_token_signed_with_an_unknown_key_does_not_refetch_the_key_set_within_a_minute() {
+    let idp = openid_provider(ResponseTemplate::new(200).set_body_json(key_set())).await;
+    let app = sso_app(&idp, 2).await;
+    let known = begin(&app, "user_1").await;
+    answer_with(&idp, &known, &claims(&idp, &known, json!(CLIENT_ID), None)).await;
+    let response = call_back(&app, &known).await;
+    assert_connected(&app, &known, response).await;
+
+    for n in 0..3 {
+        let flow = begin(&app, &format!("unknown_{n}")).await;
+        let claims = claims(&idp, &flow, json!(CLIENT_ID), None);
+        answer_signed_as(&idp, &flow, "a-key-the-issuer-never-published", &claims).await;
+        let response = call_back(&app, &flow).await;
+        assert_id_token_invalid(&app, &flow, response, "no key").await;
+    }
+    assert_eq!(key_set_requests(&idp.received_requests().await.expect("recorded")), 1);
 }

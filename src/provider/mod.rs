@@ -190,7 +190,7 @@ impl Providers {
     pub async fn resolve(settings: &Settings, http: reqwest::Client) -> Result<Self, ResolveError> {
         let mut by_name = HashMap::new();
         for connection in &settings.connections {
-            let provider = resolve_one(connection.clone(), &http).await?;
+            let provider = resolve_one(connection.clone(), &http, settings.token_timeout).await?;
             by_name.insert(connection.name.clone(), Arc::new(provider));
         }
         Ok(Self { by_name: Arc::new(by_name), http })
@@ -201,10 +201,14 @@ impl Providers {
     }
 }
 
-async fn resolve_one(connection: ConnectionSettings, http: &reqwest::Client) -> Result<Provider, ResolveError> {
+async fn resolve_one(
+    connection: ConnectionSettings,
+    http: &reqwest::Client,
+    token_timeout: Duration,
+) -> Result<Provider, ResolveError> {
     let kind = connection.provider;
     if kind == ProviderKind::Oidc {
-        return discover(connection, http).await;
+        return discover(connection, http, token_timeout).await;
     }
     let preset = PRESETS.iter().find(|p| p.kind == kind);
     let parse = |value: &str| Url::parse(value).ok();
@@ -255,7 +259,11 @@ fn trim_issuer(issuer: &str) -> String {
     issuer.trim_end_matches('/').to_owned()
 }
 
-async fn discover(connection: ConnectionSettings, http: &reqwest::Client) -> Result<Provider, ResolveError> {
+async fn discover(
+    connection: ConnectionSettings,
+    http: &reqwest::Client,
+    token_timeout: Duration,
+) -> Result<Provider, ResolveError> {
     let Some(issuer) = connection.issuer.clone() else {
         unreachable!("config validation requires an issuer for oidc connections");
     };
@@ -291,7 +299,7 @@ async fn discover(connection: ConnectionSettings, http: &reqwest::Client) -> Res
         extra_params: Vec::new(),
         issuer: Some(doc.issuer),
         iss_required: doc.authorization_response_iss_parameter_supported,
-        jwks: Some(Jwks::new(doc.jwks_uri)),
+        jwks: Some(Jwks::new(doc.jwks_uri, token_timeout)),
         connection,
     })
 }

@@ -9,6 +9,7 @@ mod endings;
 mod exchange;
 mod flow;
 mod hostile;
+mod id_token;
 mod links;
 mod outcomes;
 mod pages;

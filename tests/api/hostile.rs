@@ -140,3 +140,82 @@ async fn a_megabyte_of_text_is_refused_without_storing_anything() {
     let (status, _) = app.follow(&browser, callback).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Bytes stored under one reference for the values a request can choose.
+fn stored_bytes(app: &TestApp, reference: &str) -> i64 {
+    rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .query_row(
+            "SELECT COALESCE(length(error), 0) + COALESCE(length(error_description), 0) + COALESCE(length(error_uri), 0)
+                  + COALESCE(length(iss), 0) + length(detail) + COALESCE(length(connection), 0)
+             FROM outcome_events WHERE reference = ?",
+            [reference],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+/// A callback that matches no flow can be sent by anyone: what it leaves behind for 30 days is a short digest of
+/// what it sent (enough to match the log line), not kilobytes of the sender's text.
+#[tokio::test]
+async fn a_callback_matching_no_flow_stores_a_bounded_digest() {
+    let app = spawn_with(Options::default()).await;
+    let description = "D".repeat(4 * 1024);
+    let uri = format!("https://evil.example/{}", "u".repeat(1024));
+    let iss = format!("https://issuer.example/{}", "i".repeat(1024));
+    let browser = crate::helpers::Browser::new();
+    let forged = [
+        // No state at all.
+        format!("error=access_denied&error_description={description}&error_uri={}&iss={}", encode(&uri), encode(&iss)),
+        // A state this deployment never signed.
+        format!("state={}&error=access_denied&error_description={description}", "S".repeat(3 * 1024)),
+    ];
+    for query in forged {
+        let response = app.callback(&browser, &query).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let page = response.text().await.unwrap();
+        assert!(matches!(code_on(&page).as_str(), "state_missing" | "state_invalid"));
+        let reference = reference_on(&page);
+        let event = app.reference(&reference).await;
+        app.count(Table::OutcomeEvents).await;
+        let bytes = stored_bytes(&app, &reference);
+        assert!(bytes < 1800, "{bytes} bytes stored for a request that matched no flow: {event}");
+        if let Some(kept) = event["error_description"].as_str() {
+            assert!(kept.starts_with("DDDD") && kept.contains("4096 bytes, sha256 "), "{kept}");
+        }
+    }
+    // A connection name of kilobytes in the path is cut the same way.
+    let response = browser.get(&app.url(&format!("/connect/callback/{}?state=x", "c".repeat(4 * 1024)))).await;
+    let reference = reference_on(&response.text().await.unwrap());
+    app.count(Table::OutcomeEvents).await;
+    assert!(stored_bytes(&app, &reference) < 1200);
+}
+
+/// However many forged callbacks arrive, only the newest `limits.unmatched_references` of their references are
+/// kept, and the references of real flows are never the ones that go.
+#[tokio::test]
+async fn references_of_requests_matching_no_flow_are_capped() {
+    let limits = format!("{}\nunmatched_references = 5", Options::default().limits);
+    let app = spawn_with(Options { limits, ..Options::default() }).await;
+    let (browser, started) = app.begin("user_1").await;
+    let response = app.callback(&browser, &format!("error=access_denied&state={}", started.state)).await;
+    let (_, page) = app.follow(&browser, response).await;
+    let flow_reference = reference_on(&page);
+
+    let stranger = crate::helpers::Browser::new();
+    let mut references = Vec::new();
+    for n in 0..12 {
+        let response = app.callback(&stranger, &format!("error=access_denied&error_description=forged-{n}")).await;
+        references.push(reference_on(&response.text().await.unwrap()));
+        // Separate batches, as from requests spread over time.
+        if n % 4 == 3 {
+            app.count(Table::OutcomeEvents).await;
+        }
+    }
+    assert_eq!(app.count(Table::OutcomeEvents).await, 6, "five unmatched references and the flow's");
+    assert_eq!(app.reference(&flow_reference).await["code"], "access_denied");
+    let newest = references.last().unwrap();
+    assert_eq!(app.reference(newest).await["code"], "state_missing");
+    let oldest = app.api.get(app.url(&format!("/v1/references/{}", references[0]))).bearer_auth(&app.api_key);
+    assert_eq!(oldest.send().await.unwrap().status(), StatusCode::NOT_FOUND);
+}

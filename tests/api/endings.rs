@@ -35,6 +35,20 @@ async fn ended_flow(app: &TestApp) -> (String, Option<String>, Option<String>, O
     panic!("the flow is still exchanging: {:?}", flow_row(app));
 }
 
+/// Account writes: what storing a connected account does.
+const ACCOUNT_WRITES: &str = "BEFORE UPDATE ON connected_accounts";
+
+/// Makes the store fail every write matched by each trigger condition, as a full or broken disk would.
+fn fail_writes(app: &TestApp, conditions: &[&str]) {
+    let db = rusqlite::Connection::open(&app.db_path).unwrap();
+    for (n, condition) in conditions.iter().enumerate() {
+        db.execute_batch(&format!(
+            "CREATE TRIGGER broken_{n} {condition} BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;"
+        ))
+        .unwrap();
+    }
+}
+
 fn json_body(status: u16, body: serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(body)
 }
@@ -179,13 +193,7 @@ async fn a_store_failure_after_the_exchange_keeps_its_cause() {
     let app = spawn_app().await;
     app.mock_token_success(1).await;
     let (browser, started) = app.begin("user_1").await;
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER no_accounts BEFORE UPDATE ON connected_accounts
-             BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;",
-        )
-        .unwrap();
+    fail_writes(&app, &[ACCOUNT_WRITES]);
     let response = app.callback(&browser, &format!("code=c-1&state={}", started.state)).await;
     let (status, page) = app.follow(&browser, response).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -210,15 +218,7 @@ async fn a_store_that_fails_entirely_after_the_exchange_renders_the_page_in_plac
     let app = spawn_app().await;
     app.mock_token_success(1).await;
     let (browser, started) = app.begin("user_1").await;
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER no_accounts BEFORE UPDATE ON connected_accounts
-             BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;
-             CREATE TRIGGER no_endings BEFORE UPDATE OF status ON flows WHEN NEW.status <> 'exchanging'
-             BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;",
-        )
-        .unwrap();
+    fail_writes(&app, &[ACCOUNT_WRITES, "BEFORE UPDATE OF status ON flows WHEN NEW.status <> 'exchanging'"]);
     let response = app.callback(&browser, &format!("code=c-1&state={}", started.state)).await;
     assert!(response.headers().get(LOCATION).is_none(), "rendered in place");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -19,7 +19,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::assets::Assets;
-use crate::config::Settings;
+use crate::config::{REQUEST_TIMEOUT, Settings};
 use crate::i18n::Language;
 use crate::limits::{self, RateLimits};
 use crate::pages::Frame;
@@ -53,8 +53,6 @@ pub enum StartupError {
     Listen { address: String, source: std::io::Error },
 }
 
-/// No request may take longer than this, whatever a provider does.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often expired links and old flows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often the store's write-ahead log is copied into the database file.

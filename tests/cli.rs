@@ -250,6 +250,68 @@ fn production_requires_user_verify_url() {
     assert_eq!(scratch.check(&development, &env()).code(), Some(0));
 }
 
+/// `VALID` with `lines` added to its top-level keys.
+fn with_top_level(lines: &str) -> String {
+    VALID.replace(
+        "database_url = \"sqlite://callback-gate.db\"\n",
+        &format!("database_url = \"sqlite://callback-gate.db\"\n{lines}\n"),
+    )
+}
+
+/// Expiries are computed as `now + ttl`, which panics when the sum is past the last representable date: every
+/// duration key has an upper bound, checked before anything runs, whether the value comes from the file or from
+/// the environment (where it may not even fit in 64 bits).
+#[test]
+fn ttls_have_upper_bounds() {
+    let scratch = Scratch::new();
+    let at_bounds = with_top_level("link_ttl_seconds = 2592000\nflow_ttl_seconds = 3600\ntoken_timeout_seconds = 20");
+    let output = scratch.check(&at_bounds, &env());
+    assert_eq!(output.code(), Some(0), "values at the bounds are accepted\n{output}");
+
+    let above = with_top_level("link_ttl_seconds = 2592001\nflow_ttl_seconds = 3601\ntoken_timeout_seconds = 21");
+    let output = scratch.check(&above, &env());
+    assert_problems(&output, &["link_ttl_seconds", "flow_ttl_seconds", "token_timeout_seconds"]);
+    for (key, bound, value) in [
+        ("link_ttl_seconds", "2592000", "2592001"),
+        ("flow_ttl_seconds", "3600", "3601"),
+        ("token_timeout_seconds", "20", "21"),
+    ] {
+        let line = output.stderr_lines().into_iter().find(|l| l.contains(key)).expect("a line per key");
+        assert!(line.contains(bound) && line.contains(value), "the line names the bound and the value: {line}");
+    }
+
+    // The largest integer TOML can write; `link` used to panic minting a link with it.
+    let huge = with_top_level("link_ttl_seconds = 9223372036854775807");
+    let output = scratch.check(&huge, &env());
+    assert_problems(&output, &["link_ttl_seconds"]);
+    let path = scratch.write("huge.toml", &huge);
+    let output =
+        scratch.run(&["link", "--connection", "gmail", "--identifier", "u", "--config", path_str(&path)], &env());
+    assert_problems(&output, &["link_ttl_seconds"]);
+
+    // From the environment, values too large for 64 bits, negative or not numbers at all.
+    let path = scratch.write("config.toml", VALID);
+    let check = ["check", "--config", path_str(&path)];
+    for (variable, value, key) in [
+        ("CALLBACK_GATE_LINK_TTL_SECONDS", "99999999999999999999", "link_ttl_seconds"),
+        ("CALLBACK_GATE_FLOW_TTL_SECONDS", "18446744073709551616", "flow_ttl_seconds"),
+        ("CALLBACK_GATE_TOKEN_TIMEOUT_SECONDS", "-5", "token_timeout_seconds"),
+        ("CALLBACK_GATE_FLOW_TTL_SECONDS", "1e30", "flow_ttl_seconds"),
+        ("CALLBACK_GATE_LINK_TTL_SECONDS", "0", "link_ttl_seconds"),
+    ] {
+        let output = scratch.run(&check, &env().set(variable, value));
+        assert_problems(&output, &[key]);
+        assert!(output.stderr.contains(value), "the line names the value {value}\n{output}");
+    }
+
+    // serve refuses them with the same line, before listening.
+    let env = env().set("CALLBACK_GATE_LINK_TTL_SECONDS", "99999999999999999999");
+    let checked = scratch.run(&check, &env);
+    let served = scratch.run(&["serve", "--config", path_str(&path)], &env);
+    assert_eq!(served.code(), Some(1), "{served}");
+    assert_eq!(served.stderr_lines(), checked.stderr_lines());
+}
+
 #[test]
 fn a_missing_secret_key_is_refused() {
     let scratch = Scratch::new();

@@ -747,6 +747,19 @@ fn validate_app(raw: RawApp, mode: Mode, problems: &mut Vec<String>) -> AppSetti
             "app.user_verify_url is required in production mode: the page of your app that confirms which user finished a connection".into(),
         );
     }
+    // The browser carries the auth_request_id there: in production, only over TLS and only to the app itself.
+    // Development keeps plain http (local apps and the demo run on loopback).
+    match (&user_verify_url, raw.user_verify_url.as_deref()) {
+        (Some(url), Some(value)) if mode == Mode::Production && url.scheme() != "https" => problems.push(format!(
+            "app.user_verify_url \"{value}\" must use https in production mode: the browser carries the auth_request_id there"
+        )),
+        (Some(url), Some(value)) if mode == Mode::Production && !allowed_return_origins.contains(&url.origin()) => {
+            problems.push(format!(
+                "app.user_verify_url \"{value}\" is not on one of app.allowed_return_origins: it must be a page of your own app, which receives the auth_request_id"
+            ))
+        }
+        _ => {}
+    }
     AppSettings {
         name: raw.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "the app".into()),
         return_url,

@@ -312,6 +312,38 @@ fn ttls_have_upper_bounds() {
     assert_eq!(served.stderr_lines(), checked.stderr_lines());
 }
 
+/// The browser carries the `auth_request_id` to `app.user_verify_url`: in production it must travel over TLS and
+/// to the app's own origin. Development stays lenient (the demo and local apps use http on loopback).
+#[test]
+fn production_refuses_a_plain_http_or_foreign_user_verify_url() {
+    let scratch = Scratch::new();
+    let with_verify_url = |url: &str| {
+        VALID.replace(
+            r#"user_verify_url = "https://app.example.com/connect/verify""#,
+            &format!(r#"user_verify_url = "{url}""#),
+        )
+    };
+    let plain = with_verify_url("http://app.example.com/connect/verify");
+    let output = scratch.check(&plain, &env());
+    assert_problems(&output, &["app.user_verify_url \"http://app.example.com/connect/verify\""]);
+    assert!(output.stderr.contains("https"), "the line says what to use\n{output}");
+
+    let foreign = with_verify_url("https://verify.example.net/connect/verify");
+    let output = scratch.check(&foreign, &env());
+    assert_problems(&output, &["app.user_verify_url \"https://verify.example.net/connect/verify\""]);
+    assert!(output.stderr.contains("allowed_return_origins"), "the line says where it may be\n{output}");
+
+    // Plain http on loopback, as a local app has it, is refused in production too.
+    let output = scratch.check(&with_verify_url("http://127.0.0.1:3000/verify"), &env());
+    assert_problems(&output, &["app.user_verify_url \"http://127.0.0.1:3000/verify\""]);
+
+    for document in [plain, foreign, with_verify_url("http://127.0.0.1:3000/verify")] {
+        let development = document.replace(r#"mode = "production""#, r#"mode = "development""#);
+        let output = scratch.check(&development, &env());
+        assert_eq!(output.code(), Some(0), "development mode accepts it\n{output}");
+    }
+}
+
 #[test]
 fn a_missing_secret_key_is_refused() {
     let scratch = Scratch::new();

@@ -197,8 +197,12 @@ user_verification = false
         limits = options.limits,
         extra_config = options.extra_config,
         user_verification = options.user_verification,
-        verify_url =
-            if options.user_verify_url { format!("user_verify_url = \"{address}/verify\"") } else { String::new() },
+        verify_url = match (options.user_verify_url, options.mode) {
+            (false, _) => String::new(),
+            // Production refuses plain http here; no production test follows the link.
+            (true, "production") => "user_verify_url = \"https://app.example.com/verify\"".to_owned(),
+            (true, _) => format!("user_verify_url = \"{address}/verify\""),
+        },
         mode = options.mode,
         db = db_path.display(),
         flow_ttl = options.flow_ttl_seconds,

@@ -221,6 +221,8 @@ pub struct Settings {
     pub api_keys: Vec<Secret>,
     pub limits: LimitSettings,
     pub branding: Branding,
+    /// Choices that are allowed but weaken a guarantee, one line each: `check` prints them and `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// Validated branding, files already read.
@@ -537,6 +539,17 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         problems.push("CALLBACK_GATE_API_KEYS: every key must be at least 16 characters".into());
     }
 
+    let warnings = connections
+        .iter()
+        .filter(|connection| mode == Mode::Production && !connection.user_verification)
+        .map(|connection| {
+            format!(
+                "connection \"{}\" has user_verification = false in production mode: anyone holding a user's authorization link could connect their own {} account to that user; leave it on (with app.user_verify_url) unless every link reaches only the user it was minted for",
+                connection.name, connection.display_name
+            )
+        })
+        .collect();
+
     match (public_url, secret_key, problems.is_empty()) {
         (Some(public_url), Some(secret_key), true) => Ok(Settings {
             secret_key: Keyring::new(secret_key, previous_keys),
@@ -554,6 +567,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             api_keys,
             limits,
             branding,
+            warnings,
         }),
         _ => Err(ConfigProblems(problems)),
     }

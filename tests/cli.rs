@@ -344,6 +344,56 @@ fn production_refuses_a_plain_http_or_foreign_user_verify_url() {
     }
 }
 
+/// A production connection without user verification is allowed (an app whose links never leave its backend may
+/// want it), but `check` and `serve` say what it exposes.
+#[test]
+fn check_warns_about_production_connections_without_user_verification() {
+    let scratch = Scratch::new();
+    let unverified = VALID.replace("scopes = [\"repo\"]\n", "scopes = [\"repo\"]\nuser_verification = false\n");
+    let output = scratch.check(&unverified, &env());
+    assert_eq!(output.code(), Some(0), "a warning is not a refusal\n{output}");
+    assert!(output.stdout.contains("valid ("), "{output}");
+    let lines = output.stderr_lines();
+    assert_eq!(lines.len(), 1, "one warning per such connection\n{output}");
+    let warning = lines[0];
+    assert!(warning.starts_with("warning: "), "{warning}");
+    assert!(warning.contains("connection \"github\"") && warning.contains("user_verification = false"), "{warning}");
+    assert!(
+        warning.contains("authorization link") && warning.contains("their own"),
+        "the warning says why it matters: {warning}"
+    );
+
+    // Verification on (the production default) or development mode: nothing to say.
+    let output = scratch.check(VALID, &env());
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert!(output.stderr.trim().is_empty(), "{output}");
+    let development = unverified.replace(r#"mode = "production""#, r#"mode = "development""#);
+    let output = scratch.check(&development, &env());
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert!(output.stderr.trim().is_empty(), "{output}");
+
+    // serve logs the same warning as it starts.
+    let path = scratch.write("unverified.toml", &unverified);
+    let log_path = scratch.dir.path().join("serve.log");
+    let mut command = command(&["serve", "--config", path_str(&path)], &scratch.cwd, &env());
+    command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log_path).expect("log file"));
+    let mut serve = common::ChildGuard::new(command.spawn().expect("spawn serve"));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("callback-gate is ready") {
+            break log;
+        }
+        assert!(serve.try_wait().is_none(), "serve exited before it was ready\n{log}");
+        assert!(std::time::Instant::now() < deadline, "serve was not ready in time\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    serve.terminate();
+    let logged = log.lines().find(|line| line.contains("\"WARN\"") && line.contains("user_verification = false"));
+    let logged = logged.unwrap_or_else(|| panic!("serve logs the warning at start-up\n{log}"));
+    assert!(logged.contains("github") && logged.contains("authorization link"), "{logged}");
+}
+
 #[test]
 fn a_missing_secret_key_is_refused() {
     let scratch = Scratch::new();

@@ -47,6 +47,10 @@ pub struct Options {
     pub secret_key: Option<String>,
     /// `CALLBACK_GATE_SECRET_KEY_PREVIOUS`.
     pub previous_keys: Option<String>,
+    /// Routes merged into the app (e.g. one that panics).
+    pub extra_routes: Option<axum::Router<AppState>>,
+    /// Shortens the request timeout.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -79,6 +83,8 @@ impl Default for Options {
             database: None,
             secret_key: None,
             previous_keys: None,
+            extra_routes: None,
+            request_timeout: None,
         }
     }
 }
@@ -226,9 +232,11 @@ user_verification = false
         secrets.insert("CALLBACK_GATE_SECRET_KEY_PREVIOUS", previous.clone());
     }
     let lookup = move |name: &str| secrets.get(name).cloned();
-    let settings =
+    let mut settings =
         config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
-    let app = Application::build(settings, listener, axum::Router::new()).await.expect("app builds");
+    settings.request_timeout = options.request_timeout.unwrap_or(settings.request_timeout);
+    let app =
+        Application::build(settings, listener, options.extra_routes.unwrap_or_default()).await.expect("app builds");
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {

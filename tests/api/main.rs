@@ -11,5 +11,6 @@ mod hostile;
 mod links;
 mod outcomes;
 mod pages;
+mod robustness;
 mod tokens;
 mod verification;

@@ -1,6 +1,7 @@
 //! How the service is wired: the shared state, the router with its layers, the background sweeper, and serving
 //! with graceful shutdown. Tests build the same [`Application`] on port 0.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{Route, get};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::{Layer, Service};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -93,6 +95,20 @@ impl Application {
         let state = AppState { settings, store, providers, metrics, limits, assets, frame, events };
         let router = router(state.clone(), extra);
         Ok(Self { listener, router, state, events: sink })
+    }
+
+    /// Wraps every route, the service's own included, in `layer`, outside all of the service's layers (the demo
+    /// refuses requests for foreign host names this way before anything else runs).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.layer(layer);
+        self
     }
 
     pub fn port(&self) -> u16 {

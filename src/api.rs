@@ -36,6 +36,16 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state, require_api_key))
 }
 
+/// Whether a request is for the API, and so must be answered in JSON whatever happens.
+pub fn is_api_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// An API error answer made outside a handler (a panic, the request timeout, a wrong method).
+pub fn error_response(status: StatusCode, code: &'static str, message: String) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
 /// An API failure: its status, a stable code, a message a developer can act on, and the field at fault.
 #[derive(Debug)]
 pub struct ApiError {

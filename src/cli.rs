@@ -107,6 +107,9 @@ fn check(path: Option<PathBuf>) -> ExitCode {
         Ok(settings) => settings,
         Err(problems) => return report_problems(&problems),
     };
+    for warning in &settings.warnings {
+        eprintln!("warning: {warning}");
+    }
     println!("{}: valid ({:?} mode, {} connection(s))", path.display(), settings.mode, settings.connections.len());
     println!("Register these redirect URIs in each provider's console, exactly as written:");
     for connection in &settings.connections {
@@ -121,6 +124,9 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init(LogFormat::choose(settings.mode));
+    for warning in &settings.warnings {
+        tracing::warn!(target: "callback_gate::config", "{warning}");
+    }
     let listener = match server::bind(&settings.listen).await {
         Ok(listener) => listener,
         Err(err) => {

@@ -44,12 +44,18 @@ pub struct RawConfig {
     pub mode: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub database_url: Option<String>,
-    /// How long an authorization link can be opened, in seconds (default 24 hours).
-    pub link_ttl_seconds: Option<u64>,
-    /// How long a user has between opening a link and finishing at the provider, in seconds (default 10 minutes).
-    pub flow_ttl_seconds: Option<u64>,
-    /// Upper bound of one token request, in seconds (default 10).
-    pub token_timeout_seconds: Option<u64>,
+    /// How long an authorization link can be opened, in seconds (default 24 hours, at most 30 days).
+    /// Read as text, like every duration key, so that a value too large for any integer type (possible from the
+    /// environment) is reported as out of bounds rather than as a type error.
+    #[serde(default, deserialize_with = "text")]
+    pub link_ttl_seconds: Option<String>,
+    /// How long a user has between opening a link and finishing at the provider, in seconds (default 10 minutes,
+    /// at most an hour).
+    #[serde(default, deserialize_with = "text")]
+    pub flow_ttl_seconds: Option<String>,
+    /// Upper bound of one token request, in seconds (default 10, at most [`MAX_TOKEN_TIMEOUT_SECONDS`]).
+    #[serde(default, deserialize_with = "text")]
+    pub token_timeout_seconds: Option<String>,
     /// Whether failure pages show the developer hint and the raw provider values (default: in development mode
     /// only). Never shown in production mode.
     pub developer_hints: Option<bool>,
@@ -210,7 +216,7 @@ pub struct Settings {
     pub link_ttl: Duration,
     pub flow_ttl: Duration,
     pub token_timeout: Duration,
-    /// Upper bound of every request (not a config key: 30 s; tests shorten it).
+    /// [`REQUEST_TIMEOUT`]: not a config key, a field so that tests can shorten it.
     pub request_timeout: Duration,
     pub app: AppSettings,
     pub support: SupportSettings,
@@ -220,6 +226,8 @@ pub struct Settings {
     pub api_keys: Vec<Secret>,
     pub limits: LimitSettings,
     pub branding: Branding,
+    /// Choices that are allowed but weaken a guarantee, one line each: `check` prints them and `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// Validated branding, files already read.
@@ -470,17 +478,11 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         problems.push(err.to_string());
     }
 
-    let ttl = |value: Option<u64>, default: u64, key: &str, problems: &mut Vec<String>| match value {
-        Some(0) => {
-            problems.push(format!("{key} must be greater than 0"));
-            Duration::from_secs(default)
-        }
-        Some(secs) => Duration::from_secs(secs),
-        None => Duration::from_secs(default),
-    };
-    let link_ttl = ttl(raw.link_ttl_seconds, 24 * 60 * 60, "link_ttl_seconds", &mut problems);
-    let flow_ttl = ttl(raw.flow_ttl_seconds, 10 * 60, "flow_ttl_seconds", &mut problems);
-    let token_timeout = ttl(raw.token_timeout_seconds, 10, "token_timeout_seconds", &mut problems);
+    let link_ttl =
+        seconds("link_ttl_seconds", raw.link_ttl_seconds.as_deref(), 24 * 60 * 60, LINK_TTL_BOUND, &mut problems);
+    let flow_ttl = seconds("flow_ttl_seconds", raw.flow_ttl_seconds.as_deref(), 10 * 60, FLOW_TTL_BOUND, &mut problems);
+    let token_timeout =
+        seconds("token_timeout_seconds", raw.token_timeout_seconds.as_deref(), 10, TOKEN_TIMEOUT_BOUND, &mut problems);
 
     let app = validate_app(raw.app, mode, &mut problems);
     let limits = validate_limits(raw.limits, &mut problems);
@@ -543,6 +545,17 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         problems.push("CALLBACK_GATE_API_KEYS: every key must be at least 16 characters".into());
     }
 
+    let warnings = connections
+        .iter()
+        .filter(|connection| mode == Mode::Production && !connection.user_verification)
+        .map(|connection| {
+            format!(
+                "connection \"{}\" has user_verification = false in production mode: anyone holding a user's authorization link could connect their own {} account to that user; leave it on (with app.user_verify_url) unless every link reaches only the user it was minted for",
+                connection.name, connection.display_name
+            )
+        })
+        .collect();
+
     match (public_url, secret_key, problems.is_empty()) {
         (Some(public_url), Some(secret_key), true) => Ok(Settings {
             secret_key: Keyring::new(secret_key, previous_keys),
@@ -554,16 +567,54 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             link_ttl,
             flow_ttl,
             token_timeout,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: REQUEST_TIMEOUT,
             app,
             support,
             connections,
             api_keys,
             limits,
             branding,
+            warnings,
         }),
         _ => Err(ConfigProblems(problems)),
     }
+}
+
+/// The largest value of a duration key, and how `check` says it.
+struct Bound {
+    seconds: u64,
+    reads: &'static str,
+}
+
+/// Links are minted for a user who is about to click; a month covers an invitation sent by email.
+const LINK_TTL_BOUND: Bound = Bound { seconds: 30 * 24 * 60 * 60, reads: "30 days" };
+/// A flow is one sitting at the provider's consent screen.
+const FLOW_TTL_BOUND: Bound = Bound { seconds: 60 * 60, reads: "1 hour" };
+/// Largest `token_timeout_seconds`. A token request runs inside the browser's callback request, which may last
+/// [`REQUEST_TIMEOUT`]; ending well inside it leaves the user the `failed_to_exchange_token` page with its reference
+/// rather than the bare request timeout.
+pub const MAX_TOKEN_TIMEOUT_SECONDS: u64 = 20;
+const TOKEN_TIMEOUT_BOUND: Bound = Bound { seconds: MAX_TOKEN_TIMEOUT_SECONDS, reads: "20 seconds" };
+/// No request may take longer than this, whatever a provider does.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(MAX_TOKEN_TIMEOUT_SECONDS < REQUEST_TIMEOUT.as_secs());
+
+/// A duration key: whole seconds from 1 to its bound. The bound is what keeps `now + ttl` a representable time;
+/// the value is written back as given, so the operator can find it.
+fn seconds(key: &str, value: Option<&str>, default: u64, bound: Bound, problems: &mut Vec<String>) -> Duration {
+    let Some(value) = value else {
+        return Duration::from_secs(default);
+    };
+    let allowed = format!("write 1 to {} ({})", bound.seconds, bound.reads);
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse::<u64>() {
+        Ok(secs @ 1..) if secs <= bound.seconds => return Duration::from_secs(secs),
+        Ok(0) => problems.push(format!("{key} is 0; {allowed}")),
+        // Digits that do not fit in 64 bits are past every bound too.
+        _ if digits => problems.push(format!("{key} is {value}, more than the maximum; {allowed}")),
+        _ => problems.push(format!("{key} \"{value}\" is not a whole number of seconds; {allowed}")),
+    }
+    Duration::from_secs(default)
 }
 
 fn validate_branding(raw: RawBranding, app: &AppSettings, problems: &mut Vec<String>) -> Branding {
@@ -723,6 +774,19 @@ fn validate_app(raw: RawApp, mode: Mode, problems: &mut Vec<String>) -> AppSetti
         problems.push(
             "app.user_verify_url is required in production mode: the page of your app that confirms which user finished a connection".into(),
         );
+    }
+    // The browser carries the auth_request_id there: in production, only over TLS and only to the app itself.
+    // Development keeps plain http (local apps and the demo run on loopback).
+    match (&user_verify_url, raw.user_verify_url.as_deref()) {
+        (Some(url), Some(value)) if mode == Mode::Production && url.scheme() != "https" => problems.push(format!(
+            "app.user_verify_url \"{value}\" must use https in production mode: the browser carries the auth_request_id there"
+        )),
+        (Some(url), Some(value)) if mode == Mode::Production && !allowed_return_origins.contains(&url.origin()) => {
+            problems.push(format!(
+                "app.user_verify_url \"{value}\" is not on one of app.allowed_return_origins: it must be a page of your own app, which receives the auth_request_id"
+            ))
+        }
+        _ => {}
     }
     AppSettings {
         name: raw.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "the app".into()),
@@ -977,6 +1041,29 @@ token_url = "http://idp.example.com/token"
         assert!(Rgb::parse("#ffcc00").unwrap().contrast(LIGHT_BACKGROUND) < AA_CONTRAST);
         assert_eq!(Rgb::parse("#ffcc00").unwrap().text_on(), Rgb(17, 17, 17));
         assert!(Rgb::parse("0b57d0").is_none() && Rgb::parse("#0b57d").is_none() && Rgb::parse("#zzzzzz").is_none());
+    }
+
+    #[test]
+    fn durations_are_whole_seconds_up_to_their_bound() {
+        let document = |line: &str| {
+            format!(
+                "public_url = \"https://app.example.com\"\n{line}\n[app]\nreturn_url = \"https://app.example.com/\"\nuser_verify_url = \"https://app.example.com/verify\"\n[[connections]]\nname = \"gmail\"\nprovider = \"google\"\nclient_id = \"c\"\nclient_secret_env = \"SECRET\""
+            )
+        };
+        let settings = from_toml(&document("flow_ttl_seconds = 3600"), &secrets).unwrap();
+        assert_eq!(settings.flow_ttl, Duration::from_secs(3600));
+        assert_eq!(settings.link_ttl, Duration::from_secs(86_400), "the default");
+        for (line, fragment) in [
+            ("flow_ttl_seconds = 3601", "flow_ttl_seconds is 3601, more than the maximum; write 1 to 3600 (1 hour)"),
+            ("flow_ttl_seconds = 1.5", "flow_ttl_seconds \"1.5\" is not a whole number"),
+            ("flow_ttl_seconds = true", "flow_ttl_seconds \"true\" is not a whole number"),
+            ("flow_ttl_seconds = -1", "flow_ttl_seconds \"-1\" is not a whole number"),
+            ("link_ttl_seconds = 0", "link_ttl_seconds is 0; write 1 to 2592000 (30 days)"),
+        ] {
+            let problems = from_toml(&document(line), &secrets).unwrap_err();
+            assert_eq!(problems.0.len(), 1, "{problems}");
+            assert!(problems.0[0].contains(fragment), "{line}: {problems}");
+        }
     }
 
     #[test]

@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
@@ -115,7 +118,9 @@ scopes = ["profile", "email"]
     };
     let settings = config::from_toml(&document, &secrets)?;
     let provider = Arc::new(DemoProvider { client_secret, codes: Mutex::new(HashMap::new()) });
-    let app = Application::build(settings, listener, routes(provider)).await?;
+    let app = Application::build(settings, listener, routes(provider))
+        .await?
+        .layer(middleware::from_fn_with_state(port, loopback_names_only));
     Ok(Demo { app, url, api_key, data_dir, _temp: temp })
 }
 
@@ -150,6 +155,73 @@ fn routes(provider: Arc<DemoProvider>) -> Router<AppState> {
         .layer(Extension(provider))
 }
 
+// ---- who may talk to the demo ----
+
+/// The demo listens on 127.0.0.1 and has no login, so any page a browser opens could try to reach it. Through DNS
+/// rebinding (a foreign name that resolves to 127.0.0.1) the browser still sends that foreign name as `Host`:
+/// every request, to the service's own routes as much as to the demo's, must name the demo on a loopback name and
+/// its port.
+async fn loopback_names_only(State(port): State<u16>, request: Request, next: Next) -> Response {
+    if names_the_demo(&request, port) {
+        return next.run(request).await;
+    }
+    let message = format!("this demo answers only at http://127.0.0.1:{port}/ and http://localhost:{port}/");
+    if crate::api::is_api_path(request.uri().path()) {
+        return crate::api::error_response(StatusCode::MISDIRECTED_REQUEST, "misdirected_request", message);
+    }
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    (StatusCode::MISDIRECTED_REQUEST, headers, format!("Misdirected request: {message}.\n")).into_response()
+}
+
+/// Whether the request names the demo, in its `Host` and in its target when that is absolute: one name at least, and
+/// every name given on loopback.
+fn names_the_demo(request: &Request, port: u16) -> bool {
+    let from_uri = request.uri().authority().map(|authority| Some(authority.as_str()));
+    let from_headers = request.headers().get_all(header::HOST).iter().map(|value| value.to_str().ok());
+    let mut names = from_uri.into_iter().chain(from_headers).peekable();
+    names.peek().is_some() && names.all(|name| name.is_some_and(|name| is_loopback_name(name, port)))
+}
+
+/// `127.0.0.1`, `localhost` or `[::1]` with the demo's port (an absent port is http's 80).
+fn is_loopback_name(name: &str, port: u16) -> bool {
+    let Ok(authority) = name.parse::<Authority>() else {
+        return false;
+    };
+    let host = authority.host().to_ascii_lowercase();
+    !authority.as_str().contains('@')
+        && matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]")
+        && authority.port_u16().unwrap_or(80) == port
+}
+
+/// A form post from the demo's own pages. The demo's forms mint links and issue codes, so a post whose `Origin` is
+/// another site, `null` (a sandboxed or privacy-stripped context) or absent is refused before the form is read.
+struct OwnOrigin;
+
+impl FromRequestParts<AppState> for OwnOrigin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let port = state.settings.public_url.port_or_known_default().unwrap_or(80);
+        let own = ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .filter_map(|host| url::Url::parse(&format!("http://{host}:{port}")).ok())
+            .map(|url| url.origin().ascii_serialization());
+        let origin = parts.headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
+        match origin {
+            Some(origin) if own.into_iter().any(|own| own == origin) => Ok(Self),
+            _ => Err((
+                StatusCode::FORBIDDEN,
+                "Demo: this form only accepts posts from the demo's own pages (the Origin header must be the demo's).",
+            )
+                .into_response()),
+        }
+    }
+}
+
 // ---- the demo app ----
 
 #[derive(Template)]
@@ -171,7 +243,7 @@ struct ConnectForm {
     identifier: String,
 }
 
-async fn connect(State(state): State<AppState>, Form(form): Form<ConnectForm>) -> Response {
+async fn connect(_: OwnOrigin, State(state): State<AppState>, Form(form): Form<ConnectForm>) -> Response {
     let identifier = match Identifier::parse(form.identifier.trim()) {
         Ok(identifier) => identifier,
         Err(err) => {
@@ -303,6 +375,7 @@ fn issuer(state: &AppState) -> String {
 }
 
 async fn decide(
+    _: OwnOrigin,
     State(state): State<AppState>,
     Extension(provider): Extension<Arc<DemoProvider>>,
     Form(decision): Form<Decision>,

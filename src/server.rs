@@ -1,23 +1,24 @@
 //! How the service is wired: the shared state, the router with its layers, the background sweeper, and serving
 //! with graceful shutdown. Tests build the same [`Application`] on port 0.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{Route, get};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+use tower::{Layer, Service};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::assets::Assets;
 use crate::config::Settings;
@@ -100,6 +101,20 @@ impl Application {
         Ok(Self { listener, router, state, events: sink })
     }
 
+    /// Wraps every route, the service's own included, in `layer`, outside all of the service's layers (the demo
+    /// refuses requests for foreign host names this way before anything else runs).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.layer(layer);
+        self
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
@@ -132,10 +147,7 @@ impl Application {
 fn router(state: AppState, extra: Router<AppState>) -> Router {
     let rate_limits = state.limits.clone();
     let frame = state.frame.clone();
-    // No request may take longer than this, whatever a provider does. A callback cut by it still finishes its
-    // flow in the background (see `flow::callback`).
-    let request_timeout = state.settings.request_timeout;
-    let panic_frame = state.frame.clone();
+    let unanswered = Unanswered { frame: state.frame.clone(), timeout: state.settings.request_timeout };
     // Computed once: the policy only changes with the branding config.
     let csp = HeaderValue::from_str(&pages::content_security_policy(&state.assets))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
@@ -153,25 +165,77 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        // Last, so that it reaches every route above, the merged ones included.
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn_with_state(rate_limits, limits::rate_limit))
         .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(frame, limits::refuse_oversized))
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
-        .layer(CatchPanicLayer::custom(move |_| {
-            pages::plain_notice(
-                &panic_frame,
-                &Language::default(),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal-title",
-                "internal-body",
-            )
-        }));
+        .layer(CatchPanicLayer::custom(mark_panic))
+        .layer(middleware::from_fn_with_state(unanswered, answer_unanswered))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     for (name, value) in security_headers {
         router = router.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
     }
     router.layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, csp))
+}
+
+/// What [`answer_unanswered`] needs: the page frame and how long a request may take.
+#[derive(Clone)]
+struct Unanswered {
+    frame: Arc<Frame>,
+    timeout: Duration,
+}
+
+/// Marks the bare response made for a panic. The panic catcher cannot see the request, so the answer is rendered
+/// by [`answer_unanswered`], which can.
+#[derive(Clone, Copy)]
+struct Panicked;
+
+fn mark_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic's message stays out of the log line and the answer: it may hold anything the handler had in hand.
+    tracing::error!(target: "callback_gate::server", "a request handler panicked; answered 500");
+    let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(Panicked);
+    response
+}
+
+/// Bounds every request by the request timeout and answers the failures no handler answered (a panic, the
+/// timeout) in the request's kind: the API's JSON error under `/v1`, the safe page elsewhere.
+async fn answer_unanswered(State(unanswered): State<Unanswered>, request: Request, next: Next) -> Response {
+    let api = api::is_api_path(request.uri().path());
+    let language = Language::from_headers(request.headers());
+    let (status, code, message) = match tokio::time::timeout(unanswered.timeout, next.run(request)).await {
+        Ok(response) if response.extensions().get::<Panicked>().is_none() => return response,
+        Ok(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; try again".into())
+        }
+        Err(_) => {
+            tracing::warn!(target: "callback_gate::server", timeout = ?unanswered.timeout, "a request took longer than the request timeout; answered 504");
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timeout",
+                format!("the request did not finish within {:?}", unanswered.timeout),
+            )
+        }
+    };
+    if api {
+        return api::error_response(status, code, message);
+    }
+    pages::plain_notice(&unanswered.frame, &language, status, "internal-title", "internal-body")
+}
+
+/// A route exists but not for this method: under `/v1` the API's JSON error, elsewhere the bare status (axum adds
+/// `Allow` to both).
+async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: Method) -> Response {
+    if api::is_api_path(uri.path()) {
+        return api::error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on this route; the Allow header lists the methods that are"),
+        );
+    }
+    StatusCode::METHOD_NOT_ALLOWED.into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -250,6 +250,150 @@ fn production_requires_user_verify_url() {
     assert_eq!(scratch.check(&development, &env()).code(), Some(0));
 }
 
+/// `VALID` with `lines` added to its top-level keys.
+fn with_top_level(lines: &str) -> String {
+    VALID.replace(
+        "database_url = \"sqlite://callback-gate.db\"\n",
+        &format!("database_url = \"sqlite://callback-gate.db\"\n{lines}\n"),
+    )
+}
+
+/// Expiries are computed as `now + ttl`, which panics when the sum is past the last representable date: every
+/// duration key has an upper bound, checked before anything runs, whether the value comes from the file or from
+/// the environment (where it may not even fit in 64 bits).
+#[test]
+fn ttls_have_upper_bounds() {
+    let scratch = Scratch::new();
+    let at_bounds = with_top_level("link_ttl_seconds = 2592000\nflow_ttl_seconds = 3600\ntoken_timeout_seconds = 20");
+    let output = scratch.check(&at_bounds, &env());
+    assert_eq!(output.code(), Some(0), "values at the bounds are accepted\n{output}");
+
+    let above = with_top_level("link_ttl_seconds = 2592001\nflow_ttl_seconds = 3601\ntoken_timeout_seconds = 21");
+    let output = scratch.check(&above, &env());
+    assert_problems(&output, &["link_ttl_seconds", "flow_ttl_seconds", "token_timeout_seconds"]);
+    for (key, bound, value) in [
+        ("link_ttl_seconds", "2592000", "2592001"),
+        ("flow_ttl_seconds", "3600", "3601"),
+        ("token_timeout_seconds", "20", "21"),
+    ] {
+        let line = output.stderr_lines().into_iter().find(|l| l.contains(key)).expect("a line per key");
+        assert!(line.contains(bound) && line.contains(value), "the line names the bound and the value: {line}");
+    }
+
+    // The largest integer TOML can write; `link` used to panic minting a link with it.
+    let huge = with_top_level("link_ttl_seconds = 9223372036854775807");
+    let output = scratch.check(&huge, &env());
+    assert_problems(&output, &["link_ttl_seconds"]);
+    let path = scratch.write("huge.toml", &huge);
+    let output =
+        scratch.run(&["link", "--connection", "gmail", "--identifier", "u", "--config", path_str(&path)], &env());
+    assert_problems(&output, &["link_ttl_seconds"]);
+
+    // From the environment, values too large for 64 bits, negative or not numbers at all.
+    let path = scratch.write("config.toml", VALID);
+    let check = ["check", "--config", path_str(&path)];
+    for (variable, value, key) in [
+        ("CALLBACK_GATE_LINK_TTL_SECONDS", "99999999999999999999", "link_ttl_seconds"),
+        ("CALLBACK_GATE_FLOW_TTL_SECONDS", "18446744073709551616", "flow_ttl_seconds"),
+        ("CALLBACK_GATE_TOKEN_TIMEOUT_SECONDS", "-5", "token_timeout_seconds"),
+        ("CALLBACK_GATE_FLOW_TTL_SECONDS", "1e30", "flow_ttl_seconds"),
+        ("CALLBACK_GATE_LINK_TTL_SECONDS", "0", "link_ttl_seconds"),
+    ] {
+        let output = scratch.run(&check, &env().set(variable, value));
+        assert_problems(&output, &[key]);
+        assert!(output.stderr.contains(value), "the line names the value {value}\n{output}");
+    }
+
+    // serve refuses them with the same line, before listening.
+    let env = env().set("CALLBACK_GATE_LINK_TTL_SECONDS", "99999999999999999999");
+    let checked = scratch.run(&check, &env);
+    let served = scratch.run(&["serve", "--config", path_str(&path)], &env);
+    assert_eq!(served.code(), Some(1), "{served}");
+    assert_eq!(served.stderr_lines(), checked.stderr_lines());
+}
+
+/// The browser carries the `auth_request_id` to `app.user_verify_url`: in production it must travel over TLS and
+/// to the app's own origin. Development stays lenient (the demo and local apps use http on loopback).
+#[test]
+fn production_refuses_a_plain_http_or_foreign_user_verify_url() {
+    let scratch = Scratch::new();
+    let with_verify_url = |url: &str| {
+        VALID.replace(
+            r#"user_verify_url = "https://app.example.com/connect/verify""#,
+            &format!(r#"user_verify_url = "{url}""#),
+        )
+    };
+    let plain = with_verify_url("http://app.example.com/connect/verify");
+    let output = scratch.check(&plain, &env());
+    assert_problems(&output, &["app.user_verify_url \"http://app.example.com/connect/verify\""]);
+    assert!(output.stderr.contains("https"), "the line says what to use\n{output}");
+
+    let foreign = with_verify_url("https://verify.example.net/connect/verify");
+    let output = scratch.check(&foreign, &env());
+    assert_problems(&output, &["app.user_verify_url \"https://verify.example.net/connect/verify\""]);
+    assert!(output.stderr.contains("allowed_return_origins"), "the line says where it may be\n{output}");
+
+    // Plain http on loopback, as a local app has it, is refused in production too.
+    let output = scratch.check(&with_verify_url("http://127.0.0.1:3000/verify"), &env());
+    assert_problems(&output, &["app.user_verify_url \"http://127.0.0.1:3000/verify\""]);
+
+    for document in [plain, foreign, with_verify_url("http://127.0.0.1:3000/verify")] {
+        let development = document.replace(r#"mode = "production""#, r#"mode = "development""#);
+        let output = scratch.check(&development, &env());
+        assert_eq!(output.code(), Some(0), "development mode accepts it\n{output}");
+    }
+}
+
+/// A production connection without user verification is allowed (an app whose links never leave its backend may
+/// want it), but `check` and `serve` say what it exposes.
+#[test]
+fn check_warns_about_production_connections_without_user_verification() {
+    let scratch = Scratch::new();
+    let unverified = VALID.replace("scopes = [\"repo\"]\n", "scopes = [\"repo\"]\nuser_verification = false\n");
+    let output = scratch.check(&unverified, &env());
+    assert_eq!(output.code(), Some(0), "a warning is not a refusal\n{output}");
+    assert!(output.stdout.contains("valid ("), "{output}");
+    let lines = output.stderr_lines();
+    assert_eq!(lines.len(), 1, "one warning per such connection\n{output}");
+    let warning = lines[0];
+    assert!(warning.starts_with("warning: "), "{warning}");
+    assert!(warning.contains("connection \"github\"") && warning.contains("user_verification = false"), "{warning}");
+    assert!(
+        warning.contains("authorization link") && warning.contains("their own"),
+        "the warning says why it matters: {warning}"
+    );
+
+    // Verification on (the production default) or development mode: nothing to say.
+    let output = scratch.check(VALID, &env());
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert!(output.stderr.trim().is_empty(), "{output}");
+    let development = unverified.replace(r#"mode = "production""#, r#"mode = "development""#);
+    let output = scratch.check(&development, &env());
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert!(output.stderr.trim().is_empty(), "{output}");
+
+    // serve logs the same warning as it starts.
+    let path = scratch.write("unverified.toml", &unverified);
+    let log_path = scratch.dir.path().join("serve.log");
+    let mut command = command(&["serve", "--config", path_str(&path)], &scratch.cwd, &env());
+    command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log_path).expect("log file"));
+    let mut serve = common::ChildGuard::new(command.spawn().expect("spawn serve"));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("callback-gate is ready") {
+            break log;
+        }
+        assert!(serve.try_wait().is_none(), "serve exited before it was ready\n{log}");
+        assert!(std::time::Instant::now() < deadline, "serve was not ready in time\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    serve.terminate();
+    let logged = log.lines().find(|line| line.contains("\"WARN\"") && line.contains("user_verification = false"));
+    let logged = logged.unwrap_or_else(|| panic!("serve logs the warning at start-up\n{log}"));
+    assert!(logged.contains("github") && logged.contains("authorization link"), "{logged}");
+}
+
 #[test]
 fn a_missing_secret_key_is_refused() {
     let scratch = Scratch::new();

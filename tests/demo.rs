@@ -9,9 +9,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use callback_gate::demo::Demo;
+use callback_gate::store::Table;
 use common::{ChildGuard, Env, attribute_of, code_on, reference_on};
 use reqwest::StatusCode;
-use reqwest::header::LOCATION;
+use reqwest::header::{HOST, LOCATION, ORIGIN};
 use serde_json::Value;
 
 fn browser() -> reqwest::Client {
@@ -56,6 +57,7 @@ impl Running {
         let response = self
             .client
             .post(self.url("/demo/connect"))
+            .header(ORIGIN, &self.url)
             .form(&[("identifier", identifier)])
             .send()
             .await
@@ -94,6 +96,7 @@ impl Running {
         let response = self
             .client
             .post(self.url("/demo/provider/decide"))
+            .header(ORIGIN, &self.url)
             .form(&form)
             .send()
             .await
@@ -185,6 +188,138 @@ async fn approve_connects_and_deny_explains() {
     assert!(denied.contains("PENDING_AUTH") && denied.contains("access_denied"), "{denied}");
     assert!(row(&page, "user_demo").expect("still listed").contains("ACTIVE"));
     assert_eq!(demo.account("user_demo").await["status"], "ACTIVE");
+}
+
+/// The demo listens on 127.0.0.1 without a login: a page elsewhere must not reach it by DNS rebinding (a foreign
+/// name resolving to 127.0.0.1, so a foreign `Host`), whatever the route, the service's own included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_answers_only_loopback_host_names() {
+    let built: Demo = callback_gate::demo::build(0, None).await.expect("the demo builds");
+    let port = built.app.port();
+    tokio::spawn(built.app.run_until(std::future::pending()));
+    let demo = Running { url: built.url.clone(), api_key: built.api_key.clone(), client: browser() };
+    let foreign = [
+        format!("evil.example:{port}"),
+        "127.0.0.1.evil.example".to_owned(),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "evil.example".to_owned(),
+    ];
+    let paths = ["/", "/demo/provider/authorize?client_id=callback-gate-demo", "/v1/connected-accounts", "/healthz"];
+    for host in &foreign {
+        for path in paths {
+            let response =
+                demo.client.get(demo.url(path)).header(HOST, host).bearer_auth(&demo.api_key).send().await.expect(path);
+            assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "Host {host} on {path}");
+            let api = path.starts_with("/v1/");
+            let body = response.text().await.expect("body");
+            assert!(!body.contains("demo_") && !body.contains("<table"), "nothing of the demo leaks: {body}");
+            if api {
+                let json: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON under /v1: {body}"));
+                assert_eq!(json["error"]["code"], "misdirected_request", "{json}");
+            }
+        }
+        // The service's own token endpoint call is not the only way in: a POST is refused too.
+        let response = demo
+            .client
+            .post(demo.url("/demo/connect"))
+            .header(HOST, host)
+            .header(ORIGIN, format!("http://{host}"))
+            .form(&[("identifier", "rebound")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "Host {host} on POST /demo/connect");
+    }
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("LocalHost:{port}")] {
+        let response = demo.client.get(demo.url("/")).header(HOST, &host).send().await.expect("GET /");
+        assert_eq!(response.status(), StatusCode::OK, "Host {host}");
+    }
+    // The whole flow still runs on the loopback name.
+    let consent = demo.to_consent("user_host").await;
+    let (status, page) = demo.decide(&consent, "approve").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+}
+
+/// Nor by posting a form across sites: the demo's forms mint links and issue codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_form_posts_are_refused_and_do_nothing() {
+    let built: Demo = callback_gate::demo::build(0, None).await.expect("the demo builds");
+    let state = built.app.state().clone();
+    let port = built.app.port();
+    tokio::spawn(built.app.run_until(std::future::pending()));
+    let demo = Running { url: built.url.clone(), api_key: built.api_key.clone(), client: browser() };
+    let connect = |origin: Option<String>| {
+        let mut request = demo.client.post(demo.url("/demo/connect")).form(&[("identifier", "victim")]);
+        if let Some(origin) = origin {
+            request = request.header(ORIGIN, origin);
+        }
+        request.send()
+    };
+    let refused = [
+        None,
+        Some("null".to_owned()),
+        Some("http://evil.example".to_owned()),
+        Some(format!("http://127.0.0.1.evil.example:{port}")),
+        Some(format!("http://127.0.0.1:{}", port.wrapping_add(1))),
+        Some(format!("https://127.0.0.1:{port}")),
+    ];
+    for origin in refused {
+        let response = connect(origin.clone()).await.expect("POST /demo/connect");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "Origin {origin:?}");
+        assert!(response.headers().get(LOCATION).is_none(), "Origin {origin:?}");
+    }
+    assert_eq!(state.store.count(Table::Links).await.expect("count"), 0, "no link was minted");
+    let listed = demo
+        .client
+        .get(demo.url("/v1/connected-accounts?connection=demo"))
+        .bearer_auth(&demo.api_key)
+        .send()
+        .await
+        .expect("API");
+    let listed: Value = listed.json().await.expect("json");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "no account was created: {listed}");
+
+    // The consent form: a cross-site post issues no code and leaves the flow usable.
+    let consent = demo.to_consent("user_consent").await;
+    let form: Vec<(String, String)> = ["redirect_uri", "state", "scope", "code_challenge"]
+        .iter()
+        .map(|name| {
+            let value = attribute_of(&consent, &format!("name=\"{name}\""), "value").expect("hidden field");
+            ((*name).to_owned(), value)
+        })
+        .chain([("decision".to_owned(), "approve".to_owned())])
+        .collect();
+    for origin in [None, Some("null"), Some("http://evil.example")] {
+        let mut request = demo.client.post(demo.url("/demo/provider/decide")).form(&form);
+        if let Some(origin) = origin {
+            request = request.header(ORIGIN, origin);
+        }
+        let response = request.send().await.expect("POST /demo/provider/decide");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "Origin {origin:?}");
+        assert!(response.headers().get(LOCATION).is_none(), "no code is issued (Origin {origin:?})");
+    }
+    let (status, page) = demo.decide(&consent, "approve").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("data-outcome=\"connected\""), "{page}");
+
+    // Every response says Referrer-Policy: no-referrer, under which a browser's form post carries "Origin: null":
+    // the demo's pages keep their origin for same-origin requests so that their own forms still work.
+    let meta = r#"<meta name="referrer" content="same-origin">"#;
+    assert!(demo.app_page().await.contains(meta) && consent.contains(meta));
+
+    // Same origin, in its localhost form too, is accepted.
+    let response = demo
+        .client
+        .post(demo.url("/demo/connect"))
+        .header(HOST, format!("localhost:{port}"))
+        .header(ORIGIN, format!("http://localhost:{port}"))
+        .form(&[("identifier", "user_localhost")])
+        .send()
+        .await
+        .expect("POST /demo/connect");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
 }
 
 #[test]

@@ -47,7 +47,9 @@ pub struct Options {
     pub secret_key: Option<String>,
     /// `CALLBACK_GATE_SECRET_KEY_PREVIOUS`.
     pub previous_keys: Option<String>,
-    /// A shorter upper bound of every request than the service's own.
+    /// Routes merged into the app (e.g. one that panics).
+    pub extra_routes: Option<axum::Router<AppState>>,
+    /// Shortens the request timeout.
     pub request_timeout: Option<std::time::Duration>,
 }
 
@@ -81,6 +83,7 @@ impl Default for Options {
             database: None,
             secret_key: None,
             previous_keys: None,
+            extra_routes: None,
             request_timeout: None,
         }
     }
@@ -200,8 +203,12 @@ user_verification = false
         limits = options.limits,
         extra_config = options.extra_config,
         user_verification = options.user_verification,
-        verify_url =
-            if options.user_verify_url { format!("user_verify_url = \"{address}/verify\"") } else { String::new() },
+        verify_url = match (options.user_verify_url, options.mode) {
+            (false, _) => String::new(),
+            // Production refuses plain http here; no production test follows the link.
+            (true, "production") => "user_verify_url = \"https://app.example.com/verify\"".to_owned(),
+            (true, _) => format!("user_verify_url = \"{address}/verify\""),
+        },
         mode = options.mode,
         db = db_path.display(),
         flow_ttl = options.flow_ttl_seconds,
@@ -227,10 +234,9 @@ user_verification = false
     let lookup = move |name: &str| secrets.get(name).cloned();
     let mut settings =
         config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
-    if let Some(timeout) = options.request_timeout {
-        settings.request_timeout = timeout;
-    }
-    let app = Application::build(settings, listener, axum::Router::new()).await.expect("app builds");
+    settings.request_timeout = options.request_timeout.unwrap_or(settings.request_timeout);
+    let app =
+        Application::build(settings, listener, options.extra_routes.unwrap_or_default()).await.expect("app builds");
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {

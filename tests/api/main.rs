@@ -13,5 +13,6 @@ mod id_token;
 mod links;
 mod outcomes;
 mod pages;
+mod robustness;
 mod tokens;
 mod verification;

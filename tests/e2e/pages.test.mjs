@@ -804,4 +804,27 @@ describe('callback-gate pages in a real browser (axe-core, keyboard, reflow, no 
       throw err;
     }
   });
+
+  // The demo refuses form posts whose Origin is not its own; a real browser must still send its own origin from
+  // the demo's pages, which every response's Referrer-Policy: no-referrer would turn into "null".
+  test('demo: Connect and Approve in a real browser end connected', { timeout: PAGE_TIMEOUT_MS }, async () => {
+    try {
+      const context = await newLoopbackContext(browser);
+      try {
+        const page = await newPage(context);
+        await page.goto(`${demo.url}/`);
+        await page.getByRole('button', { name: 'Connect the demo provider' }).click();
+        await page.waitForURL((u) => u.pathname === '/demo/provider/authorize');
+        await page.getByRole('button', { name: 'Approve', exact: true }).click();
+        await page.waitForURL((u) => u.pathname.startsWith('/connect/result/'));
+        const outcome = await page.locator('main').getAttribute('data-outcome');
+        assert.equal(outcome, 'connected', `main[data-outcome]; page:\n${await page.content()}`);
+      } finally {
+        await context.close();
+      }
+    } catch (err) {
+      appendOutput(err, demo);
+      throw err;
+    }
+  });
 });

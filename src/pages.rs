@@ -173,8 +173,9 @@ async fn result(
             let recorded = flow::stored_failure(&flow, event);
             failure_page(&state, &language, &recorded).await
         }
-        FlowStatus::Verifying => notice(&state, &language, StatusCode::OK, "result-verifying"),
-        FlowStatus::Started | FlowStatus::Exchanging => notice(&state, &language, StatusCode::OK, "result-pending"),
+        // Both end by themselves (or are ended as abandoned when they cannot): the page reloads until they have.
+        FlowStatus::Verifying => waiting(&state, &language, "result-verifying"),
+        FlowStatus::Started | FlowStatus::Exchanging => waiting(&state, &language, "result-pending"),
     }
 }
 
@@ -294,6 +295,8 @@ struct NoticePage {
     chrome: Chrome,
     message: String,
     back: Option<Action>,
+    /// Seconds after which the browser reloads the page by itself (a meta refresh: no script is needed).
+    refresh: Option<u32>,
 }
 
 async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded) -> Response {
@@ -381,15 +384,24 @@ fn support_url(state: &AppState, language: &Language, recorded: &Recorded, at: &
 
 /// A page with a title and a message from `{id}-title` and `{id}-body`, and the way back to the app.
 fn notice(state: &AppState, language: &Language, status: StatusCode, id: &str) -> Response {
+    render(status, &notice_page(state, language, id, None))
+}
+
+/// A flow still under way: the notice, reloading itself every few seconds until the flow has ended.
+fn waiting(state: &AppState, language: &Language, id: &str) -> Response {
+    render(StatusCode::OK, &notice_page(state, language, id, Some(3)))
+}
+
+fn notice_page(state: &AppState, language: &Language, id: &str, refresh: Option<u32>) -> NoticePage {
     let app = display_name(state);
-    let page = NoticePage {
+    NoticePage {
         chrome: Chrome::new(state, language, language.text(&format!("{id}-title"))),
         message: language.text(&format!("{id}-body")),
         back: state.settings.app.return_url.as_ref().map(|url| {
             Action::new("return", language.text_with("back-to-app", &[("app", app)]), url.to_string(), true)
         }),
-    };
-    render(status, &page)
+        refresh,
+    }
 }
 
 /// What a page outside any flow needs: the static files, the app's name and the way back to it.
@@ -409,6 +421,7 @@ pub fn plain_notice(frame: &Frame, language: &Language, status: StatusCode, titl
         chrome: Chrome::with_assets(&frame.assets, language, language.text(title_id), frame.app_name.clone()),
         message: language.text(body_id),
         back,
+        refresh: None,
     };
     render(status, &page)
 }

@@ -329,12 +329,17 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
         let (state, flow) = (state.clone(), flow.clone());
         async move { finish(&state, provider, flow, query, started).await }
     };
-    match state.tasks.spawn(task).await {
-        Ok(ending) => ending,
-        Err(err) => {
+    let mut finishing = state.tasks.spawn(task);
+    // A provider slower than the request may wait: the browser goes to the result page, which shows the ending
+    // once it is recorded, instead of the request timing out.
+    let patience = state.settings.request_timeout.mul_f64(0.8);
+    match tokio::time::timeout(patience, &mut finishing).await {
+        Ok(Ok(ending)) => ending,
+        Ok(Err(err)) => {
             let failure = Failure::new("internal_error").with_detail(format!("the callback's task failed: {err}"));
             end_failed(state, &flow, failure, started).await
         }
+        Err(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
     }
 }
 

@@ -122,17 +122,28 @@ async fn a_callback_whose_browser_goes_away_still_connects_the_account() {
     assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_some());
 }
 
+/// A provider slower than the request timeout: the browser is sent to the result page before the timeout would cut
+/// the request, the page reloads itself while the exchange goes on, and then shows the ending.
 #[tokio::test]
-async fn a_callback_cut_by_the_request_timeout_still_ends_its_flow() {
-    let app = spawn_with(Options { request_timeout: Some(Duration::from_millis(300)), ..Options::default() }).await;
-    app.mock_token(json_body(200, tokens()).set_delay(Duration::from_millis(800))).await;
+async fn a_callback_slower_than_the_request_timeout_ends_on_the_result_page() {
+    let app = spawn_with(Options { request_timeout: Some(Duration::from_millis(500)), ..Options::default() }).await;
+    app.mock_token(json_body(200, tokens()).set_delay(Duration::from_millis(1200))).await;
     let (browser, started) = app.begin("user_1").await;
     let response = app.callback(&browser, &format!("code=c-1&state={}", started.state)).await;
-    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(flow_row(&app).0, "exchanging", "the answer came before the exchange finished");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let result = app.url(response.headers()[LOCATION].to_str().unwrap());
+    assert_eq!(flow_row(&app).0, "exchanging", "the browser was answered before the exchange finished");
+    let page = browser.get(&result).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Still connecting") && page.contains(r#"<meta http-equiv="refresh" content="3">"#));
+
     let (status, ..) = ended_flow(&app).await;
     assert_eq!(status, "succeeded");
     assert_eq!(app.account("user_1").await["status"], "ACTIVE");
+    let page = browser.get(&result).await.text().await.unwrap();
+    assert!(page.contains("data-outcome=\"connected\""));
+    assert!(!page.contains("http-equiv=\"refresh\""), "a finished flow's page stays put");
 }
 
 /// A callback whose process stopped mid-exchange: its flow is ended when found, not shown as pending forever.

@@ -332,7 +332,7 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
     let mut finishing = state.tasks.spawn(task);
     // A provider slower than the request may wait: the browser goes to the result page, which shows the ending
     // once it is recorded, instead of the request timing out.
-    let patience = state.settings.request_timeout.mul_f64(0.8);
+    let patience = state.settings.request_timeout.mul_f64(0.8).saturating_sub(started.elapsed());
     match tokio::time::timeout(patience, &mut finishing).await {
         Ok(Ok(ending)) => ending,
         Ok(Err(err)) => {

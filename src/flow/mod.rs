@@ -316,8 +316,8 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
             context.touches_account = false;
             let failure = Failure::new("link_used")
                 .with_detail("another flow started from the same link connected the account first");
-            let recorded = record(state, failure, context, started).await;
-            if let Err(err) = state.store.fail_flow(&flow.id, ending_of(&recorded)).await {
+            let recorded = Box::pin(record(state, failure, context, started)).await;
+            if let Err(err) = Box::pin(state.store.fail_flow(&flow.id, ending_of(&recorded))).await {
                 tracing::error!(target: "callback_gate::flow", flow = %flow.id, error = %err, "could not mark the flow failed");
             }
             return Ending::Failed(Box::new(recorded));
@@ -325,11 +325,7 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
     }
     // From here on this request owns the flow. The rest runs as a task of its own, so a browser that goes away or
     // a request timeout cannot cut it short: whatever happens, the flow ends with a recorded outcome.
-    let task = {
-        let (state, flow) = (state.clone(), flow.clone());
-        async move { finish(&state, provider, flow, query, started).await }
-    };
-    let mut finishing = state.tasks.spawn(task);
+    let mut finishing = spawn_finish(state, provider, flow.clone(), query, started);
     // A provider slower than the request may wait: the browser goes to the result page, which shows the ending
     // once it is recorded, instead of the request timing out.
     let patience = state.settings.request_timeout.mul_f64(0.8).saturating_sub(started.elapsed());
@@ -337,7 +333,7 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
         Ok(Ok(ending)) => ending,
         Ok(Err(err)) => {
             let failure = Failure::new("internal_error").with_detail(format!("the callback's task failed: {err}"));
-            end_failed(state, &flow, failure, started).await
+            Box::pin(end_failed(state, &flow, failure, started)).await
         }
         Err(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
     }
@@ -353,6 +349,19 @@ pub fn callback_deadline(settings: &Settings) -> Duration {
 /// only a callback whose process stopped is ever ended this way.
 pub fn abandoned_after(settings: &Settings) -> Duration {
     callback_deadline(settings) + Duration::from_secs(60)
+}
+
+/// Starts [`finish`] as a task of its own. Not async itself, so the task's future never takes room in the
+/// callback's own.
+fn spawn_finish(
+    state: &AppState,
+    provider: Arc<Provider>,
+    flow: FlowRecord,
+    query: CallbackQuery,
+    started: Instant,
+) -> tokio::task::JoinHandle<Ending> {
+    let state = state.clone();
+    state.tasks.clone().spawn(async move { finish(&state, provider, flow, query, started).await })
 }
 
 /// Finishes a claimed flow within [`callback_deadline`] and records how it ended.
@@ -753,7 +762,9 @@ fn store_failure(err: &StoreError) -> Failure {
 }
 
 async fn fail(state: &AppState, failure: Failure, context: FailureContext, started: Instant) -> Ending {
-    Ending::Failed(Box::new(record(state, failure, context, started).await))
+    // Boxed: the browser routes await this on many paths, and each such path would otherwise make every request's
+    // future as large as recording is (a thousand callbacks waiting on a slow provider each hold one).
+    Ending::Failed(Box::new(Box::pin(record(state, failure, context, started)).await))
 }
 
 /// Records a failure under a fresh reference, makes it the account's last error where it speaks for the account,

@@ -132,7 +132,7 @@ async fn result(
     };
     let flow = match found {
         // A flow that waits for something that can no longer happen is ended now rather than shown as pending.
-        Some(flow) if matches!(flow.status, FlowStatus::Exchanging | FlowStatus::Verifying) => {
+        Some(flow) if flow::may_be_abandoned(&state.settings, &flow, OffsetDateTime::now_utc()) => {
             match flow::end_abandoned(&state, Some(&flow.id)).await {
                 Ok(0) => flow,
                 Ok(_) => match state.store.find_flow(&flow_id).await {

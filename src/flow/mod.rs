@@ -688,6 +688,20 @@ fn held_context(pending: &PendingVerification) -> FailureContext {
     }
 }
 
+/// Whether a flow may be one that will never finish by itself, judged from its record alone: a claim older than
+/// [`abandoned_after`], or held tokens that must have expired by now. Only then is the store asked
+/// ([`end_abandoned`]), so a result page reloading while a flow is under way costs no write.
+pub fn may_be_abandoned(settings: &Settings, flow: &FlowRecord, now: OffsetDateTime) -> bool {
+    // Flows claimed before `claimed_at` was recorded count from their start.
+    let claimed_at = flow.claimed_at.unwrap_or(flow.created_at);
+    match flow.status {
+        FlowStatus::Exchanging => now >= claimed_at + abandoned_after(settings),
+        // Tokens are held from after the claim for flow_ttl.
+        FlowStatus::Verifying => now >= claimed_at + settings.flow_ttl,
+        _ => false,
+    }
+}
+
 /// Ends flows that will never finish by themselves (see [`Store::end_abandoned_flows`]), each with a recorded
 /// outcome, so no result page waits forever. With `only`, just that flow is looked at. Returns how many ended.
 pub async fn end_abandoned(state: &AppState, only: Option<&str>) -> Result<usize, StoreError> {

@@ -862,7 +862,7 @@ impl Store {
             let sql = concat!(
                 "SELECT ",
                 flow_columns!(),
-                " FROM flows WHERE status = 'exchanging' AND claimed_at < ?1 AND (?3 IS NULL OR id = ?3)
+                " FROM flows WHERE status = 'exchanging' AND COALESCE(claimed_at, created_at) < ?1 AND (?3 IS NULL OR id = ?3)
                  UNION ALL SELECT ",
                 flow_columns!(),
                 " FROM flows f WHERE status = 'verifying' AND (?3 IS NULL OR id = ?3)

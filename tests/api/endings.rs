@@ -35,6 +35,16 @@ async fn ended_flow(app: &TestApp) -> (String, Option<String>, Option<String>, O
     panic!("the flow is still exchanging: {:?}", flow_row(app));
 }
 
+/// The browser sends the provider's redirect back, then goes away long before the provider's token endpoint answers.
+async fn give_up_on_callback(app: &TestApp, browser: &Browser, state: &str) {
+    let cut = browser
+        .impatient(Duration::from_millis(150))
+        .get(app.url(&format!("/connect/callback/{CONNECTION}?code=c-1&state={state}")))
+        .send()
+        .await;
+    assert!(cut.is_err(), "the browser went away before the answer");
+}
+
 /// Account writes: what storing a connected account does.
 const ACCOUNT_WRITES: &str = "BEFORE UPDATE ON connected_accounts";
 
@@ -76,13 +86,7 @@ async fn a_callback_whose_browser_goes_away_still_ends_its_flow() {
     )
     .await;
     let (browser, started) = app.begin("user_1").await;
-    // The same browser gives up long before the provider answers.
-    let cut = browser
-        .impatient(Duration::from_millis(150))
-        .get(app.url(&format!("/connect/callback/{CONNECTION}?code=c-1&state={}", started.state)))
-        .send()
-        .await;
-    assert!(cut.is_err(), "the browser went away before the answer");
+    give_up_on_callback(&app, &browser, &started.state).await;
 
     let (status, code, cause, reference) = ended_flow(&app).await;
     assert_eq!(status, "failed");
@@ -94,10 +98,7 @@ async fn a_callback_whose_browser_goes_away_still_ends_its_flow() {
     assert_eq!(account["last_error"]["reference"], reference.as_str());
 
     // The browser comes back to the result page: the ending, not "still connecting".
-    let flow_id: String = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row("SELECT id FROM flows", [], |row| row.get(0))
-        .unwrap();
+    let flow_id = app.only_flow_id();
     let page = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
     assert_eq!(page.status(), StatusCode::BAD_REQUEST);
     let page = page.text().await.unwrap();
@@ -110,12 +111,7 @@ async fn a_callback_whose_browser_goes_away_still_connects_the_account() {
     let app = spawn_app().await;
     app.mock_token(json_body(200, tokens()).set_delay(Duration::from_millis(800))).await;
     let (browser, started) = app.begin("user_1").await;
-    let cut = browser
-        .impatient(Duration::from_millis(150))
-        .get(app.url(&format!("/connect/callback/{CONNECTION}?code=c-1&state={}", started.state)))
-        .send()
-        .await;
-    assert!(cut.is_err());
+    give_up_on_callback(&app, &browser, &started.state).await;
     let (status, ..) = ended_flow(&app).await;
     assert_eq!(status, "succeeded");
     assert_eq!(app.account("user_1").await["status"], "ACTIVE");
@@ -154,7 +150,7 @@ async fn a_flow_whose_callback_never_finished_is_ended_when_found() {
     let db = rusqlite::Connection::open(&app.db_path).unwrap();
     let an_hour_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 3600) * 1000;
     db.execute("UPDATE flows SET status = 'exchanging', claimed_at = ?", [an_hour_ago]).unwrap();
-    let flow_id: String = db.query_row("SELECT id FROM flows", [], |row| row.get(0)).unwrap();
+    let flow_id = app.only_flow_id();
 
     let page = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
     assert_eq!(page.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -385,6 +385,14 @@ impl TestApp {
         (status, page.text().await.expect("body"))
     }
 
+    /// The id of the only flow in the store (tests that start one flow and need its result page).
+    pub fn only_flow_id(&self) -> String {
+        rusqlite::Connection::open(&self.db_path)
+            .expect("open the database")
+            .query_row("SELECT id FROM flows", [], |row| row.get(0))
+            .expect("exactly one flow")
+    }
+
     /// Records every PKCE verifier and code the provider received.
     pub async fn record_verifiers(&self) {
         for request in self.provider.received_requests().await.unwrap_or_default() {
@@ -488,4 +496,27 @@ pub fn query_param(url: &str, name: &str) -> String {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+/// An OpenID provider on wiremock: its discovery document (with RFC 9207's promise of `iss` when `promises_iss`)
+/// and a key set URL answering `jwks`. Token endpoints are mounted by each test.
+pub async fn openid_provider(jwks: ResponseTemplate, promises_iss: bool) -> MockServer {
+    let server = MockServer::start().await;
+    let issuer = server.uri();
+    let mut discovery = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+    });
+    if promises_iss {
+        discovery["authorization_response_iss_parameter_supported"] = json!(true);
+    }
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(discovery))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET")).and(path("/jwks")).respond_with(jwks).mount(&server).await;
+    server
 }

@@ -38,20 +38,7 @@ fn key_set() -> Value {
 
 /// An OpenID provider whose key set URL answers with `jwks`. Token endpoints are mounted per flow by `answer_with`.
 async fn openid_provider(jwks: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    let issuer = server.uri();
-    Mock::given(method("GET"))
-        .and(path("/.well-known/openid-configuration"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "issuer": issuer,
-            "authorization_endpoint": format!("{issuer}/authorize"),
-            "token_endpoint": format!("{issuer}/token"),
-            "jwks_uri": format!("{issuer}/jwks"),
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET")).and(path("/jwks")).respond_with(jwks).mount(&server).await;
-    server
+    crate::helpers::openid_provider(jwks, false).await
 }
 
 /// An app with the OpenID connection `sso` on `idp`.

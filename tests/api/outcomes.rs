@@ -426,28 +426,12 @@ fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
-/// An OpenID provider on wiremock: discovery and a key set, and a token endpoint answering `token`.
+/// An OpenID provider on wiremock that promises `iss`, with an empty key set and a token endpoint answering `token`.
 async fn openid_provider(token: ResponseTemplate) -> wiremock::MockServer {
+    use wiremock::Mock;
     use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer};
-    let server = MockServer::start().await;
-    let issuer = server.uri();
-    Mock::given(method("GET"))
-        .and(path("/.well-known/openid-configuration"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "issuer": issuer,
-            "authorization_endpoint": format!("{issuer}/authorize"),
-            "token_endpoint": format!("{issuer}/token"),
-            "jwks_uri": format!("{issuer}/jwks"),
-            "authorization_response_iss_parameter_supported": true,
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "keys": [] })))
-        .mount(&server)
-        .await;
+    let server =
+        crate::helpers::openid_provider(ResponseTemplate::new(200).set_body_json(json!({ "keys": [] })), true).await;
     Mock::given(method("POST")).and(path("/token")).respond_with(token).mount(&server).await;
     server
 }

@@ -126,25 +126,25 @@ async fn result(
 ) -> Response {
     let started = Instant::now();
     let language = Language::from_headers(&headers);
-    let found = match state.store.find_flow(&flow_id).await {
-        Ok(found) => found,
-        Err(err) => return store_failure_page(&state, &language, &err, started).await,
-    };
+    let mut found = state.store.find_flow(&flow_id).await;
+    // A flow that waits for something that can no longer happen is ended now rather than shown as pending.
+    if let Ok(Some(flow)) = &found
+        && flow::may_be_abandoned(&state.settings, flow, OffsetDateTime::now_utc())
+    {
+        found = match flow::end_abandoned(&state, Some(&flow_id)).await {
+            Ok(0) => found,
+            Ok(_) => state.store.find_flow(&flow_id).await,
+            Err(err) => Err(err),
+        };
+    }
     let flow = match found {
-        // A flow that waits for something that can no longer happen is ended now rather than shown as pending.
-        Some(flow) if flow::may_be_abandoned(&state.settings, &flow, OffsetDateTime::now_utc()) => {
-            match flow::end_abandoned(&state, Some(&flow.id)).await {
-                Ok(0) => flow,
-                Ok(_) => match state.store.find_flow(&flow_id).await {
-                    Ok(Some(flow)) => flow,
-                    Ok(None) => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
-                    Err(err) => return store_failure_page(&state, &language, &err, started).await,
-                },
-                Err(err) => return store_failure_page(&state, &language, &err, started).await,
-            }
+        Ok(Some(flow)) => flow,
+        Ok(None) => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
+        Err(err) => {
+            let failure = crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
+            let recorded = flow::record(&state, failure, flow::FailureContext::default(), started).await;
+            return failure_page(&state, &language, &recorded).await;
         }
-        Some(flow) => flow,
-        None => return notice(&state, &language, StatusCode::NOT_FOUND, "result-gone"),
     };
     let same_browser = browser_from(&state, &jar).is_some_and(|b| {
         crypto::constant_time_eq(crypto::hash_hex(b.expose()).as_bytes(), flow.browser_hash.as_bytes())
@@ -177,17 +177,6 @@ async fn result(
         FlowStatus::Verifying => waiting(&state, &language, "result-verifying"),
         FlowStatus::Started | FlowStatus::Exchanging => waiting(&state, &language, "result-pending"),
     }
-}
-
-async fn store_failure_page(
-    state: &AppState,
-    language: &Language,
-    err: &crate::store::StoreError,
-    started: Instant,
-) -> Response {
-    let failure = crate::outcome::Failure::new("internal_error").with_detail(err.to_string());
-    let recorded = flow::record(state, failure, flow::FailureContext::default(), started).await;
-    failure_page(state, language, &recorded).await
 }
 
 /// How pages name a connection's service to users.

@@ -558,7 +558,7 @@ pub enum Verification {
 }
 
 /// The route a browser brings an app's confirmation back to.
-pub fn confirmation_path(confirmation: &str) -> String {
+fn confirmation_path(confirmation: &str) -> String {
     format!("/connect/verified/{confirmation}")
 }
 
@@ -578,12 +578,7 @@ pub async fn verify_user(
         return Ok(Verification::Unknown);
     }
     let confirmation = Secret::new(crypto::random_token::<32>());
-    let ending = FlowEnding {
-        code: "user_verification_failed".into(),
-        cause: None,
-        reference: telemetry::new_reference(),
-        at: OffsetDateTime::now_utc(),
-    };
+    let ending = verification_refused();
     let answer = state
         .store
         .confirm_verification(
@@ -639,12 +634,7 @@ pub async fn arrive(state: &AppState, confirmation: &str, browser: Option<Secret
     if !crypto::is_random_token(confirmation) {
         return fail(state, unknown(), FailureContext::default(), started).await;
     }
-    let ending = FlowEnding {
-        code: "user_verification_failed".into(),
-        cause: None,
-        reference: telemetry::new_reference(),
-        at: OffsetDateTime::now_utc(),
-    };
+    let ending = verification_refused();
     let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
     let arrival = state.store.finish_verification(&crypto::hash_hex(confirmation), browser_hash, ending.clone()).await;
     match arrival {
@@ -708,22 +698,42 @@ pub async fn end_abandoned(state: &AppState, only: Option<&str>) -> Result<usize
     let started = Instant::now();
     let now = OffsetDateTime::now_utc();
     let claimed_before = now - abandoned_after(&state.settings);
+    let ending_of_abandoned = move |was| FlowEnding {
+        code: abandonment(was).code().to_owned(),
+        cause: None,
+        reference: telemetry::new_reference(),
+        at: now,
+    };
     let ended =
-        state.store.end_abandoned_flows(now, claimed_before, only.map(str::to_owned), telemetry::new_reference).await?;
+        state.store.end_abandoned_flows(now, claimed_before, only.map(str::to_owned), ending_of_abandoned).await?;
     for abandoned in &ended {
-        let failure = if abandoned.was == FlowStatus::Verifying {
-            Failure::new("user_verification_failed").with_detail(
-                "the app did not confirm its user, or the browser did not come back, before the held tokens expired",
-            )
-        } else {
-            Failure::new("internal_error").with_detail(
-                "the callback stopped before it finished (the process was stopped mid-exchange); the flow was ended when found abandoned",
-            )
-        };
         let context = FailureContext::of_flow(&abandoned.flow);
-        record_as(state, failure, context, started, abandoned.reference.clone()).await;
+        record_as(state, abandonment(abandoned.was), context, started, abandoned.reference.clone()).await;
     }
     Ok(ended.len())
+}
+
+/// How a flow that will never finish by itself ends, by what it was waiting for.
+fn abandonment(was: FlowStatus) -> Failure {
+    if was == FlowStatus::Verifying {
+        Failure::new("user_verification_failed").with_detail(
+            "the app did not confirm its user, or the browser did not come back, before the held tokens expired",
+        )
+    } else {
+        Failure::new("internal_error").with_detail(
+            "the callback stopped before it finished (the process was stopped mid-exchange); the flow was ended when found abandoned",
+        )
+    }
+}
+
+/// The ending written on a flow whose held tokens are refused, under a fresh reference.
+fn verification_refused() -> FlowEnding {
+    FlowEnding {
+        code: "user_verification_failed".into(),
+        cause: None,
+        reference: telemetry::new_reference(),
+        at: OffsetDateTime::now_utc(),
+    }
 }
 
 fn with_query(mut failure: Failure, query: &CallbackQuery) -> Failure {

@@ -845,16 +845,17 @@ impl Store {
         self.write(move |db| Ok(fail_in(db, &flow_id, &ending)?)).await
     }
 
-    /// Ends flows that will never finish by themselves, each under a fresh reference from `new_reference`: flows
-    /// whose callback claimed them before `claimed_before` and never finished (the process stopped mid-exchange),
-    /// and flows whose held tokens are gone or expired without an answer. With `only`, just that flow is looked
-    /// at. Runs on the writer, so of several instances sweeping at once each flow is ended by exactly one.
+    /// Ends flows that will never finish by themselves: flows whose callback claimed them before `claimed_before`
+    /// and never finished (the process stopped mid-exchange), and flows whose held tokens are gone or expired
+    /// without an answer. Each gets the ending `ending_for` gives for what it was waiting on. With `only`, just that
+    /// flow is looked at. Runs on the writer, so of several instances sweeping at once each flow is ended by exactly
+    /// one.
     pub async fn end_abandoned_flows(
         &self,
         now: OffsetDateTime,
         claimed_before: OffsetDateTime,
         only: Option<String>,
-        new_reference: fn() -> String,
+        ending_for: impl Fn(FlowStatus) -> FlowEnding + Send + 'static,
     ) -> Result<Vec<Abandoned>, StoreError> {
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -882,8 +883,7 @@ impl Store {
             let mut ended = Vec::with_capacity(flows.len());
             for flow in flows {
                 let was = flow.status;
-                let code = if was == FlowStatus::Verifying { "user_verification_failed" } else { "internal_error" };
-                let ending = FlowEnding { code: code.into(), cause: None, reference: new_reference(), at: now };
+                let ending = ending_for(was);
                 tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = ?")?.execute([&flow.id])?;
                 release_account(&tx, &flow.connection, &flow.identifier)?;
                 if fail_in(&tx, &flow.id, &ending)? {

@@ -469,12 +469,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
     }
 
     let database_url = raw.database_url.unwrap_or_else(|| "sqlite://callback-gate.db".into());
-    if !database_url.starts_with("sqlite:") {
-        problems.push(format!(
-            "database_url \"{}\": only sqlite: URLs are supported by this build",
-            database_url.split('@').next_back().unwrap_or_default()
-        ));
-    } else if let Err(err) = crate::store::database_path(&database_url) {
+    if let Err(err) = crate::store::Backend::of(&database_url) {
         problems.push(err.to_string());
     }
 

@@ -230,7 +230,7 @@ async fn a_signed_state_whose_flow_is_gone_is_state_invalid() {
     let app = spawn_app().await;
     let (browser, started) = app.begin("user_1").await;
     // The sweeper deletes old flows; their states still carry a valid signature.
-    rusqlite::Connection::open(&app.db_path).unwrap().execute("DELETE FROM flows", []).unwrap();
+    app.sql("DELETE FROM flows").await;
     let failed = refused(&app, app.callback(&browser, &granted(&started)).await).await;
     assert_eq!((failed.status, &*failed.code), (StatusCode::BAD_REQUEST, "state_invalid"));
     assert_eq!(failed.record["detail"], "the state matches no flow");
@@ -243,7 +243,7 @@ async fn a_flow_started_before_a_key_rotation_finishes_while_the_old_key_is_prev
     let before = spawn_with(Options { secret_key: Some(old_key.clone()), ..Options::default() }).await;
     let (browser_1, started_1) = before.begin("user_1").await;
     let (browser_2, started_2) = before.begin("user_2").await;
-    let database = Some(before.db_path.clone());
+    let database = Some(before.database_url.clone());
 
     // The old key as previous: a flow in progress across the rotation still finishes.
     let options = Options { previous_keys: Some(old_key), database: database.clone(), ..Options::default() };

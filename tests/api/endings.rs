@@ -14,25 +14,24 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::helpers::{Browser, CONNECTION, Options, TestApp, code_on, reference_on, spawn_app, spawn_with};
 
 /// The flow's status, outcome code and cause, read straight from the store.
-fn flow_row(app: &TestApp) -> (String, Option<String>, Option<String>, Option<String>) {
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row("SELECT status, outcome_code, outcome_cause, reference FROM flows", [], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .unwrap()
+async fn flow_row(app: &TestApp) -> (String, Option<String>, Option<String>, Option<String>) {
+    let mut rows = app.sql_rows("SELECT status, outcome_code, outcome_cause, reference FROM flows").await;
+    assert_eq!(rows.len(), 1, "one flow");
+    let mut row = rows.remove(0).into_iter();
+    let mut next = || row.next().flatten();
+    (next().expect("a status"), next(), next(), next())
 }
 
 /// Waits until the only flow has left `exchanging`, for at most five seconds.
 async fn ended_flow(app: &TestApp) -> (String, Option<String>, Option<String>, Option<String>) {
     for _ in 0..100 {
-        let row = flow_row(app);
+        let row = flow_row(app).await;
         if row.0 != "exchanging" {
             return row;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the flow is still exchanging: {:?}", flow_row(app));
+    panic!("the flow is still exchanging: {:?}", flow_row(app).await);
 }
 
 /// The browser sends the provider's redirect back, then goes away long before the provider's token endpoint answers.
@@ -46,18 +45,7 @@ async fn give_up_on_callback(app: &TestApp, browser: &Browser, state: &str) {
 }
 
 /// Account writes: what storing a connected account does.
-const ACCOUNT_WRITES: &str = "BEFORE UPDATE ON connected_accounts";
-
-/// Makes the store fail every write matched by each trigger condition, as a full or broken disk would.
-fn fail_writes(app: &TestApp, conditions: &[&str]) {
-    let db = rusqlite::Connection::open(&app.db_path).unwrap();
-    for (n, condition) in conditions.iter().enumerate() {
-        db.execute_batch(&format!(
-            "CREATE TRIGGER broken_{n} {condition} BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;"
-        ))
-        .unwrap();
-    }
-}
+const ACCOUNT_WRITES: (&str, Option<&str>) = ("BEFORE UPDATE ON connected_accounts", None);
 
 fn json_body(status: u16, body: serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(body)
@@ -98,7 +86,7 @@ async fn a_callback_whose_browser_goes_away_still_ends_its_flow() {
     assert_eq!(account["last_error"]["reference"], reference.as_str());
 
     // The browser comes back to the result page: the ending, not "still connecting".
-    let flow_id = app.only_flow_id();
+    let flow_id = app.only_flow_id().await;
     let page = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
     assert_eq!(page.status(), StatusCode::BAD_REQUEST);
     let page = page.text().await.unwrap();
@@ -128,7 +116,7 @@ async fn a_callback_slower_than_the_request_timeout_ends_on_the_result_page() {
     let response = app.callback(&browser, &format!("code=c-1&state={}", started.state)).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let result = app.url(response.headers()[LOCATION].to_str().unwrap());
-    assert_eq!(flow_row(&app).0, "exchanging", "the browser was answered before the exchange finished");
+    assert_eq!(flow_row(&app).await.0, "exchanging", "the browser was answered before the exchange finished");
     let page = browser.get(&result).await;
     assert_eq!(page.status(), StatusCode::OK);
     let page = page.text().await.unwrap();
@@ -147,10 +135,9 @@ async fn a_callback_slower_than_the_request_timeout_ends_on_the_result_page() {
 async fn a_flow_whose_callback_never_finished_is_ended_when_found() {
     let app = spawn_app().await;
     let (browser, _started) = app.begin("user_1").await;
-    let db = rusqlite::Connection::open(&app.db_path).unwrap();
     let an_hour_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 3600) * 1000;
-    db.execute("UPDATE flows SET status = 'exchanging', claimed_at = ?", [an_hour_ago]).unwrap();
-    let flow_id = app.only_flow_id();
+    app.sql(&format!("UPDATE flows SET status = 'exchanging', claimed_at = {an_hour_ago}")).await;
+    let flow_id = app.only_flow_id().await;
 
     let page = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
     assert_eq!(page.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -158,15 +145,14 @@ async fn a_flow_whose_callback_never_finished_is_ended_when_found() {
     assert_eq!(code_on(&page), "internal_error");
     let reference = reference_on(&page);
     assert!(app.reference(&reference).await["detail"].as_str().unwrap().contains("stopped before it finished"));
-    assert_eq!(flow_row(&app).0, "failed");
+    assert_eq!(flow_row(&app).await.0, "failed");
     assert_eq!(app.account("user_1").await["last_error"]["reference"], reference.as_str());
 
     // A claim that is merely slow is left alone.
     let (browser, _started) = app.begin("user_2").await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    db.execute("UPDATE flows SET status = 'exchanging', claimed_at = ? WHERE identifier = 'user_2'", [now]).unwrap();
-    let flow_id: String =
-        db.query_row("SELECT id FROM flows WHERE identifier = 'user_2'", [], |row| row.get(0)).unwrap();
+    app.sql(&format!("UPDATE flows SET status = 'exchanging', claimed_at = {now} WHERE identifier = 'user_2'")).await;
+    let flow_id = app.sql_rows("SELECT id FROM flows WHERE identifier = 'user_2'").await[0][0].clone().unwrap();
     let page = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("Still connecting"));
@@ -179,10 +165,7 @@ async fn the_sweeper_ends_abandoned_flows_once() {
         app.begin(identifier).await;
     }
     let an_hour_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 3600) * 1000;
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute("UPDATE flows SET status = 'exchanging', claimed_at = ?", [an_hour_ago])
-        .unwrap();
+    app.sql(&format!("UPDATE flows SET status = 'exchanging', claimed_at = {an_hour_ago}")).await;
     let (first, second) = tokio::join!(
         callback_gate::flow::end_abandoned(&app.state, None),
         callback_gate::flow::end_abandoned(&app.state, None)
@@ -200,7 +183,7 @@ async fn a_store_failure_after_the_exchange_keeps_its_cause() {
     let app = spawn_app().await;
     app.mock_token_success(1).await;
     let (browser, started) = app.begin("user_1").await;
-    fail_writes(&app, &[ACCOUNT_WRITES]);
+    app.break_writes(&[ACCOUNT_WRITES]).await;
     let response = app.callback(&browser, &format!("code=c-1&state={}", started.state)).await;
     let (status, page) = app.follow(&browser, response).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -211,7 +194,7 @@ async fn a_store_failure_after_the_exchange_keeps_its_cause() {
     assert_eq!(event["cause"], "post_auth_hook");
     assert!(event["detail"].as_str().unwrap().contains("simulated disk failure"), "{event}");
     assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
-    let (flow_status, code, cause, _) = flow_row(&app);
+    let (flow_status, code, cause, _) = flow_row(&app).await;
     assert_eq!(
         (flow_status.as_str(), code.as_deref(), cause.as_deref()),
         ("failed", Some("failed_to_exchange_token"), Some("post_auth_hook"))
@@ -225,7 +208,7 @@ async fn a_store_that_fails_entirely_after_the_exchange_renders_the_page_in_plac
     let app = spawn_app().await;
     app.mock_token_success(1).await;
     let (browser, started) = app.begin("user_1").await;
-    fail_writes(&app, &[ACCOUNT_WRITES, "BEFORE UPDATE OF status ON flows WHEN NEW.status <> 'exchanging'"]);
+    app.break_writes(&[ACCOUNT_WRITES, ("BEFORE UPDATE OF status ON flows", Some("NEW.status <> 'exchanging'"))]).await;
     let response = app.callback(&browser, &format!("code=c-1&state={}", started.state)).await;
     assert!(response.headers().get(LOCATION).is_none(), "rendered in place");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -29,14 +29,8 @@ async fn the_happy_path_ends_active_with_tokens_sealed_to_the_account() {
     assert!(started.state.len() >= 22, "state carries at least 128 bits");
     assert_eq!(started.code_challenge.len(), 43);
     // The state is stored only as a hash.
-    let db = rusqlite::Connection::open(&app.db_path).unwrap();
-    let stored: Vec<String> = db
-        .prepare("SELECT state_hash FROM flows")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored: Vec<String> =
+        app.sql_rows("SELECT state_hash FROM flows").await.into_iter().filter_map(|mut row| row.remove(0)).collect();
     assert!(stored.contains(&callback_gate::crypto::hash_hex(&started.state)));
     assert!(!stored.iter().any(|hash| hash.contains(&started.state)));
 

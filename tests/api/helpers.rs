@@ -41,8 +41,8 @@ pub struct Options {
     pub provider_base: Option<String>,
     /// The `[limits]` section. Tests run many flows from one address, so the default is generous.
     pub limits: String,
-    /// Use this SQLite file instead of a fresh one (to restart an app on the same data).
-    pub database: Option<std::path::PathBuf>,
+    /// Use this database (a `database_url`) instead of a fresh one, to restart an app on the same data.
+    pub database: Option<String>,
     /// `CALLBACK_GATE_SECRET_KEY` instead of a fresh random key.
     pub secret_key: Option<String>,
     /// `CALLBACK_GATE_SECRET_KEY_PREVIOUS`.
@@ -98,8 +98,9 @@ pub struct TestApp {
     pub state: AppState,
     pub store: Store,
     pub api: reqwest::Client,
-    /// The SQLite file, for tests that reach into the store from outside.
-    pub db_path: std::path::PathBuf,
+    /// The app's `database_url`: a fresh SQLite file, or a fresh PostgreSQL database when
+    /// `CALLBACK_GATE_TEST_POSTGRES` names a server (see [`fresh_database`]).
+    pub database_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -153,13 +154,16 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
     let public_url = options.public_url.clone().unwrap_or_else(|| address.clone());
-    let db_path = options.database.clone().unwrap_or_else(|| dir.path().join("test.db"));
+    let database_url = match options.database.clone() {
+        Some(url) => url,
+        None => fresh_database(dir.path()).await,
+    };
     let document = format!(
         r#"
 public_url = "{public_url}"
 listen = "127.0.0.1:{port}"
 mode = "{mode}"
-database_url = "sqlite://{db}"
+database_url = "{database_url}"
 flow_ttl_seconds = {flow_ttl}
 link_ttl_seconds = {link_ttl}
 token_timeout_seconds = {token_timeout}
@@ -210,7 +214,6 @@ user_verification = false
             (true, _) => format!("user_verify_url = \"{address}/verify\""),
         },
         mode = options.mode,
-        db = db_path.display(),
         flow_ttl = options.flow_ttl_seconds,
         link_ttl = options.link_ttl_seconds,
         token_timeout = options.token_timeout_seconds,
@@ -248,9 +251,92 @@ user_verification = false
         state,
         provider,
         api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
-        db_path,
+        database_url,
         _dir: dir,
     }
+}
+
+/// The PostgreSQL server the suite runs against instead of SQLite, when set: an admin URL such as
+/// `postgres://callback_gate:password@127.0.0.1:5432/postgres` (`scripts/test` starts one and sets it).
+pub const POSTGRES_ENV: &str = "CALLBACK_GATE_TEST_POSTGRES";
+
+/// A `database_url` for an empty database of the backend under test: a SQLite file in `dir`, or a new database on
+/// the PostgreSQL server `CALLBACK_GATE_TEST_POSTGRES` names.
+pub async fn fresh_database(dir: &std::path::Path) -> String {
+    let Ok(admin) = std::env::var(POSTGRES_ENV) else {
+        return format!("sqlite://{}", dir.join("test.db").display());
+    };
+    let name = format!("gate_{}", callback_gate::crypto::random_token::<8>().to_lowercase().replace('-', "_"));
+    sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
+    let mut url = Url::parse(&admin).expect("CALLBACK_GATE_TEST_POSTGRES is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// Runs statements on the database a `database_url` names.
+pub async fn sql(database_url: &str, statements: &str) {
+    if database_url.starts_with("postgres") {
+        postgres_client(database_url).await.batch_execute(statements).await.expect("statements run");
+    } else {
+        let path = database_url.trim_start_matches("sqlite://").to_owned();
+        let statements = statements.to_owned();
+        tokio::task::spawn_blocking(move || {
+            rusqlite::Connection::open(path).expect("open the database").execute_batch(&statements)
+        })
+        .await
+        .expect("statements ran")
+        .expect("statements run");
+    }
+}
+
+/// The rows a query returns from the database a `database_url` names, every value as text.
+pub async fn sql_rows(database_url: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    if database_url.starts_with("postgres") {
+        let messages = postgres_client(database_url).await.simple_query(query).await.expect("query runs");
+        return messages
+            .iter()
+            .filter_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect();
+    }
+    let path = database_url.trim_start_matches("sqlite://").to_owned();
+    let query = query.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rusqlite::types::ValueRef;
+        let db = rusqlite::Connection::open(path).expect("open the database");
+        let mut statement = db.prepare(&query).expect("query prepares");
+        let columns = statement.column_count();
+        let rows = statement
+            .query_map([], |row| {
+                (0..columns)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => None,
+                            ValueRef::Integer(n) => Some(n.to_string()),
+                            ValueRef::Real(x) => Some(x.to_string()),
+                            ValueRef::Text(text) | ValueRef::Blob(text) => {
+                                Some(String::from_utf8_lossy(text).into_owned())
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<_>, rusqlite::Error>>()
+            })
+            .expect("query runs");
+        rows.collect::<Result<Vec<_>, _>>().expect("rows read")
+    })
+    .await
+    .expect("query ran")
+}
+
+async fn postgres_client(database_url: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
 }
 
 /// A fresh `CALLBACK_GATE_SECRET_KEY` value.
@@ -386,11 +472,50 @@ impl TestApp {
     }
 
     /// The id of the only flow in the store (tests that start one flow and need its result page).
-    pub fn only_flow_id(&self) -> String {
-        rusqlite::Connection::open(&self.db_path)
-            .expect("open the database")
-            .query_row("SELECT id FROM flows", [], |row| row.get(0))
-            .expect("exactly one flow")
+    pub async fn only_flow_id(&self) -> String {
+        let rows = self.sql_rows("SELECT id FROM flows").await;
+        assert_eq!(rows.len(), 1, "exactly one flow");
+        rows[0][0].clone().expect("a flow id")
+    }
+
+    /// Runs statements on the app's database from outside the app, as an operator (or a failure) would.
+    pub async fn sql(&self, statements: &str) {
+        sql(&self.database_url, statements).await;
+    }
+
+    /// The rows a query returns, every value as text (`None` for NULL).
+    pub async fn sql_rows(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        sql_rows(&self.database_url, query).await
+    }
+
+    /// Makes every write that fires one of `triggers` fail, as a full or broken disk would. Each trigger is the
+    /// event and table (`BEFORE UPDATE OF status ON flows`) and, optionally, a condition on `NEW`.
+    pub async fn break_writes(&self, triggers: &[(&str, Option<&str>)]) {
+        let postgres = self.database_url.starts_with("postgres");
+        let mut statements = String::new();
+        if postgres {
+            statements.push_str(
+                "CREATE OR REPLACE FUNCTION simulated_failure() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'simulated disk failure'; END $$;",
+            );
+        }
+        for (n, (event, condition)) in triggers.iter().enumerate() {
+            statements.push_str(&match (postgres, condition) {
+                (true, Some(when)) => format!(
+                    "CREATE TRIGGER broken_{n} {event} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION simulated_failure();"
+                ),
+                (true, None) => {
+                    format!("CREATE TRIGGER broken_{n} {event} FOR EACH ROW EXECUTE FUNCTION simulated_failure();")
+                }
+                (false, Some(when)) => format!(
+                    "CREATE TRIGGER broken_{n} {event} WHEN {when} BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;"
+                ),
+                (false, None) => format!(
+                    "CREATE TRIGGER broken_{n} {event} BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;"
+                ),
+            });
+        }
+        self.sql(&statements).await;
     }
 
     /// Records every PKCE verifier and code the provider received.

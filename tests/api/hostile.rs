@@ -142,17 +142,16 @@ async fn a_megabyte_of_text_is_refused_without_storing_anything() {
 }
 
 /// Bytes stored under one reference for the values a request can choose.
-fn stored_bytes(app: &TestApp, reference: &str) -> i64 {
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row(
+async fn stored_bytes(app: &TestApp, reference: &str) -> i64 {
+    assert!(callback_gate::telemetry::is_reference(reference));
+    let rows = app
+        .sql_rows(&format!(
             "SELECT COALESCE(length(error), 0) + COALESCE(length(error_description), 0) + COALESCE(length(error_uri), 0)
                   + COALESCE(length(iss), 0) + length(detail) + COALESCE(length(connection), 0)
-             FROM outcome_events WHERE reference = ?",
-            [reference],
-            |row| row.get(0),
-        )
-        .unwrap()
+             FROM outcome_events WHERE reference = '{reference}'"
+        ))
+        .await;
+    rows[0][0].as_deref().expect("a length").parse().expect("a number")
 }
 
 /// A callback that matches no flow can be sent by anyone: what it leaves behind for 30 days is a short digest of
@@ -178,7 +177,7 @@ async fn a_callback_matching_no_flow_stores_a_bounded_digest() {
         let reference = reference_on(&page);
         let event = app.reference(&reference).await;
         app.count(Table::OutcomeEvents).await;
-        let bytes = stored_bytes(&app, &reference);
+        let bytes = stored_bytes(&app, &reference).await;
         assert!(bytes < 1800, "{bytes} bytes stored for a request that matched no flow: {event}");
         if let Some(kept) = event["error_description"].as_str() {
             assert!(kept.starts_with("DDDD") && kept.contains("4096 bytes, sha256 "), "{kept}");
@@ -188,7 +187,7 @@ async fn a_callback_matching_no_flow_stores_a_bounded_digest() {
     let response = browser.get(&app.url(&format!("/connect/callback/{}?state=x", "c".repeat(4 * 1024)))).await;
     let reference = reference_on(&response.text().await.unwrap());
     app.count(Table::OutcomeEvents).await;
-    assert!(stored_bytes(&app, &reference) < 1200);
+    assert!(stored_bytes(&app, &reference).await < 1200);
 }
 
 /// However many forged callbacks arrive, only the newest `limits.unmatched_references` of their references are

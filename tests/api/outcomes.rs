@@ -506,12 +506,7 @@ async fn a_store_failure_after_the_exchange_is_post_auth_hook() {
     app.mock_token_success(1).await;
     let (browser, state, _) = begin(&app, "user_1").await;
     // Make the account's token write fail, as a full disk would, while everything else keeps working.
-    let db = rusqlite::Connection::open(&app.db_path).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_tokens BEFORE UPDATE OF sealed_tokens ON connected_accounts
-         BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END",
-    )
-    .unwrap();
+    app.break_writes(&[("BEFORE UPDATE OF sealed_tokens ON connected_accounts", None)]).await;
     let response = browser.get(&app, &app.url(&format!("/connect/callback/{CONNECTION}?code=c&state={state}"))).await;
     let (status, page) = result_page(&app, &browser, response).await;
     let event = assert_page(

@@ -60,12 +60,11 @@ async fn a_sealed_token_copied_into_another_account_does_not_open() {
     app.mock_token_success(2).await;
     connect(&app, "user_1").await;
     connect(&app, "user_2").await;
-    let db = rusqlite::Connection::open(&app.db_path).unwrap();
-    db.execute_batch(
+    app.sql(
         "UPDATE connected_accounts SET sealed_tokens = (SELECT sealed_tokens FROM connected_accounts WHERE identifier = 'user_1')
          WHERE identifier = 'user_2'",
     )
-    .unwrap();
+    .await;
     let (status, body) = token(&app, "user_2").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["error"]["code"], "tokens_unreadable");
@@ -81,7 +80,7 @@ async fn rotating_the_key_keeps_old_tokens_readable_and_seals_new_ones_with_the_
     before.mock_token_success(1).await;
     connect(&before, "user_1").await;
     let old_id = before.state.settings.secret_key.id().to_owned();
-    let database = before.db_path.clone();
+    let database = before.database_url.clone();
     let link_before = before.mint_link("user_3").await;
 
     // The same data, a new key, the old one as previous.

@@ -159,7 +159,7 @@ async fn an_unanswered_verification_ends_instead_of_waiting_forever() {
     let app = spawn_with(Options { flow_ttl_seconds: 1, ..verifying() }).await;
     app.mock_token_success(1).await;
     let (browser, _) = exchange(&app, "user_1").await;
-    let flow_id = app.only_flow_id();
+    let flow_id = app.only_flow_id().await;
     let waiting = browser.get(&app.url(&format!("/connect/result/{flow_id}"))).await;
     assert_eq!(waiting.status(), StatusCode::OK);
     assert!(waiting.text().await.unwrap().contains("Waiting for confirmation"));

@@ -1,0 +1,1003 @@
+//! The PostgreSQL backend: one database shared by several instances of the service.
+//!
+//! Every operation is one transaction on a pooled connection (`deadpool-postgres`), and every rule the SQLite
+//! backend gets from its single writer holds here by the database's own means: single use is a conditional
+//! `UPDATE` or a `DELETE … RETURNING` that exactly one transaction wins, rows another instance is ending are
+//! skipped (`FOR UPDATE SKIP LOCKED`), and the sweeps that need only one runner at a time take a transaction-level
+//! advisory lock and give way when another instance holds it.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use super::{
+    Abandoned, AccountQuery, Arrival, Claim, Confirmation, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
+    LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, StoreError, Table, TokenWrite,
+    from_millis, millis,
+};
+use crate::account::{AccountStatus, ConnectedAccount, LastError};
+
+/// Connections each instance keeps open at most.
+const POOL_SIZE: usize = 16;
+/// How long an operation waits for a free connection, or for a new one to be made, before it fails as
+/// unavailable: the same bound as the SQLite backend's queue.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long a statement may run on the server before it is cancelled there.
+const STATEMENT_TIMEOUT_MS: u32 = 10_000;
+
+/// Advisory lock keys ("cg" and a number), so instances agree on who runs what.
+const LOCK_MIGRATE: i64 = 0x6367_0001;
+const LOCK_SWEEP: i64 = 0x6367_0002;
+const LOCK_TRIM_EVENTS: i64 = 0x6367_0003;
+
+/// The schema, in order: (version, SQL). The table `callback_gate_migrations` records which have run.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
+
+/// Columns read for a flow, as a literal for queries built with `concat!`.
+macro_rules! flow_columns {
+    () => {
+        "id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to, status, \
+         outcome_code, outcome_cause, reference, created_at, expires_at, claimed_at"
+    };
+}
+
+/// Columns read for a connected account.
+macro_rules! account_columns {
+    () => {
+        "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
+         last_error_at"
+    };
+}
+
+/// Columns read for held tokens.
+macro_rules! pending_columns {
+    () => {
+        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
+    };
+}
+
+/// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
+pub fn options(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|err| StoreError::Url(format!("is not a PostgreSQL connection URL: {err}")))?;
+    if config.get_dbname().is_none() {
+        return Err(StoreError::Url("names no database (postgres://user:password@host:5432/database)".into()));
+    }
+    if config.get_hosts().is_empty() {
+        return Err(StoreError::Url("names no host (postgres://user:password@host:5432/database)".into()));
+    }
+    if config.get_user().is_none() {
+        return Err(StoreError::Url("names no user (postgres://user:password@host:5432/database)".into()));
+    }
+    Ok(config)
+}
+
+/// Whether a PostgreSQL error means the server could not be reached or could not take the work now, rather than
+/// a refusal of the statement itself.
+pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
+    let Some(code) = err.code() else {
+        // No SQLSTATE: the connection failed, closed or timed out.
+        return true;
+    };
+    let class = &code.code()[..2];
+    // 08: connection exception; 53: insufficient resources; 57: operator intervention (shutdown, restart);
+    // 40001/40P01: serialization failure or deadlock, worth trying again.
+    matches!(class, "08" | "53" | "57")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+}
+
+/// What went wrong, in the server's words where it gave any: the error's own text is only "db error" for every
+/// error the server reports.
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::Backend(err) => Self::Postgres(err),
+            PoolError::Closed => Self::Closed,
+            PoolError::Timeout(_) => Self::Unavailable("no database connection became free in time".into()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore").field("size", &status.size).field("available", &status.available).finish()
+    }
+}
+
+/// TLS for connections whose URL asks for it (`sslmode=require`, or `prefer`, the default, when the server offers
+/// it): rustls with the system's trusted roots.
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+        // The provider supports the default versions; this branch is unreachable in practice.
+        Err(_) => {
+            rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+        }
+    };
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+impl PostgresStore {
+    /// Connects, checks the database answers, and brings its schema up to date (one instance at a time).
+    pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
+        let mut config = options(database_url)?;
+        if config.get_application_name().is_none() {
+            config.application_name("callback-gate");
+        }
+        config.connect_timeout(WAIT);
+        config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        let manager = Manager::from_config(config, tls(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(WAIT))
+            .create_timeout(Some(WAIT))
+            .recycle_timeout(Some(WAIT))
+            .build()
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Runs the migrations this database has not had, holding an advisory lock so instances starting together
+    /// migrate one after another. A database migrated by a newer build is refused rather than guessed at.
+    ///
+    /// Hand-written because the migration runners that lock across instances (sqlx's) cannot be linked beside
+    /// rusqlite, and this is one table and one lock.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE]).await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS callback_gate_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        let current: i64 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM callback_gate_migrations", &[]).await?.try_get(0)?;
+        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        if current > known {
+            return Err(StoreError::Corrupt(format!(
+                "the database's schema is at version {current}, newer than this build's {known}: run a newer callback-gate"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO callback_gate_migrations (version, applied_at) VALUES ($1, $2)",
+                &[version, &millis(OffsetDateTime::now_utc())],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// PostgreSQL keeps its own write-ahead log and vacuums by itself; nothing to do.
+    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close();
+    }
+
+    pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_identifier(&tx, &link.connection, &link.identifier).await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &link.id,
+                &link.connection,
+                &link.identifier,
+                &link.return_to,
+                &millis(link.created_at),
+                &millis(link.expires_at),
+            ],
+        )
+        .await?;
+        let account = tx
+            .prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (connection, identifier) DO NOTHING",
+            )
+            .await?;
+        tx.execute(
+            &account,
+            &[&link.connection, &link.identifier, &AccountStatus::PendingAuth.as_str(), &millis(link.created_at)],
+        )
+        .await?;
+        let trim = tx
+            .prepare_cached(
+                "DELETE FROM authorization_links WHERE connection = $1 AND identifier = $2 AND id NOT IN
+                    (SELECT id FROM authorization_links WHERE connection = $1 AND identifier = $2
+                     ORDER BY created_at DESC, id LIMIT $3)",
+            )
+            .await?;
+        tx.execute(&trim, &[&link.connection, &link.identifier, &i64::from(keep)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn find_link(&self, id: &str) -> Result<Option<LinkRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, connection, identifier, return_to, created_at, expires_at, consumed_at
+                 FROM authorization_links WHERE id = $1",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&statement, &[&id]).await? else {
+            return Ok(None);
+        };
+        Ok(Some(LinkRecord {
+            id: row.try_get("id")?,
+            connection: row.try_get("connection")?,
+            identifier: row.try_get("identifier")?,
+            return_to: row.try_get("return_to")?,
+            created_at: from_millis(row.try_get("created_at")?)?,
+            expires_at: from_millis(row.try_get("expires_at")?)?,
+            consumed_at: row.try_get::<_, Option<i64>>("consumed_at")?.map(from_millis).transpose()?,
+        }))
+    }
+
+    pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_identifier(&tx, &flow.connection, &flow.identifier).await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
+                                    return_to, status, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &flow.id,
+                &flow.state_hash,
+                &flow.link_id,
+                &flow.connection,
+                &flow.identifier,
+                &flow.browser_hash,
+                &flow.sealed_secrets,
+                &flow.return_to,
+                &flow.status.as_str(),
+                &millis(flow.created_at),
+                &millis(flow.expires_at),
+            ],
+        )
+        .await?;
+        let trim = tx
+            .prepare_cached(
+                "DELETE FROM flows WHERE connection = $1 AND identifier = $2 AND status = 'started' AND id NOT IN
+                    (SELECT id FROM flows WHERE connection = $1 AND identifier = $2 AND status = 'started'
+                     ORDER BY created_at DESC, id LIMIT $3)",
+            )
+            .await?;
+        tx.execute(&trim, &[&flow.connection, &flow.identifier, &i64::from(keep)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(concat!("SELECT ", flow_columns!(), " FROM flows WHERE id = $1")).await?;
+        client.query_opt(&statement, &[&id]).await?.as_ref().map(flow_from_row).transpose()
+    }
+
+    pub async fn claim_flow(
+        &self,
+        state_hash: &str,
+        browser_hash: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<(FlowRecord, Claim)>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let find = tx.prepare_cached(concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = $1")).await?;
+        let Some(row) = tx.query_opt(&find, &[&state_hash]).await? else {
+            return Ok(None);
+        };
+        let flow = flow_from_row(&row)?;
+        let same_browser = browser_hash
+            .is_some_and(|hash| crate::crypto::constant_time_eq(hash.as_bytes(), flow.browser_hash.as_bytes()));
+        if !same_browser {
+            return Ok(Some((flow, Claim::OtherBrowser)));
+        }
+        // A share lock on the link: a flow of the same link that is connecting the account right now holds it
+        // for update, so this waits for that transaction and then sees the link consumed.
+        let link = tx
+            .prepare_cached("SELECT consumed_at IS NOT NULL FROM authorization_links WHERE id = $1 FOR SHARE")
+            .await?;
+        let link_consumed = match tx.query_opt(&link, &[&flow.link_id]).await? {
+            Some(row) => row.try_get::<_, bool>(0)?,
+            None => false,
+        };
+        if link_consumed && flow.status == FlowStatus::Started {
+            return Ok(Some((flow, Claim::LinkUsed)));
+        }
+        let claim = tx
+            .prepare_cached(
+                "UPDATE flows SET status = 'exchanging', claimed_at = $1 WHERE id = $2 AND status = 'started'",
+            )
+            .await?;
+        let changed = tx.execute(&claim, &[&millis(now), &flow.id]).await?;
+        tx.commit().await?;
+        let claim = if changed == 1 { Claim::Claimed } else { Claim::NotStarted };
+        Ok(Some((flow, claim)))
+    }
+
+    pub async fn complete_flow(
+        &self,
+        flow_id: &str,
+        tokens: &TokenWrite,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let completed = complete_in(&tx, flow_id, tokens, now).await?;
+        if completed {
+            tx.commit().await?;
+        }
+        Ok(completed)
+    }
+
+    pub async fn hold_for_verification(
+        &self,
+        request_hash: &str,
+        flow_id: &str,
+        tokens: &TokenWrite,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let scopes = tokens.scopes_json()?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let hold = tx
+            .prepare_cached(
+                "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
+                                                    key_id, token_expires_at, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .await?;
+        tx.execute(
+            &hold,
+            &[
+                &request_hash,
+                &flow_id,
+                &tokens.connection,
+                &tokens.identifier,
+                &scopes,
+                &tokens.sealed_tokens,
+                &tokens.key_id,
+                &tokens.token_expires_at,
+                &millis(now),
+                &millis(expires_at),
+            ],
+        )
+        .await?;
+        let account = tx
+            .prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4)
+                 ON CONFLICT (connection, identifier) DO UPDATE SET status = excluded.status,
+                    updated_at = excluded.updated_at
+                 WHERE connected_accounts.status <> 'ACTIVE'",
+            )
+            .await?;
+        tx.execute(
+            &account,
+            &[&tokens.connection, &tokens.identifier, &AccountStatus::PendingVerification.as_str(), &millis(now)],
+        )
+        .await?;
+        let verifying = tx.prepare_cached("UPDATE flows SET status = 'verifying' WHERE id = $1").await?;
+        tx.execute(&verifying, &[&flow_id]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn confirm_verification(
+        &self,
+        request_hash: &str,
+        identifier: &str,
+        confirmation_hash: &str,
+        ending: FlowEnding,
+    ) -> Result<Confirmation, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // FOR UPDATE: a second answer for the same request waits, then finds it answered (or gone).
+        let find = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                pending_columns!(),
+                " FROM pending_verifications WHERE request_hash = $1 AND confirmation_hash IS NULL FOR UPDATE"
+            ))
+            .await?;
+        let Some(row) = tx.query_opt(&find, &[&request_hash]).await? else {
+            return Ok(Confirmation::Unknown);
+        };
+        let pending = pending_from_row(&row)?;
+        let late = ending.at >= pending.expires_at;
+        let matches = crate::crypto::constant_time_eq(pending.tokens.identifier.as_bytes(), identifier.as_bytes());
+        if late || !matches {
+            discard_held(&tx, &pending, &ending).await?;
+            tx.commit().await?;
+            return Ok(Confirmation::Refused { pending, late });
+        }
+        let confirm = tx
+            .prepare_cached("UPDATE pending_verifications SET confirmation_hash = $1 WHERE request_hash = $2")
+            .await?;
+        tx.execute(&confirm, &[&confirmation_hash, &request_hash]).await?;
+        tx.commit().await?;
+        Ok(Confirmation::Confirmed(pending))
+    }
+
+    pub async fn finish_verification(
+        &self,
+        confirmation_hash: &str,
+        browser_hash: Option<String>,
+        ending: FlowEnding,
+    ) -> Result<Option<Arrival>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Taking the held tokens is the DELETE itself: of two arrivals with one confirmation, one gets them.
+        let take = tx
+            .prepare_cached(concat!(
+                "DELETE FROM pending_verifications WHERE confirmation_hash = $1 RETURNING ",
+                pending_columns!()
+            ))
+            .await?;
+        let Some(row) = tx.query_opt(&take, &[&confirmation_hash]).await? else {
+            return Ok(None);
+        };
+        let pending = pending_from_row(&row)?;
+        let browser = tx.prepare_cached("SELECT browser_hash FROM flows WHERE id = $1").await?;
+        let flow_browser: Option<String> = match tx.query_opt(&browser, &[&pending.flow_id]).await? {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        };
+        let same_browser = match (&browser_hash, &flow_browser) {
+            (Some(presented), Some(expected)) => {
+                crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes())
+            }
+            _ => false,
+        };
+        if same_browser
+            && ending.at < pending.expires_at
+            && complete_in(&tx, &pending.flow_id, &pending.tokens, ending.at).await?
+        {
+            tx.commit().await?;
+            return Ok(Some(Arrival::Connected(pending)));
+        }
+        discard_held(&tx, &pending, &ending).await?;
+        tx.commit().await?;
+        Ok(Some(Arrival::Refused { pending, other_browser: !same_browser }))
+    }
+
+    pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
+        let scopes = tokens.scopes_json()?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE connected_accounts SET status = $1, scopes = $2, sealed_tokens = $3, key_id = $4,
+                    token_expires_at = $5, updated_at = $6 WHERE connection = $7 AND identifier = $8",
+            )
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &tokens.status.as_str(),
+                    &scopes,
+                    &tokens.sealed_tokens,
+                    &tokens.key_id,
+                    &tokens.token_expires_at,
+                    &millis(now),
+                    &tokens.connection,
+                    &tokens.identifier,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_status(
+        &self,
+        connection: &str,
+        identifier: &str,
+        status: AccountStatus,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let wipe = status == AccountStatus::Disconnected;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE connected_accounts SET status = $1, updated_at = $2,
+                    sealed_tokens = CASE WHEN $3 THEN NULL ELSE sealed_tokens END,
+                    key_id = CASE WHEN $3 THEN NULL ELSE key_id END
+                 WHERE connection = $4 AND identifier = $5",
+            )
+            .await?;
+        client.execute(&statement, &[&status.as_str(), &millis(now), &wipe, &connection, &identifier]).await?;
+        Ok(())
+    }
+
+    pub async fn fail_flow(&self, flow_id: &str, ending: FlowEnding) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        fail_in(&client, flow_id, &ending).await
+    }
+
+    pub async fn end_abandoned_flows(
+        &self,
+        now: OffsetDateTime,
+        claimed_before: OffsetDateTime,
+        only: Option<String>,
+        ending_for: impl Fn(FlowStatus) -> FlowEnding + Send + 'static,
+    ) -> Result<Vec<Abandoned>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // SKIP LOCKED: flows another instance is ending (or finishing) right now are left to it.
+        let exchanging = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                flow_columns!(),
+                " FROM flows WHERE status = 'exchanging' AND COALESCE(claimed_at, created_at) < $1
+                   AND ($2::text IS NULL OR id = $2)
+                 LIMIT 500 FOR UPDATE SKIP LOCKED"
+            ))
+            .await?;
+        let verifying = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                flow_columns!(),
+                " FROM flows f WHERE status = 'verifying' AND ($2::text IS NULL OR id = $2)
+                   AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                   WHERE p.flow_id = f.id AND p.expires_at > $1)
+                 LIMIT 500 FOR UPDATE SKIP LOCKED"
+            ))
+            .await?;
+        let mut rows = tx.query(&exchanging, &[&millis(claimed_before), &only]).await?;
+        rows.extend(tx.query(&verifying, &[&millis(now), &only]).await?);
+        let mut ended = Vec::with_capacity(rows.len());
+        let drop_held = tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = $1").await?;
+        for row in &rows {
+            let flow = flow_from_row(row)?;
+            let was = flow.status;
+            let ending = ending_for(was);
+            tx.execute(&drop_held, &[&flow.id]).await?;
+            release_account(&tx, &flow.connection, &flow.identifier).await?;
+            if fail_in(&tx, &flow.id, &ending).await? {
+                ended.push(Abandoned { flow, was, reference: ending.reference });
+            }
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    pub async fn record_outcome(&self, event: &OutcomeEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        insert_event(&tx, event).await?;
+        if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
+            let last_error = tx
+                .prepare_cached(
+                    "UPDATE connected_accounts SET last_error_code = $1, last_error_reference = $2,
+                        last_error_at = $3, updated_at = $3
+                     WHERE connection = $4 AND identifier = $5",
+                )
+                .await?;
+            tx.execute(
+                &last_error,
+                &[&event.code, &event.reference, &millis(event.created_at.0), connection, identifier],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_outcomes(
+        &self,
+        events: Vec<OutcomeEvent>,
+        keep_unauthenticated: u64,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for event in &events {
+            insert_event(&tx, event).await?;
+        }
+        // One instance trims at a time; another that finds the lock taken leaves the trimming to it.
+        if events.iter().any(|event| event.unauthenticated)
+            && tx
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_TRIM_EVENTS])
+                .await?
+                .try_get::<_, bool>(0)?
+        {
+            let kept: i64 =
+                tx.query_one("SELECT COUNT(*) FROM outcome_events WHERE unauthenticated", &[]).await?.try_get(0)?;
+            let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
+            if kept > keep {
+                tx.execute(
+                    "DELETE FROM outcome_events WHERE reference IN (
+                        SELECT reference FROM outcome_events WHERE unauthenticated ORDER BY created_at LIMIT $1)",
+                    &[&(kept - keep)],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached("SELECT * FROM outcome_events WHERE reference = $1").await?;
+        client.query_opt(&statement, &[&reference]).await?.as_ref().map(event_from_row).transpose()
+    }
+
+    pub async fn account(&self, connection: &str, identifier: &str) -> Result<Option<ConnectedAccount>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM connected_accounts WHERE connection = $1 AND identifier = $2"
+            ))
+            .await?;
+        client.query_opt(&statement, &[&connection, &identifier]).await?.as_ref().map(account_from_row).transpose()
+    }
+
+    pub async fn sealed_tokens(
+        &self,
+        connection: &str,
+        identifier: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT sealed_tokens, key_id FROM connected_accounts WHERE connection = $1 AND identifier = $2
+                 AND sealed_tokens IS NOT NULL",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&statement, &[&connection, &identifier]).await? else {
+            return Ok(None);
+        };
+        Ok(Some((row.try_get(0)?, row.try_get::<_, Option<String>>(1)?.unwrap_or_default())))
+    }
+
+    pub async fn list_accounts(&self, query: &AccountQuery) -> Result<Vec<ConnectedAccount>, StoreError> {
+        let (after_connection, after_identifier) = query.after.clone().unwrap_or_default();
+        let status = query.status.map(AccountStatus::as_str);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM connected_accounts
+                 WHERE ($1::text IS NULL OR connection = $1) AND ($2::text IS NULL OR status = $2)
+                   AND (connection > $3 OR (connection = $3 AND identifier > $4))
+                 ORDER BY connection, identifier LIMIT $5"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[&query.connection, &status, &after_connection, &after_identifier, &i64::from(query.limit)],
+            )
+            .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if !tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_SWEEP]).await?.try_get::<_, bool>(0)? {
+            // Another instance is sweeping now.
+            return Ok(0);
+        }
+        let links = tx.execute("DELETE FROM authorization_links WHERE expires_at < $1", &[&millis(now)]).await?;
+        let flows = tx.execute("DELETE FROM flows WHERE created_at < $1", &[&millis(now - FLOW_RETENTION)]).await?;
+        let held = tx.execute("DELETE FROM pending_verifications WHERE expires_at < $1", &[&millis(now)]).await?;
+        if held > 0 {
+            tx.execute(
+                "UPDATE connected_accounts SET status = 'PENDING_AUTH' WHERE status = 'PENDING_VERIFICATION'
+                 AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                 WHERE p.connection = connected_accounts.connection
+                                   AND p.identifier = connected_accounts.identifier)",
+                &[],
+            )
+            .await?;
+        }
+        let references = tx
+            .execute("DELETE FROM outcome_events WHERE created_at < $1", &[&millis(now - REFERENCE_RETENTION)])
+            .await?;
+        tx.commit().await?;
+        Ok(links + flows + held + references)
+    }
+
+    pub async fn count(&self, table: Table) -> Result<i64, StoreError> {
+        let sql = match table {
+            Table::Links => "SELECT COUNT(*) FROM authorization_links",
+            Table::Flows => "SELECT COUNT(*) FROM flows",
+            Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
+            Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
+            Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
+        };
+        let client = self.client().await?;
+        Ok(client.query_one(sql, &[]).await?.try_get(0)?)
+    }
+}
+
+/// Inserts one outcome event; a reference already stored is left as it is.
+async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
+                error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at,
+                unauthenticated)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (reference) DO NOTHING",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &event.reference,
+            &event.code,
+            &event.cause,
+            &event.class,
+            &event.connection,
+            &event.identifier,
+            &event.flow_id,
+            &event.error,
+            &event.error_description,
+            &event.error_uri,
+            &event.iss,
+            &event.provider_status,
+            &event.provider_body,
+            &event.detail,
+            &event.hint,
+            &millis(event.created_at.0),
+            &event.unauthenticated,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Serialises, until the transaction ends, the transactions that add links or flows for one connection and
+/// identifier: each then trims to its newest `keep` with every earlier insert in view, so a flood of starts spread
+/// over instances leaves no more than `keep` behind. (The two-key advisory locks are a keyspace of their own.)
+async fn lock_identifier(tx: &impl GenericClient, connection: &str, identifier: &str) -> Result<(), StoreError> {
+    let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))").await?;
+    tx.execute(&lock, &[&connection, &identifier]).await?;
+    Ok(())
+}
+
+/// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
+/// the flow was no longer exchanging or verifying. The caller commits.
+async fn complete_in(
+    tx: &impl GenericClient,
+    flow_id: &str,
+    tokens: &TokenWrite,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let scopes = tokens.scopes_json()?;
+    let succeed = tx
+        .prepare_cached(
+            "UPDATE flows SET status = 'succeeded', finished_at = $1
+             WHERE id = $2 AND status IN ('exchanging', 'verifying')",
+        )
+        .await?;
+    if tx.execute(&succeed, &[&millis(now), &flow_id]).await? == 0 {
+        return Ok(false);
+    }
+    let account = tx
+        .prepare_cached(
+            "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
+                                             token_expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (connection, identifier) DO UPDATE SET
+                status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
+                key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+                updated_at = excluded.updated_at",
+        )
+        .await?;
+    tx.execute(
+        &account,
+        &[
+            &tokens.connection,
+            &tokens.identifier,
+            &tokens.status.as_str(),
+            &scopes,
+            &tokens.sealed_tokens,
+            &tokens.key_id,
+            &tokens.token_expires_at,
+            &millis(now),
+        ],
+    )
+    .await?;
+    // The link did its job: forwarded or reopened, it starts no further flow for this account. The row lock this
+    // takes makes a concurrent claim on the same link wait for this transaction (see `claim_flow`).
+    let consume = tx
+        .prepare_cached(
+            "UPDATE authorization_links SET consumed_at = $1
+             WHERE id = (SELECT link_id FROM flows WHERE id = $2) AND consumed_at IS NULL",
+        )
+        .await?;
+    tx.execute(&consume, &[&millis(now), &flow_id]).await?;
+    Ok(true)
+}
+
+/// Fails a flow that has not ended yet; returns whether it did.
+async fn fail_in(db: &impl GenericClient, flow_id: &str, ending: &FlowEnding) -> Result<bool, StoreError> {
+    let fail = db
+        .prepare_cached(
+            "UPDATE flows SET status = 'failed', outcome_code = $1, outcome_cause = $2, reference = $3,
+                finished_at = $4
+             WHERE id = $5 AND status NOT IN ('succeeded', 'failed')",
+        )
+        .await?;
+    let changed =
+        db.execute(&fail, &[&ending.code, &ending.cause, &ending.reference, &millis(ending.at), &flow_id]).await?;
+    Ok(changed == 1)
+}
+
+/// Discards held tokens and fails their flow.
+async fn discard_held(
+    tx: &impl GenericClient,
+    pending: &PendingVerification,
+    ending: &FlowEnding,
+) -> Result<(), StoreError> {
+    let discard = tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = $1").await?;
+    tx.execute(&discard, &[&pending.flow_id]).await?;
+    fail_in(tx, &pending.flow_id, ending).await?;
+    release_account(tx, &pending.tokens.connection, &pending.tokens.identifier).await
+}
+
+/// An account that was waiting for verification, and has no held tokens left, waits for a flow again.
+async fn release_account(db: &impl GenericClient, connection: &str, identifier: &str) -> Result<(), StoreError> {
+    let release = db
+        .prepare_cached(
+            "UPDATE connected_accounts SET status = 'PENDING_AUTH'
+             WHERE connection = $1 AND identifier = $2 AND status = 'PENDING_VERIFICATION'
+               AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                               WHERE p.connection = connected_accounts.connection
+                                 AND p.identifier = connected_accounts.identifier)",
+        )
+        .await?;
+    db.execute(&release, &[&connection, &identifier]).await?;
+    Ok(())
+}
+
+fn pending_from_row(row: &Row) -> Result<PendingVerification, StoreError> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(PendingVerification {
+        flow_id: row.try_get("flow_id")?,
+        tokens: TokenWrite {
+            connection: row.try_get("connection")?,
+            identifier: row.try_get("identifier")?,
+            status: AccountStatus::Active,
+            scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            sealed_tokens: row.try_get("sealed_tokens")?,
+            key_id: row.try_get("key_id")?,
+            token_expires_at: row.try_get("token_expires_at")?,
+        },
+        expires_at: from_millis(row.try_get("expires_at")?)?,
+    })
+}
+
+fn account_from_row(row: &Row) -> Result<ConnectedAccount, StoreError> {
+    let status: String = row.try_get("status")?;
+    let scopes: String = row.try_get("scopes")?;
+    let last_error = match (
+        row.try_get::<_, Option<String>>("last_error_code")?,
+        row.try_get::<_, Option<String>>("last_error_reference")?,
+        row.try_get::<_, Option<i64>>("last_error_at")?,
+    ) {
+        (Some(code), Some(reference), Some(at)) => Some(LastError { code, reference, at: from_millis(at)? }),
+        _ => None,
+    };
+    Ok(ConnectedAccount {
+        connection: row.try_get("connection")?,
+        identifier: row.try_get("identifier")?,
+        status: status.parse().map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
+        scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+        last_error,
+    })
+}
+
+fn flow_from_row(row: &Row) -> Result<FlowRecord, StoreError> {
+    Ok(FlowRecord {
+        id: row.try_get("id")?,
+        state_hash: row.try_get("state_hash")?,
+        link_id: row.try_get("link_id")?,
+        connection: row.try_get("connection")?,
+        identifier: row.try_get("identifier")?,
+        browser_hash: row.try_get("browser_hash")?,
+        sealed_secrets: row.try_get("sealed_secrets")?,
+        return_to: row.try_get("return_to")?,
+        status: FlowStatus::parse(row.try_get("status")?)?,
+        outcome_code: row.try_get("outcome_code")?,
+        outcome_cause: row.try_get("outcome_cause")?,
+        reference: row.try_get("reference")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        expires_at: from_millis(row.try_get("expires_at")?)?,
+        claimed_at: row.try_get::<_, Option<i64>>("claimed_at")?.map(from_millis).transpose()?,
+    })
+}
+
+fn event_from_row(row: &Row) -> Result<OutcomeEvent, StoreError> {
+    Ok(OutcomeEvent {
+        reference: row.try_get("reference")?,
+        code: row.try_get("code")?,
+        cause: row.try_get("cause")?,
+        class: row.try_get("class")?,
+        connection: row.try_get("connection")?,
+        identifier: row.try_get("identifier")?,
+        flow_id: row.try_get("flow_id")?,
+        error: row.try_get("error")?,
+        error_description: row.try_get("error_description")?,
+        error_uri: row.try_get("error_uri")?,
+        iss: row.try_get("iss")?,
+        provider_status: row.try_get("provider_status")?,
+        provider_body: row.try_get("provider_body")?,
+        detail: row.try_get("detail")?,
+        hint: row.try_get("hint")?,
+        created_at: Millis(from_millis(row.try_get("created_at")?)?),
+        unauthenticated: row.try_get("unauthenticated")?,
+    })
+}

@@ -1,0 +1,1114 @@
+//! The embedded SQLite backend: one file, one instance.
+//!
+//! Each SQLite connection lives on its own thread (`tokio-rusqlite`), and each store operation runs there whole:
+//! one hand-off between the async runtime and the database thread per operation, however many statements its
+//! transaction holds, instead of one per statement. `docs/performance.md` (Finding 2) measured those hand-offs as
+//! the largest cost of a flow.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rusqlite::{OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use super::{
+    Abandoned, AccountQuery, Arrival, Claim, Confirmation, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
+    LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, StoreError, Table, TokenWrite,
+    from_millis, millis,
+};
+use crate::account::{AccountStatus, ConnectedAccount, LastError};
+
+/// Columns read for a flow; a macro so queries stay literal strings.
+macro_rules! flow_columns {
+    () => {
+        "id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to, status, \
+         outcome_code, outcome_cause, reference, created_at, expires_at, claimed_at"
+    };
+}
+
+/// Columns read for a connected account.
+macro_rules! account_columns {
+    () => {
+        "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
+         last_error_at"
+    };
+}
+
+/// Columns read for held tokens.
+macro_rules! pending_columns {
+    () => {
+        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
+    };
+}
+
+/// SQLite allows one writer at a time. Writes go through exactly one connection, so they queue for its thread
+/// instead of colliding in SQLite's busy handler (which sleeps and retries); reads use their own connections, which
+/// WAL lets run beside the writer.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Connections>,
+}
+
+#[derive(Debug)]
+struct Connections {
+    writer: Worker,
+    readers: Vec<Worker>,
+    next_reader: AtomicUsize,
+    /// Copies the write-ahead log back into the database file, so the writer never does it on a request's path.
+    checkpointer: Worker,
+}
+
+/// Operations waiting for one connection, at most; beyond this, callers wait up to [`QUEUE_WAIT`] for a place.
+const QUEUE: usize = 1024;
+/// How long an operation may wait for a place in a full queue before it fails as [`StoreError::Busy`].
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// How long SQLite itself waits for a lock held by another process (a backup, the `link` command).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections beside the writer.
+const READERS: usize = 2;
+/// WAL pages after which the writer checkpoints by itself: only a backstop for when [`SqliteStore::checkpoint`] is not
+/// called often enough (SQLite's default is 1,000 pages, which at a few hundred flows per second puts a
+/// checkpoint, with its two fsyncs, on a request's path several times a second).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
+/// One connection on its own thread, with a bounded queue of operations.
+#[derive(Debug)]
+struct Worker {
+    connection: tokio_rusqlite::Connection,
+    queue: Semaphore,
+}
+
+impl Worker {
+    async fn open(path: PathBuf, flags: OpenFlags) -> Result<Self, StoreError> {
+        let connection = tokio_rusqlite::Connection::open_with_flags(path, flags).await?;
+        Ok(Self { connection, queue: Semaphore::new(QUEUE) })
+    }
+
+    /// Runs `operation` on the connection's thread and waits for its answer.
+    async fn run<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _place = tokio::time::timeout(QUEUE_WAIT, self.queue.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Closed)?;
+        self.connection.call(operation).await.map_err(|err| match err {
+            tokio_rusqlite::Error::Error(err) => err,
+            _ => StoreError::Closed,
+        })
+    }
+
+    async fn close(&self) {
+        self.queue.close();
+        if let Err(err) = self.connection.clone().close().await {
+            tracing::warn!(target: "callback_gate::store", error = %err, "could not close a database connection");
+        }
+    }
+}
+
+/// The schema, in order; SQLite's `user_version` records how many have run.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/sqlite/0001_initial.sql")),
+        M::up(include_str!("../../migrations/sqlite/0002_user_verifications.sql")),
+        M::up(include_str!("../../migrations/sqlite/0003_endings.sql")),
+    ])
+}
+
+/// The file a `sqlite:` database URL names: `sqlite://callback-gate.db`, `sqlite:///var/lib/callback-gate.db` or
+/// `sqlite:callback-gate.db`, optionally followed by `?mode=rwc`, which is accepted and ignored.
+pub fn database_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::Url("must start with sqlite:".into()))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() {
+        return Err(StoreError::Url("names no database file".into()));
+    }
+    if path == ":memory:" {
+        return Err(StoreError::Url("cannot be :memory:, because every connection would see its own database".into()));
+    }
+    if let Some(option) = query.split('&').find(|option| !option.is_empty() && !option.starts_with("mode=")) {
+        return Err(StoreError::Url(format!("has an unsupported option \"{option}\"")));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Settings every connection gets.
+fn configure(db: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    db.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs the migrations.
+    pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
+        let path = database_path(database_url)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let writer = Worker::open(path.clone(), flags).await?;
+        writer
+            .run(|db| {
+                configure(db)?;
+                let mode: String = db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    return Err(StoreError::Corrupt(format!("the database refused WAL mode (it is in {mode} mode)")));
+                }
+                db.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
+                migrations().to_latest(db)?;
+                Ok(())
+            })
+            .await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader =
+                Worker::open(path.clone(), OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).await?;
+            reader.run(|db| Ok(configure(db)?)).await?;
+            readers.push(reader);
+        }
+        let checkpointer = Worker::open(path, flags).await?;
+        checkpointer
+            .run(|db| {
+                configure(db)?;
+                // This connection writes nothing; it only checkpoints, when asked.
+                db.pragma_update(None, "wal_autocheckpoint", 0)?;
+                Ok(())
+            })
+            .await?;
+        let connections = Connections { writer, readers, next_reader: AtomicUsize::new(0), checkpointer };
+        Ok(Self { inner: Arc::new(connections) })
+    }
+
+    /// Copies committed pages from the write-ahead log into the database file on a connection of its own, without
+    /// blocking the writer or readers (a passive checkpoint), so the log stays small and the writer never pays for
+    /// the copy and its fsyncs. Returns the pages of the log left to copy (readers still using them keep them).
+    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+        self.inner
+            .checkpointer
+            .run(|db| {
+                let (log, copied): (i64, i64) =
+                    db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))?;
+                Ok(log - copied)
+            })
+            .await
+    }
+
+    /// Runs a write operation on the writer's thread.
+    async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.writer.run(operation).await
+    }
+
+    /// Runs a read operation on one of the readers' threads, in turn.
+    async fn read<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let readers = &self.inner.readers;
+        let turn = self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        readers[turn].run(operation).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|db| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    /// Closes every connection; operations after this fail as [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        for reader in &self.inner.readers {
+            reader.close().await;
+        }
+        self.inner.checkpointer.close().await;
+    }
+
+    /// Stores a new link and makes its account PENDING_AUTH if the account is new. At most `keep` links are kept
+    /// per connection and identifier: the oldest go first.
+    pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
+        let link = link.clone();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                link.id,
+                link.connection,
+                link.identifier,
+                link.return_to,
+                millis(link.created_at),
+                millis(link.expires_at)
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (connection, identifier) DO NOTHING",
+            )?
+            .execute(params![
+                link.connection,
+                link.identifier,
+                AccountStatus::PendingAuth.as_str(),
+                millis(link.created_at),
+                millis(link.created_at)
+            ])?;
+            tx.prepare_cached(
+                "DELETE FROM authorization_links WHERE connection = ?1 AND identifier = ?2 AND id NOT IN
+                    (SELECT id FROM authorization_links WHERE connection = ?1 AND identifier = ?2
+                     ORDER BY created_at DESC, id LIMIT ?3)",
+            )?
+            .execute(params![link.connection, link.identifier, i64::from(keep)])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn find_link(&self, id: &str) -> Result<Option<LinkRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT id, connection, identifier, return_to, created_at, expires_at, consumed_at
+                 FROM authorization_links WHERE id = ?",
+            )?;
+            let mut rows = statement.query([id])?;
+            rows.next()?
+                .map(|row| {
+                    Ok(LinkRecord {
+                        id: row.get("id")?,
+                        connection: row.get("connection")?,
+                        identifier: row.get("identifier")?,
+                        return_to: row.get("return_to")?,
+                        created_at: from_millis(row.get("created_at")?)?,
+                        expires_at: from_millis(row.get("expires_at")?)?,
+                        consumed_at: row.get::<_, Option<i64>>("consumed_at")?.map(from_millis).transpose()?,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    /// Stores a new flow. At most `keep` started flows are kept per connection and identifier: the oldest go first.
+    pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
+        let flow = flow.clone();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
+                                    return_to, status, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                flow.id,
+                flow.state_hash,
+                flow.link_id,
+                flow.connection,
+                flow.identifier,
+                flow.browser_hash,
+                flow.sealed_secrets,
+                flow.return_to,
+                flow.status.as_str(),
+                millis(flow.created_at),
+                millis(flow.expires_at)
+            ])?;
+            // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
+            tx.prepare_cached(
+                "DELETE FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started' AND id NOT IN
+                    (SELECT id FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started'
+                     ORDER BY created_at DESC, id LIMIT ?3)",
+            )?
+            .execute(params![flow.connection, flow.identifier, i64::from(keep)])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE id = ?");
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query([id])?;
+            rows.next()?.map(flow_from_row).transpose()
+        })
+        .await
+    }
+
+    /// Finds the flow of a callback's state and claims it for that callback when it was started in the same
+    /// browser (`browser_hash`, compared in constant time), is still waiting, and its link was not consumed by
+    /// another flow. Of any number of concurrent callers with one state, exactly one gets [`Claim::Claimed`].
+    /// Reading and claiming happen in one operation on the writer: a callback makes one trip to the database
+    /// before its token exchange, not two.
+    pub async fn claim_flow(
+        &self,
+        state_hash: &str,
+        browser_hash: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Option<(FlowRecord, Claim)>, StoreError> {
+        let state_hash = state_hash.to_owned();
+        self.write(move |db| {
+            let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = ?");
+            let flow = {
+                let mut statement = db.prepare_cached(sql)?;
+                let mut rows = statement.query([state_hash])?;
+                match rows.next()?.map(flow_from_row).transpose()? {
+                    Some(flow) => flow,
+                    None => return Ok(None),
+                }
+            };
+            let same_browser = browser_hash
+                .is_some_and(|hash| crate::crypto::constant_time_eq(hash.as_bytes(), flow.browser_hash.as_bytes()));
+            if !same_browser {
+                return Ok(Some((flow, Claim::OtherBrowser)));
+            }
+            let link_consumed = db
+                .prepare_cached("SELECT consumed_at IS NOT NULL FROM authorization_links WHERE id = ?")?
+                .query_row([&flow.link_id], |row| row.get::<_, bool>(0))
+                .optional()?
+                .unwrap_or(false);
+            if link_consumed && flow.status == FlowStatus::Started {
+                return Ok(Some((flow, Claim::LinkUsed)));
+            }
+            let changed = db
+                .prepare_cached(
+                    "UPDATE flows SET status = 'exchanging', claimed_at = ? WHERE id = ? AND status = 'started'",
+                )?
+                .execute(params![millis(now), flow.id])?;
+            let claim = if changed == 1 { Claim::Claimed } else { Claim::NotStarted };
+            Ok(Some((flow, claim)))
+        })
+        .await
+    }
+
+    /// Ends a flow that succeeded, storing the account's tokens and consuming its link in the same transaction.
+    /// Returns false, and changes nothing, when the flow was no longer exchanging or verifying (it was ended
+    /// meanwhile).
+    pub async fn complete_flow(
+        &self,
+        flow_id: &str,
+        tokens: &TokenWrite,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let scopes = tokens.scopes_json()?;
+        let (flow_id, tokens) = (flow_id.to_owned(), tokens.clone());
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let completed = complete_in(&tx, &flow_id, &tokens, &scopes, now)?;
+            if completed {
+                tx.commit()?;
+            }
+            Ok(completed)
+        })
+        .await
+    }
+
+    /// Holds a flow's tokens until the app verifies its user. An account that is not ACTIVE becomes
+    /// PENDING_VERIFICATION; an ACTIVE one keeps its current tokens until then.
+    pub async fn hold_for_verification(
+        &self,
+        request_hash: &str,
+        flow_id: &str,
+        tokens: &TokenWrite,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let scopes = tokens.scopes_json()?;
+        let (request_hash, flow_id, tokens) = (request_hash.to_owned(), flow_id.to_owned(), tokens.clone());
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
+                                                    key_id, token_expires_at, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                request_hash,
+                flow_id,
+                tokens.connection,
+                tokens.identifier,
+                scopes,
+                tokens.sealed_tokens,
+                tokens.key_id,
+                tokens.token_expires_at,
+                millis(now),
+                millis(expires_at)
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (connection, identifier) DO UPDATE SET status = excluded.status,
+                    updated_at = excluded.updated_at
+                 WHERE connected_accounts.status <> 'ACTIVE'",
+            )?
+            .execute(params![
+                tokens.connection,
+                tokens.identifier,
+                AccountStatus::PendingVerification.as_str(),
+                millis(now)
+            ])?;
+            tx.prepare_cached("UPDATE flows SET status = 'verifying' WHERE id = ?")?.execute([flow_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The app's answer to a user verification. When `identifier` (compared in constant time) is the one the link
+    /// was minted for and the held tokens have not expired, they are marked confirmed under `confirmation_hash`
+    /// and wait for the browser that consented ([`Store::finish_verification`]). Otherwise they are discarded and
+    /// the flow fails under `ending` at once. Each `auth_request_id` is answered once: of concurrent callers,
+    /// exactly one finds it.
+    pub async fn confirm_verification(
+        &self,
+        request_hash: &str,
+        identifier: &str,
+        confirmation_hash: &str,
+        ending: FlowEnding,
+    ) -> Result<Confirmation, StoreError> {
+        let (request_hash, identifier, confirmation_hash) =
+            (request_hash.to_owned(), identifier.to_owned(), confirmation_hash.to_owned());
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = concat!(
+                "SELECT ",
+                pending_columns!(),
+                " FROM pending_verifications WHERE request_hash = ? AND confirmation_hash IS NULL"
+            );
+            let Some(pending) = tx.prepare_cached(sql)?.query_row([&request_hash], pending_from_row).optional()? else {
+                return Ok(Confirmation::Unknown);
+            };
+            let pending = pending?;
+            let late = ending.at >= pending.expires_at;
+            let matches = crate::crypto::constant_time_eq(pending.tokens.identifier.as_bytes(), identifier.as_bytes());
+            if late || !matches {
+                discard_held(&tx, &pending, &ending)?;
+                tx.commit()?;
+                return Ok(Confirmation::Refused { pending, late });
+            }
+            tx.prepare_cached("UPDATE pending_verifications SET confirmation_hash = ? WHERE request_hash = ?")?
+                .execute([&confirmation_hash, &request_hash])?;
+            tx.commit()?;
+            Ok(Confirmation::Confirmed(pending))
+        })
+        .await
+    }
+
+    /// A browser brings an app's confirmation back. The held tokens are taken (each confirmation is used once);
+    /// when the browser is the one that started and consented in the flow (`browser_hash`, compared in constant
+    /// time) and the tokens have not expired, the account receives them in the same transaction. Otherwise they
+    /// are discarded and the flow fails under `ending`.
+    pub async fn finish_verification(
+        &self,
+        confirmation_hash: &str,
+        browser_hash: Option<String>,
+        ending: FlowEnding,
+    ) -> Result<Option<Arrival>, StoreError> {
+        let confirmation_hash = confirmation_hash.to_owned();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = concat!(
+                "SELECT ",
+                pending_columns!(),
+                ", (SELECT browser_hash FROM flows f WHERE f.id = p.flow_id) AS browser_hash
+                 FROM pending_verifications p WHERE confirmation_hash = ?"
+            );
+            let found = tx
+                .prepare_cached(sql)?
+                .query_row([&confirmation_hash], |row| {
+                    Ok((pending_from_row(row)?, row.get::<_, Option<String>>("browser_hash")?))
+                })
+                .optional()?;
+            let Some((pending, flow_browser)) = found else {
+                return Ok(None);
+            };
+            let pending = pending?;
+            tx.prepare_cached("DELETE FROM pending_verifications WHERE confirmation_hash = ?")?
+                .execute([&confirmation_hash])?;
+            let same_browser = match (&browser_hash, &flow_browser) {
+                (Some(presented), Some(expected)) => {
+                    crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes())
+                }
+                _ => false,
+            };
+            if same_browser && ending.at < pending.expires_at {
+                let scopes = pending.tokens.scopes_json()?;
+                if complete_in(&tx, &pending.flow_id, &pending.tokens, &scopes, ending.at)? {
+                    tx.commit()?;
+                    return Ok(Some(Arrival::Connected(pending)));
+                }
+            }
+            discard_held(&tx, &pending, &ending)?;
+            tx.commit()?;
+            Ok(Some(Arrival::Refused { pending, other_browser: !same_browser }))
+        })
+        .await
+    }
+
+    /// Replaces an account's tokens after a refresh and makes it ACTIVE.
+    pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
+        let scopes = tokens.scopes_json()?;
+        let tokens = tokens.clone();
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE connected_accounts SET status = ?, scopes = ?, sealed_tokens = ?, key_id = ?,
+                    token_expires_at = ?, updated_at = ? WHERE connection = ? AND identifier = ?",
+            )?
+            .execute(params![
+                tokens.status.as_str(),
+                scopes,
+                tokens.sealed_tokens,
+                tokens.key_id,
+                tokens.token_expires_at,
+                millis(now),
+                tokens.connection,
+                tokens.identifier
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets an account's status; `DISCONNECTED` also deletes its tokens.
+    pub async fn set_status(
+        &self,
+        connection: &str,
+        identifier: &str,
+        status: AccountStatus,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let wipe = status == AccountStatus::Disconnected;
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE connected_accounts SET status = ?1, updated_at = ?2,
+                    sealed_tokens = CASE WHEN ?3 THEN NULL ELSE sealed_tokens END,
+                    key_id = CASE WHEN ?3 THEN NULL ELSE key_id END
+                 WHERE connection = ?4 AND identifier = ?5",
+            )?
+            .execute(params![status.as_str(), millis(now), wipe, connection, identifier])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends a flow that failed, unless it has ended already (a late writer never overwrites an ending). The
+    /// account keeps whatever tokens and status it had. Returns whether this call ended the flow.
+    pub async fn fail_flow(&self, flow_id: &str, ending: FlowEnding) -> Result<bool, StoreError> {
+        let flow_id = flow_id.to_owned();
+        self.write(move |db| Ok(fail_in(db, &flow_id, &ending)?)).await
+    }
+
+    /// Ends flows that will never finish by themselves: flows whose callback claimed them before `claimed_before`
+    /// and never finished (the process stopped mid-exchange), and flows whose held tokens are gone or expired
+    /// without an answer. Each gets the ending `ending_for` gives for what it was waiting on. With `only`, just that
+    /// flow is looked at. Runs on the writer, so of several instances sweeping at once each flow is ended by exactly
+    /// one.
+    pub async fn end_abandoned_flows(
+        &self,
+        now: OffsetDateTime,
+        claimed_before: OffsetDateTime,
+        only: Option<String>,
+        ending_for: impl Fn(FlowStatus) -> FlowEnding + Send + 'static,
+    ) -> Result<Vec<Abandoned>, StoreError> {
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Two halves, so each is answered from its partial index rather than by scanning every flow.
+            let sql = concat!(
+                "SELECT ",
+                flow_columns!(),
+                " FROM flows WHERE status = 'exchanging' AND COALESCE(claimed_at, created_at) < ?1 AND (?3 IS NULL OR id = ?3)
+                 UNION ALL SELECT ",
+                flow_columns!(),
+                " FROM flows f WHERE status = 'verifying' AND (?3 IS NULL OR id = ?3)
+                   AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                   WHERE p.flow_id = f.id AND p.expires_at > ?2)
+                 LIMIT 500"
+            );
+            let flows: Vec<FlowRecord> = {
+                let mut statement = tx.prepare_cached(sql)?;
+                let mut rows = statement.query(params![millis(claimed_before), millis(now), only])?;
+                let mut flows = Vec::new();
+                while let Some(row) = rows.next()? {
+                    flows.push(flow_from_row(row)?);
+                }
+                flows
+            };
+            let mut ended = Vec::with_capacity(flows.len());
+            for flow in flows {
+                let was = flow.status;
+                let ending = ending_for(was);
+                tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = ?")?.execute([&flow.id])?;
+                release_account(&tx, &flow.connection, &flow.identifier)?;
+                if fail_in(&tx, &flow.id, &ending)? {
+                    ended.push(Abandoned { flow, was, reference: ending.reference });
+                }
+            }
+            tx.commit()?;
+            Ok(ended)
+        })
+        .await
+    }
+
+    /// Records a failure under its reference and, where the account exists, makes it the account's last error.
+    pub async fn record_outcome(&self, event: &OutcomeEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_event(&tx, &event)?;
+            if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
+                tx.prepare_cached(
+                    "UPDATE connected_accounts SET last_error_code = ?1, last_error_reference = ?2,
+                        last_error_at = ?3, updated_at = ?3
+                     WHERE connection = ?4 AND identifier = ?5",
+                )?
+                .execute(params![
+                    event.code,
+                    event.reference,
+                    millis(event.created_at.0),
+                    connection,
+                    identifier
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records events that concern no account, many in one transaction. Of the events caused by requests that
+    /// matched no flow and no account, only the newest `keep_unauthenticated` are kept: whoever sends such
+    /// requests, what they leave in the store is bounded.
+    pub async fn record_outcomes(
+        &self,
+        events: Vec<OutcomeEvent>,
+        keep_unauthenticated: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for event in &events {
+                insert_event(&tx, event)?;
+            }
+            if events.iter().any(|event| event.unauthenticated) {
+                let kept: i64 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM outcome_events WHERE unauthenticated = 1")?
+                    .query_row([], |row| row.get(0))?;
+                let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
+                if kept > keep {
+                    tx.prepare_cached(
+                        "DELETE FROM outcome_events WHERE reference IN (
+                            SELECT reference FROM outcome_events WHERE unauthenticated = 1
+                            ORDER BY created_at LIMIT ?)",
+                    )?
+                    .execute([kept - keep])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
+        let reference = reference.to_owned();
+        self.read(move |db| {
+            let mut statement = db.prepare_cached("SELECT * FROM outcome_events WHERE reference = ?")?;
+            let mut rows = statement.query([reference])?;
+            rows.next()?.map(event_from_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn account(&self, connection: &str, identifier: &str) -> Result<Option<ConnectedAccount>, StoreError> {
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.read(move |db| {
+            let sql = concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM connected_accounts WHERE connection = ? AND identifier = ?"
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query([connection, identifier])?;
+            rows.next()?.map(account_from_row).transpose()
+        })
+        .await
+    }
+
+    /// The sealed tokens of an account and the id of the key that sealed them.
+    pub async fn sealed_tokens(
+        &self,
+        connection: &str,
+        identifier: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.read(move |db| {
+            let found = db
+                .prepare_cached(
+                    "SELECT sealed_tokens, key_id FROM connected_accounts WHERE connection = ? AND identifier = ?
+                     AND sealed_tokens IS NOT NULL",
+                )?
+                .query_row([connection, identifier], |row| {
+                    Ok((row.get(0)?, row.get::<_, Option<String>>(1)?.unwrap_or_default()))
+                })
+                .optional()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Lists accounts ordered by (connection, identifier), after the given position.
+    pub async fn list_accounts(&self, query: &AccountQuery) -> Result<Vec<ConnectedAccount>, StoreError> {
+        let (after_connection, after_identifier) = query.after.clone().unwrap_or_default();
+        let connection = query.connection.clone();
+        let status = query.status.map(AccountStatus::as_str);
+        let limit = i64::from(query.limit);
+        self.read(move |db| {
+            let sql = concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM connected_accounts
+                 WHERE (?1 IS NULL OR connection = ?1) AND (?2 IS NULL OR status = ?2)
+                   AND (connection > ?3 OR (connection = ?3 AND identifier > ?4))
+                 ORDER BY connection, identifier LIMIT ?5"
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query(params![connection, status, after_connection, after_identifier, limit])?;
+            let mut accounts = Vec::new();
+            while let Some(row) = rows.next()? {
+                accounts.push(account_from_row(row)?);
+            }
+            Ok(accounts)
+        })
+        .await
+    }
+
+    /// Deletes expired links, old flows and old references, so the store stays bounded.
+    pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let links = tx.execute("DELETE FROM authorization_links WHERE expires_at < ?", [millis(now)])?;
+            let flows = tx.execute("DELETE FROM flows WHERE created_at < ?", [millis(now - FLOW_RETENTION)])?;
+            let held = tx.execute("DELETE FROM pending_verifications WHERE expires_at < ?", [millis(now)])?;
+            if held > 0 {
+                tx.execute(
+                    "UPDATE connected_accounts SET status = 'PENDING_AUTH' WHERE status = 'PENDING_VERIFICATION'
+                     AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                                     WHERE p.connection = connected_accounts.connection
+                                       AND p.identifier = connected_accounts.identifier)",
+                    [],
+                )?;
+            }
+            let references =
+                tx.execute("DELETE FROM outcome_events WHERE created_at < ?", [millis(now - REFERENCE_RETENTION)])?;
+            tx.commit()?;
+            Ok((links + flows + held + references) as u64)
+        })
+        .await
+    }
+
+    /// Counts rows per table, for tests and metrics.
+    pub async fn count(&self, table: Table) -> Result<i64, StoreError> {
+        let sql = match table {
+            Table::Links => "SELECT COUNT(*) FROM authorization_links",
+            Table::Flows => "SELECT COUNT(*) FROM flows",
+            Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
+            Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
+            Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
+        };
+        self.read(move |db| Ok(db.query_row(sql, [], |row| row.get(0))?)).await
+    }
+}
+
+/// Inserts one outcome event; a reference already stored is left as it is.
+fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
+    db.prepare_cached(
+        "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
+            error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at,
+            unauthenticated)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
+    )?
+    .execute(params![
+        event.reference,
+        event.code,
+        event.cause,
+        event.class,
+        event.connection,
+        event.identifier,
+        event.flow_id,
+        event.error,
+        event.error_description,
+        event.error_uri,
+        event.iss,
+        event.provider_status,
+        event.provider_body,
+        event.detail,
+        event.hint,
+        millis(event.created_at.0),
+        event.unauthenticated
+    ])?;
+    Ok(())
+}
+
+/// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
+/// the flow was no longer exchanging or verifying. The caller commits.
+fn complete_in(
+    tx: &rusqlite::Transaction<'_>,
+    flow_id: &str,
+    tokens: &TokenWrite,
+    scopes: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE flows SET status = 'succeeded', finished_at = ? WHERE id = ? AND status IN ('exchanging', 'verifying')",
+        )?
+        .execute(params![millis(now), flow_id])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
+                                         token_expires_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (connection, identifier) DO UPDATE SET
+            status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
+            key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        tokens.connection,
+        tokens.identifier,
+        tokens.status.as_str(),
+        scopes,
+        tokens.sealed_tokens,
+        tokens.key_id,
+        tokens.token_expires_at,
+        millis(now)
+    ])?;
+    // The link did its job: forwarded or reopened, it starts no further flow for this account.
+    tx.prepare_cached(
+        "UPDATE authorization_links SET consumed_at = ?1
+         WHERE id = (SELECT link_id FROM flows WHERE id = ?2) AND consumed_at IS NULL",
+    )?
+    .execute(params![millis(now), flow_id])?;
+    Ok(true)
+}
+
+/// Fails a flow that has not ended yet; returns whether it did.
+fn fail_in(db: &rusqlite::Connection, flow_id: &str, ending: &FlowEnding) -> Result<bool, rusqlite::Error> {
+    let changed = db
+        .prepare_cached(
+            "UPDATE flows SET status = 'failed', outcome_code = ?, outcome_cause = ?, reference = ?, finished_at = ?
+             WHERE id = ? AND status NOT IN ('succeeded', 'failed')",
+        )?
+        .execute(params![ending.code, ending.cause, ending.reference, millis(ending.at), flow_id])?;
+    Ok(changed == 1)
+}
+
+/// Discards held tokens and fails their flow.
+fn discard_held(
+    tx: &rusqlite::Transaction<'_>,
+    pending: &PendingVerification,
+    ending: &FlowEnding,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM pending_verifications WHERE flow_id = ?")?.execute([&pending.flow_id])?;
+    fail_in(tx, &pending.flow_id, ending)?;
+    release_account(tx, &pending.tokens.connection, &pending.tokens.identifier)?;
+    Ok(())
+}
+
+/// An account that was waiting for verification, and has no held tokens left, waits for a flow again.
+fn release_account(db: &rusqlite::Connection, connection: &str, identifier: &str) -> Result<(), rusqlite::Error> {
+    db.prepare_cached(
+        "UPDATE connected_accounts SET status = 'PENDING_AUTH'
+         WHERE connection = ? AND identifier = ? AND status = 'PENDING_VERIFICATION'
+           AND NOT EXISTS (SELECT 1 FROM pending_verifications p
+                           WHERE p.connection = connected_accounts.connection
+                             AND p.identifier = connected_accounts.identifier)",
+    )?
+    .execute([connection, identifier])?;
+    Ok(())
+}
+
+/// Reads held tokens selected with [`pending_columns`]; the inner result carries what does not parse.
+fn pending_from_row(row: &Row<'_>) -> Result<Result<PendingVerification, StoreError>, rusqlite::Error> {
+    let scopes: String = row.get("scopes")?;
+    let expires_at: i64 = row.get("expires_at")?;
+    let tokens = |scopes: Vec<String>| -> Result<TokenWrite, rusqlite::Error> {
+        Ok(TokenWrite {
+            connection: row.get("connection")?,
+            identifier: row.get("identifier")?,
+            status: AccountStatus::Active,
+            scopes,
+            sealed_tokens: row.get("sealed_tokens")?,
+            key_id: row.get("key_id")?,
+            token_expires_at: row.get("token_expires_at")?,
+        })
+    };
+    let scopes = match serde_json::from_str(&scopes) {
+        Ok(scopes) => scopes,
+        Err(err) => return Ok(Err(StoreError::Corrupt(err.to_string()))),
+    };
+    let tokens = tokens(scopes)?;
+    let flow_id: String = row.get("flow_id")?;
+    Ok(from_millis(expires_at).map(|expires_at| PendingVerification { flow_id, tokens, expires_at }))
+}
+
+fn account_from_row(row: &Row<'_>) -> Result<ConnectedAccount, StoreError> {
+    let status: String = row.get("status")?;
+    let scopes: String = row.get("scopes")?;
+    let last_error = match (
+        row.get::<_, Option<String>>("last_error_code")?,
+        row.get::<_, Option<String>>("last_error_reference")?,
+        row.get::<_, Option<i64>>("last_error_at")?,
+    ) {
+        (Some(code), Some(reference), Some(at)) => Some(LastError { code, reference, at: from_millis(at)? }),
+        _ => None,
+    };
+    Ok(ConnectedAccount {
+        connection: row.get("connection")?,
+        identifier: row.get("identifier")?,
+        status: status.parse().map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
+        scopes: serde_json::from_str(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        created_at: from_millis(row.get("created_at")?)?,
+        updated_at: from_millis(row.get("updated_at")?)?,
+        last_error,
+    })
+}
+
+fn flow_from_row(row: &Row<'_>) -> Result<FlowRecord, StoreError> {
+    Ok(FlowRecord {
+        id: row.get("id")?,
+        state_hash: row.get("state_hash")?,
+        link_id: row.get("link_id")?,
+        connection: row.get("connection")?,
+        identifier: row.get("identifier")?,
+        browser_hash: row.get("browser_hash")?,
+        sealed_secrets: row.get("sealed_secrets")?,
+        return_to: row.get("return_to")?,
+        status: FlowStatus::parse(&row.get::<_, String>("status")?)?,
+        outcome_code: row.get("outcome_code")?,
+        outcome_cause: row.get("outcome_cause")?,
+        reference: row.get("reference")?,
+        created_at: from_millis(row.get("created_at")?)?,
+        expires_at: from_millis(row.get("expires_at")?)?,
+        claimed_at: row.get::<_, Option<i64>>("claimed_at")?.map(from_millis).transpose()?,
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<OutcomeEvent, StoreError> {
+    Ok(OutcomeEvent {
+        reference: row.get("reference")?,
+        code: row.get("code")?,
+        cause: row.get("cause")?,
+        class: row.get("class")?,
+        connection: row.get("connection")?,
+        identifier: row.get("identifier")?,
+        flow_id: row.get("flow_id")?,
+        error: row.get("error")?,
+        error_description: row.get("error_description")?,
+        error_uri: row.get("error_uri")?,
+        iss: row.get("iss")?,
+        provider_status: row.get("provider_status")?,
+        provider_body: row.get("provider_body")?,
+        detail: row.get("detail")?,
+        hint: row.get("hint")?,
+        created_at: Millis(from_millis(row.get("created_at")?)?),
+        unauthenticated: row.get("unauthenticated")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_name_a_file_or_say_why_not() {
+        assert_eq!(database_path("sqlite://callback-gate.db").unwrap(), PathBuf::from("callback-gate.db"));
+        assert_eq!(database_path("sqlite:///var/lib/gate.db?mode=rwc").unwrap(), PathBuf::from("/var/lib/gate.db"));
+        assert_eq!(database_path("sqlite:gate.db").unwrap(), PathBuf::from("gate.db"));
+        for (url, why) in [
+            ("postgres://db/gate", "must start with sqlite:"),
+            ("sqlite://", "names no database file"),
+            ("sqlite::memory:", "cannot be :memory:"),
+            ("sqlite://gate.db?cache=shared", "unsupported option \"cache=shared\""),
+        ] {
+            let err = database_path(url).unwrap_err().to_string();
+            assert!(err.starts_with("database_url ") && err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reopened_database_keeps_its_rows_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let link = LinkRecord {
+            id: "l1".into(),
+            connection: "c".into(),
+            identifier: "u".into(),
+            return_to: None,
+            created_at: now,
+            expires_at: now + Duration::from_secs(60),
+            consumed_at: None,
+        };
+        store.create_link(&link, 5).await.unwrap();
+        store.close().await;
+        assert!(matches!(store.count(Table::Links).await, Err(StoreError::Closed)));
+
+        let store = SqliteStore::connect(&url).await.unwrap();
+        assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
+        assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
+        let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(version, 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn checkpoints_copy_the_log_into_the_database_file_off_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        for n in 0..50 {
+            let link = LinkRecord {
+                id: format!("l{n}"),
+                connection: "c".into(),
+                identifier: format!("u{n}"),
+                return_to: None,
+                created_at: now,
+                expires_at: now + Duration::from_secs(60),
+                consumed_at: None,
+            };
+            store.create_link(&link, 5).await.unwrap();
+        }
+        let autocheckpoint: i64 =
+            store.write(|db| Ok(db.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(autocheckpoint, i64::from(WRITER_AUTOCHECKPOINT_PAGES));
+        assert_eq!(store.checkpoint().await.unwrap(), 0, "every page of the log was copied");
+        // The database file alone, without its log, holds every link (copied while the store is open: closing
+        // the last connection would checkpoint by itself).
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(dir.path().join("gate.db"), &copy).unwrap();
+        store.close().await;
+        let count: i64 = rusqlite::Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM authorization_links", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 50);
+    }
+}

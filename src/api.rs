@@ -76,7 +76,14 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         tracing::error!(target: "callback_gate::api", error = %err, "store failure");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the store is unavailable; try again")
+        if err.is_unavailable() {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the database cannot be reached right now; nothing was changed, try again shortly",
+            );
+        }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the store failed; nothing was changed")
     }
 }
 
@@ -87,6 +94,9 @@ impl IntoResponse for ApiError {
             error["field"] = json!(field);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

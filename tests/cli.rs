@@ -696,3 +696,64 @@ fn runtime_failures_exit_2() {
     assert_eq!(output.code(), Some(2), "{output}");
     assert!(output.stdout.trim().is_empty(), "{output}");
 }
+
+#[test]
+fn database_urls_of_other_kinds_or_without_a_database_are_refused_by_check() {
+    let scratch = Scratch::new();
+    for (url, problem) in [
+        (
+            "mysql://gate@db.example.com/gate",
+            "database_url must start with sqlite:// (one instance, embedded) or postgres://",
+        ),
+        ("postgres://gate@db.example.com:5432/", "database_url names no database"),
+        ("postgres://gate@db.example.com:notaport/gate", "database_url is not a PostgreSQL connection URL"),
+    ] {
+        let document =
+            VALID.replace(r#"database_url = "sqlite://callback-gate.db""#, &format!(r#"database_url = "{url}""#));
+        assert_problems(&scratch.check(&document, &env()), &[problem]);
+    }
+    // A PostgreSQL URL is checked for its form only: check does not connect.
+    let document = VALID.replace(
+        r#"database_url = "sqlite://callback-gate.db""#,
+        r#"database_url = "postgres://gate:secret-password-123@db.invalid:5432/gate?sslmode=require""#,
+    );
+    let output = scratch.check(&document, &env());
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert!(!output.to_string().contains("secret-password-123"), "{output}");
+}
+
+/// `serve` against the test PostgreSQL server (`CALLBACK_GATE_TEST_POSTGRES`, which `scripts/test` sets) with a
+/// wrong password, a database that does not exist, and a server that is not there: one line each, exit 2.
+#[test]
+fn postgres_that_cannot_be_used_at_start_up_is_one_line_and_exit_2() {
+    let admin = std::env::var("CALLBACK_GATE_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!("CALLBACK_GATE_TEST_POSTGRES names no PostgreSQL server: run ./scripts/test, or set it to the URL `scripts/postgres start DIR` prints")
+    });
+    let url = url::Url::parse(&admin).expect("a URL");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let mut wrong_password = url.clone();
+    wrong_password.set_password(Some("not-the-password-42")).expect("password");
+    let mut missing = url.clone();
+    missing.set_path("no_such_database");
+    let mut unreachable = url.clone();
+    unreachable.set_port(Some(closed)).expect("port");
+    let scratch = Scratch::new();
+    for (database_url, problem) in [
+        (wrong_password, "password authentication failed"),
+        (missing, "database \"no_such_database\" does not exist"),
+        (unreachable, "Connection refused"),
+    ] {
+        let document = development_config(scratch.dir.path()).replace(
+            &format!(r#"database_url = "sqlite://{}""#, scratch.dir.path().join("links.db").display()),
+            &format!(r#"database_url = "{database_url}""#),
+        );
+        let path = scratch.write("config.toml", &document);
+        let output = scratch.run(&["serve", "--config", path_str(&path)], &env());
+        assert_eq!(output.code(), Some(2), "{output}");
+        let lines = output.stderr_lines();
+        assert_eq!(lines.len(), 1, "one line\n{output}");
+        assert!(lines[0].starts_with("error: could not open the store:") && lines[0].contains(problem), "{output}");
+        assert!(!output.to_string().contains(url.password().unwrap_or("?")), "no password in the output\n{output}");
+        assert!(!output.to_string().contains("not-the-password-42"), "no password in the output\n{output}");
+    }
+}

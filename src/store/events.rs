@@ -16,6 +16,8 @@ const QUEUE: usize = 8192;
 /// reference index; larger batches share more of its pages and write fewer per event (256 to 2,048 measured
 /// 28,500 to 32,400 failure pages per second in `bench/`).
 const BATCH: usize = 2048;
+/// How long a batch is retried while the database is unreachable before its events are given up (and logged).
+const RETRY_FOR: Duration = Duration::from_secs(120);
 /// How long a first event waits for others to join its batch.
 const LINGER: Duration = Duration::from_millis(100);
 
@@ -97,7 +99,7 @@ impl EventSink {
                     () = &mut deadline => break,
                 }
             }
-            self.write(&store, batch).await;
+            self.write(&store, batch, &stop).await;
         }
         self.receiver.close();
         let mut rest = Vec::new();
@@ -105,15 +107,32 @@ impl EventSink {
             rest.push(event);
         }
         if !rest.is_empty() {
-            self.write(&store, rest).await;
+            self.write(&store, rest, &stop).await;
         }
     }
 
-    async fn write(&self, store: &Store, batch: Vec<OutcomeEvent>) {
+    /// Writes a batch; while the database is unreachable, tries again (the batch stays answerable from memory),
+    /// up to [`RETRY_FOR`] and not once the service is stopping, so a database restart loses no reference.
+    async fn write(&self, store: &Store, batch: Vec<OutcomeEvent>, stop: &watch::Receiver<bool>) {
         let count = batch.len();
         let references: Vec<String> = batch.iter().map(|event| event.reference.clone()).collect();
-        if let Err(err) = store.record_outcomes(batch, self.keep_unauthenticated).await {
-            tracing::error!(target: "callback_gate::store", error = %err, events = count, "could not store outcome events");
+        let batch: Arc<[OutcomeEvent]> = batch.into();
+        let mut wait = Duration::from_millis(250);
+        let mut waited = Duration::ZERO;
+        loop {
+            match store.record_outcomes(batch.clone(), self.keep_unauthenticated).await {
+                Ok(()) => break,
+                Err(err) if err.is_unavailable() && waited < RETRY_FOR && !*stop.borrow() => {
+                    tracing::warn!(target: "callback_gate::store", error = %err, events = count, "outcome events wait for the database");
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => {
+                    tracing::error!(target: "callback_gate::store", error = %err, events = count, "could not store outcome events");
+                    break;
+                }
+            }
         }
         if let Ok(mut pending) = self.pending.lock() {
             for reference in &references {

@@ -649,12 +649,12 @@ impl PostgresStore {
 
     pub async fn record_outcomes(
         &self,
-        events: Vec<OutcomeEvent>,
+        events: Arc<[OutcomeEvent]>,
         keep_unauthenticated: u64,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        for event in &events {
+        for event in events.iter() {
             insert_event(&tx, event).await?;
         }
         // One instance trims at a time; another that finds the lock taken leaves the trimming to it.

@@ -694,12 +694,12 @@ impl SqliteStore {
     /// requests, what they leave in the store is bounded.
     pub async fn record_outcomes(
         &self,
-        events: Vec<OutcomeEvent>,
+        events: Arc<[OutcomeEvent]>,
         keep_unauthenticated: u64,
     ) -> Result<(), StoreError> {
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for event in &events {
+            for event in events.iter() {
                 insert_event(&tx, event)?;
             }
             if events.iter().any(|event| event.unauthenticated) {

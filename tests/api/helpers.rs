@@ -256,16 +256,28 @@ user_verification = false
     }
 }
 
-/// The PostgreSQL server the suite runs against instead of SQLite, when set: an admin URL such as
-/// `postgres://callback_gate:password@127.0.0.1:5432/postgres` (`scripts/test` starts one and sets it).
+/// A PostgreSQL server for the tests that need one whatever the backend under test (several instances on one
+/// database): an admin URL such as `postgres://callback_gate:password@127.0.0.1:5432/postgres`. `scripts/test`
+/// starts a throwaway server and sets it; `scripts/postgres start DIR` prints one.
 pub const POSTGRES_ENV: &str = "CALLBACK_GATE_TEST_POSTGRES";
+/// The backend the suite runs against: `sqlite` (the default) or `postgres` (on the server above).
+pub const STORE_ENV: &str = "CALLBACK_GATE_TEST_STORE";
 
 /// A `database_url` for an empty database of the backend under test: a SQLite file in `dir`, or a new database on
-/// the PostgreSQL server `CALLBACK_GATE_TEST_POSTGRES` names.
+/// the PostgreSQL server when `CALLBACK_GATE_TEST_STORE=postgres`.
 pub async fn fresh_database(dir: &std::path::Path) -> String {
-    let Ok(admin) = std::env::var(POSTGRES_ENV) else {
-        return format!("sqlite://{}", dir.join("test.db").display());
-    };
+    match std::env::var(STORE_ENV).as_deref() {
+        Ok("postgres") => postgres_database().await,
+        Ok("sqlite") | Err(_) => format!("sqlite://{}", dir.join("test.db").display()),
+        Ok(other) => panic!("{STORE_ENV}={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A new, empty database on the test PostgreSQL server.
+pub async fn postgres_database() -> String {
+    let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+        panic!("{POSTGRES_ENV} names no PostgreSQL server: run ./scripts/test, or set it to the URL `scripts/postgres start DIR` prints")
+    });
     let name = format!("gate_{}", callback_gate::crypto::random_token::<8>().to_lowercase().replace('-', "_"));
     sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
     let mut url = Url::parse(&admin).expect("CALLBACK_GATE_TEST_POSTGRES is a URL");

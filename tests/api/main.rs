@@ -10,6 +10,7 @@ mod exchange;
 mod flow;
 mod hostile;
 mod id_token;
+mod instances;
 mod links;
 mod outcomes;
 mod pages;

@@ -1,0 +1,239 @@
+//! Several instances on one PostgreSQL database, and a database that goes away while the service runs. These run
+//! on PostgreSQL whatever backend the rest of the suite uses (`CALLBACK_GATE_TEST_POSTGRES` names the server).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use reqwest::header::LOCATION;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::helpers::{
+    Browser, CONNECTION, Options, TestApp, code_on, new_secret_key, postgres_database, reference_on, spawn_with,
+};
+use callback_gate::store::Table;
+
+/// Two instances of the service on one new PostgreSQL database, sharing their secret key and provider, as a
+/// deployment behind a load balancer would.
+async fn two_instances() -> (TestApp, TestApp) {
+    let database = postgres_database().await;
+    let secret_key = new_secret_key();
+    let first = spawn_with(Options {
+        database: Some(database.clone()),
+        secret_key: Some(secret_key.clone()),
+        ..Options::default()
+    })
+    .await;
+    let second = spawn_with(Options {
+        database: Some(database),
+        secret_key: Some(secret_key),
+        provider_base: Some(first.provider.uri()),
+        ..Options::default()
+    })
+    .await;
+    (first, second)
+}
+
+/// How many token requests the shared provider received.
+async fn token_requests(app: &TestApp) -> usize {
+    app.provider.received_requests().await.unwrap_or_default().iter().filter(|r| r.url.path() == "/token").count()
+}
+
+#[tokio::test]
+async fn a_link_minted_on_one_instance_starts_on_the_other_and_finishes_on_the_first() {
+    let (first, second) = two_instances().await;
+    first.mock_token_success(1).await;
+    let link = first.mint_link("user_1").await;
+    // The load balancer sends the browser to the second instance for the start...
+    let browser = Browser::new();
+    let on_second = link.replace(&first.address, &second.address);
+    let started = second.start(&browser, &on_second).await;
+    // ...and to the first for the provider's callback.
+    let response = first.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
+    let (status, page) = first.follow(&browser, response).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(second.account("user_1").await["status"], "ACTIVE");
+    assert_eq!(token_requests(&first).await, 1);
+    // Either instance shows the same result page to the browser that ran the flow.
+    let flow_id = first.only_flow_id().await;
+    let page = browser.get(&second.url(&format!("/connect/result/{flow_id}"))).await;
+    assert_eq!(page.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn twenty_replays_split_across_two_instances_redeem_the_code_once() {
+    let (first, second) = two_instances().await;
+    first.mock_token_success(1).await;
+    let (browser, started) = first.begin("user_1").await;
+    let query = format!("code=the-code&state={}", started.state);
+
+    let replays = join_all((0..20).map(|n| {
+        let app = if n % 2 == 0 { &first } else { &second };
+        app.callback(&browser, &query)
+    }))
+    .await;
+    let mut won = 0;
+    for response in replays {
+        let status = response.status();
+        assert!(!status.is_server_error(), "a replay is never answered 5xx");
+        if status == StatusCode::SEE_OTHER {
+            won += 1;
+            let location = response.headers().get(LOCATION).expect("location").to_str().expect("ascii").to_owned();
+            let page = browser.get(&first.url(&location)).await;
+            assert_eq!(page.status(), StatusCode::OK);
+        } else {
+            assert_eq!(status, StatusCode::CONFLICT);
+            assert_eq!(code_on(&response.text().await.expect("page")), "flow_already_used");
+        }
+    }
+    assert_eq!(won, 1, "exactly one replay, on either instance, wins the flow");
+    assert_eq!(token_requests(&first).await, 1, "the code is redeemed once");
+    assert_eq!(first.account("user_1").await["status"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn both_instances_sweeping_at_once_end_each_abandoned_flow_once() {
+    let (first, second) = two_instances().await;
+    for identifier in ["user_1", "user_2", "user_3", "user_4"] {
+        first.begin(identifier).await;
+    }
+    let an_hour_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 3600) * 1000;
+    first.sql(&format!("UPDATE flows SET status = 'exchanging', claimed_at = {an_hour_ago}")).await;
+    let (a, b, c, d) = tokio::join!(
+        callback_gate::flow::end_abandoned(&first.state, None),
+        callback_gate::flow::end_abandoned(&second.state, None),
+        callback_gate::flow::end_abandoned(&first.state, None),
+        callback_gate::flow::end_abandoned(&second.state, None),
+    );
+    let ended = a.expect("sweep") + b.expect("sweep") + c.expect("sweep") + d.expect("sweep");
+    assert_eq!(ended, 4, "each abandoned flow is ended by exactly one sweeper");
+    assert_eq!(first.count(Table::OutcomeEvents).await + second.count(Table::OutcomeEvents).await, 8);
+    let rows = first.sql_rows("SELECT COUNT(*) FROM outcome_events").await;
+    assert_eq!(rows[0][0].as_deref(), Some("4"), "one reference per ended flow");
+
+    // Expired links swept by both at once are deleted once, and neither sweep fails.
+    first.sql("UPDATE authorization_links SET expires_at = 0").await;
+    let now = time::OffsetDateTime::now_utc();
+    let (a, b) = tokio::join!(first.store.sweep(now), second.store.sweep(now));
+    assert_eq!(a.expect("sweep") + b.expect("sweep"), 4, "four links swept, once");
+    assert_eq!(first.count(Table::Links).await, 0);
+}
+
+/// A TCP relay in front of PostgreSQL that the test can cut, as a network partition or a database restart would.
+struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+    links: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+}
+
+impl Relay {
+    async fn to(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let (accepting, relayed) = (up.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused once open
+                }
+                let target = target.clone();
+                relayed.lock().await.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port, up, links }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    async fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.links.lock().await.abort_all();
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_goes_away_is_answered_with_a_reference_and_recovered_from_without_a_restart() {
+    let database = postgres_database().await;
+    let mut url = url::Url::parse(&database).expect("url");
+    let target = format!("{}:{}", url.host_str().expect("host"), url.port().expect("port"));
+    let relay = Relay::to(target).await;
+    url.set_port(Some(relay.port)).expect("port");
+    let app = spawn_with(Options { database: Some(url.to_string()), ..Options::default() }).await;
+    app.mock_token_success(1).await;
+    let (browser, started) = app.begin("user_1").await;
+    let ready = app.api.get(app.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    relay.cut().await;
+    let ready = app.api.get(app.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The API answers 503 in JSON, saying to try again.
+    let response = app
+        .api
+        .get(app.url(&format!("/v1/connected-accounts/{CONNECTION}/user_1")))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    // The provider's callback gets the failure page with a reference, and nothing is exchanged or half-written.
+    let response = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let page = response.text().await.expect("page");
+    assert_eq!(code_on(&page), "internal_error");
+    let reference = reference_on(&page);
+    assert_eq!(app.provider.received_requests().await.unwrap_or_default().len(), 0, "no code was redeemed");
+
+    // The database stays away long enough for the background write of that reference to fail at least once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // The database returns: the service answers again without a restart, and the same flow still finishes.
+    relay.restore();
+    let mut ready = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        ready = app.api.get(app.url("/readyz")).send().await.expect("readyz").status();
+        if ready == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, StatusCode::OK, "ready again once the database returns");
+    assert_eq!(app.account("user_1").await["status"], "PENDING_AUTH", "nothing was half-written");
+    let response = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
+    let (status, page) = app.follow(&browser, response).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(app.account("user_1").await["status"], "ACTIVE");
+    // The failure's reference was kept while the database was away and is stored once it returned.
+    let mut stored = Value::Null;
+    for _ in 0..100 {
+        let response = app
+            .api
+            .get(app.url(&format!("/v1/references/{reference}")))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .expect("request");
+        if response.status() == StatusCode::OK {
+            stored = response.json().await.expect("json");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored["code"], "internal_error", "{stored}");
+}

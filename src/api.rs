@@ -5,7 +5,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::account::{AccountStatus, ConnectedAccount, Identifier};
+use crate::config::Settings;
 use crate::crypto::constant_time_eq;
 use crate::server::AppState;
 use crate::store::{AccountQuery, StoreError};
@@ -94,31 +95,37 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks the bearer key against every configured key in constant time (all keys are compared, always).
+/// Lets the request through only with a valid API key.
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+    if let Err(refused) = check_api_key(&state.settings, request.headers()) {
+        return refused.into_response();
+    }
+    next.run(request).await
+}
+
+/// Checks the bearer key against every configured key in constant time (all keys are compared, always); on
+/// failure, the 401 to answer.
+pub fn check_api_key(settings: &Settings, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send Authorization: Bearer <key> with a key from CALLBACK_GATE_API_KEYS",
-        )
-        .into_response();
+        ));
     };
-    let matched = state
-        .settings
+    let matched = settings
         .api_keys
         .iter()
         .fold(false, |found, key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()) | found);
     if !matched {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer key is not valid").into_response();
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer key is not valid"));
     }
-    next.run(request).await
+    Ok(())
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -168,8 +175,8 @@ async fn create_link(
     let identifier = Identifier::parse(&request.identifier)
         .map_err(|err| ApiError::invalid_field("identifier", "invalid_identifier", format!("identifier {err}")))?;
     let return_to = request.return_to.as_deref().map(|raw| parse_return_to(&state, raw)).transpose()?;
-    let (link, expires_at) =
-        flow::mint_link(&state.settings, &state.store, &request.connection, &identifier, return_to.as_ref()).await?;
+    let minted = flow::mint_link(&state.settings, &state.store, &request.connection, &identifier, return_to.as_ref());
+    let (link, expires_at) = state.metrics.time_store("create_link", minted).await?;
     Ok((StatusCode::CREATED, Json(LinkResponse { link, expires_at })).into_response())
 }
 
@@ -197,13 +204,15 @@ async fn get_account(
     if state.settings.connection(&connection).is_none() {
         return Err(ApiError::connection_unknown(&connection));
     }
-    state.store.account(&connection, &identifier).await?.map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "account_not_found",
-            "no connected account for this connection and identifier",
-        )
-    })
+    state.metrics.time_store("account", state.store.account(&connection, &identifier)).await?.map(Json).ok_or_else(
+        || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "account_not_found",
+                "no connected account for this connection and identifier",
+            )
+        },
+    )
 }
 
 impl From<TokenError> for ApiError {
@@ -243,7 +252,7 @@ async fn existing_account(state: &AppState, connection: &str, identifier: &str) 
     if state.settings.connection(connection).is_none() {
         return Err(ApiError::connection_unknown(connection));
     }
-    state.store.account(connection, identifier).await?.ok_or_else(|| {
+    state.metrics.time_store("account", state.store.account(connection, identifier)).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "account_not_found",
@@ -301,13 +310,14 @@ async fn get_token(
             ),
         ));
     }
-    let account = state.store.account(&connection, &identifier).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "account_not_found",
-            "no connected account for this connection and identifier",
-        )
-    })?;
+    let account =
+        state.metrics.time_store("account", state.store.account(&connection, &identifier)).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "account_not_found",
+                "no connected account for this connection and identifier",
+            )
+        })?;
     if account.status != AccountStatus::Active {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -387,7 +397,13 @@ async fn list_accounts(
             })
         })
         .transpose()?;
-    let mut data = state.store.list_accounts(&AccountQuery { connection, status, after, limit: limit + 1 }).await?;
+    let mut data = state
+        .metrics
+        .time_store(
+            "list_accounts",
+            state.store.list_accounts(&AccountQuery { connection, status, after, limit: limit + 1 }),
+        )
+        .await?;
     let next_cursor = if data.len() > limit as usize {
         data.truncate(limit as usize);
         data.last().map(|last| encode_cursor(&last.connection, &last.identifier))

@@ -233,7 +233,8 @@ struct AppPage {
 
 async fn app_page(State(state): State<AppState>) -> Response {
     let query = AccountQuery { connection: Some(CONNECTION.into()), limit: 100, ..AccountQuery::default() };
-    let accounts = state.store.list_accounts(&query).await.unwrap_or_default();
+    let accounts =
+        state.metrics.time_store("list_accounts", state.store.list_accounts(&query)).await.unwrap_or_default();
     let chrome = Chrome::new(&state, &Language::default(), "Connected accounts".into());
     render(StatusCode::OK, &AppPage { chrome, accounts })
 }

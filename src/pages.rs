@@ -126,14 +126,14 @@ async fn result(
 ) -> Response {
     let started = Instant::now();
     let language = Language::from_headers(&headers);
-    let mut found = state.store.find_flow(&flow_id).await;
+    let mut found = state.metrics.time_store("find_flow", state.store.find_flow(&flow_id)).await;
     // A flow that waits for something that can no longer happen is ended now rather than shown as pending.
     if let Ok(Some(flow)) = &found
         && flow::may_be_abandoned(&state.settings, flow, OffsetDateTime::now_utc())
     {
         found = match flow::end_abandoned(&state, Some(&flow_id)).await {
             Ok(0) => found,
-            Ok(_) => state.store.find_flow(&flow_id).await,
+            Ok(_) => state.metrics.time_store("find_flow", state.store.find_flow(&flow_id)).await,
             Err(err) => Err(err),
         };
     }
@@ -293,7 +293,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
     let context = &recorded.context;
     let app = display_name(state);
     let restart_url = match (&context.link_id, entry.actions.contains(Actions::RESTART)) {
-        (Some(link_id), true) => match state.store.find_link(link_id).await {
+        (Some(link_id), true) => match state.metrics.time_store("find_link", state.store.find_link(link_id)).await {
             Ok(Some(link)) if link.expires_at > OffsetDateTime::now_utc() && link.consumed_at.is_none() => {
                 Some(format!("/connect/start/{}", flow::link_token(&state.settings, link_id)))
             }

@@ -31,7 +31,11 @@ pub enum TokenError {
 
 /// Opens an account's stored tokens.
 pub async fn read(state: &AppState, connection: &str, identifier: &str) -> Result<Tokens, TokenError> {
-    let (sealed, key_id) = state.store.sealed_tokens(connection, identifier).await?.ok_or(TokenError::Missing)?;
+    let (sealed, key_id) = state
+        .metrics
+        .time_store("sealed_tokens", state.store.sealed_tokens(connection, identifier))
+        .await?
+        .ok_or(TokenError::Missing)?;
     let aad = crypto::account_associated_data(connection, identifier);
     let plain = state.settings.secret_key.open_with_id(&sealed, &aad, &key_id).map_err(|_| {
         tracing::error!(target: "callback_gate::tokens", connection, key_id = %key_id, "stored tokens could not be opened");
@@ -48,6 +52,8 @@ pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Re
     let current = read(state, connection, identifier).await?;
     let refresh_token = current.refresh_token.clone().ok_or(TokenError::NoRefreshToken)?;
     let exchanged = exchange::refresh(&state.providers.http, &provider, &refresh_token).await;
+    let result = exchanged.result.as_ref().map_or_else(outcome::exchange_cause, |_| "ok");
+    state.metrics.observe_token_request(&provider, "refresh_token", result, exchanged.provider_latency);
     let fresh = match exchanged.result {
         Ok(fresh) => fresh,
         Err(err) => {
@@ -67,8 +73,16 @@ pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Re
             let recorded = flow::record(state, failure, context, started).await;
             if cause == "invalid_grant" {
                 state
-                    .store
-                    .set_status(connection, identifier, AccountStatus::Expired, OffsetDateTime::now_utc())
+                    .metrics
+                    .time_store(
+                        "set_status",
+                        state.store.set_status(
+                            connection,
+                            identifier,
+                            AccountStatus::Expired,
+                            OffsetDateTime::now_utc(),
+                        ),
+                    )
                     .await?;
             }
             return Err(TokenError::Refused(Box::new(recorded)));
@@ -76,7 +90,11 @@ pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Re
     };
     // Providers that do not rotate refresh tokens omit them from the answer: the old one stays valid.
     let tokens = Tokens { refresh_token: fresh.refresh_token.clone().or(Some(refresh_token)), ..fresh };
-    let account = state.store.account(connection, identifier).await?.ok_or(TokenError::Missing)?;
+    let account = state
+        .metrics
+        .time_store("account", state.store.account(connection, identifier))
+        .await?
+        .ok_or(TokenError::Missing)?;
     let scopes = match tokens.scope.as_deref() {
         Some(scope) => provider.parse_granted_scopes(Some(scope)),
         None => account.scopes,
@@ -91,7 +109,7 @@ pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Re
         key_id: state.settings.secret_key.id().to_owned(),
         token_expires_at: tokens.expires_at,
     };
-    state.store.replace_tokens(&write, OffsetDateTime::now_utc()).await?;
+    state.metrics.time_store("replace_tokens", state.store.replace_tokens(&write, OffsetDateTime::now_utc())).await?;
     tracing::info!(
         target: "callback_gate::tokens",
         outcome = "refreshed",
@@ -126,7 +144,13 @@ pub async fn disconnect(state: &AppState, connection: &str, identifier: &str) ->
         Err(TokenError::Missing | TokenError::Unreadable) => false,
         Err(err) => return Err(err),
     };
-    state.store.set_status(connection, identifier, AccountStatus::Disconnected, OffsetDateTime::now_utc()).await?;
+    state
+        .metrics
+        .time_store(
+            "set_status",
+            state.store.set_status(connection, identifier, AccountStatus::Disconnected, OffsetDateTime::now_utc()),
+        )
+        .await?;
     tracing::info!(target: "callback_gate::tokens", outcome = "disconnected", connection, revoked, "account disconnected");
     Ok(revoked)
 }

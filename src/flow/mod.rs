@@ -157,7 +157,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         )
         .await;
     }
-    let link = match state.store.find_link(link_id).await {
+    let link = match state.metrics.time_store("find_link", state.store.find_link(link_id)).await {
         Ok(Some(link)) => link,
         Ok(None) => {
             let failure = Failure::new("link_invalid")
@@ -234,7 +234,11 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
         expires_at: now + state.settings.flow_ttl,
         claimed_at: None,
     };
-    if let Err(err) = state.store.create_flow(&flow, state.settings.limits.flows_per_identifier).await {
+    if let Err(err) = state
+        .metrics
+        .time_store("create_flow", state.store.create_flow(&flow, state.settings.limits.flows_per_identifier))
+        .await
+    {
         return fail(state, store_failure(&err), context, started).await;
     }
     let location =
@@ -284,7 +288,10 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
     }
     let state_hash = crypto::hash_hex(flow_state.expose());
     let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
-    let claimed = state.store.claim_flow(&state_hash, browser_hash, OffsetDateTime::now_utc()).await;
+    let claimed = state
+        .metrics
+        .time_store("claim_flow", state.store.claim_flow(&state_hash, browser_hash, OffsetDateTime::now_utc()))
+        .await;
     let (flow, claim) = match claimed {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -317,7 +324,10 @@ pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str
             let failure = Failure::new("link_used")
                 .with_detail("another flow started from the same link connected the account first");
             let recorded = Box::pin(record(state, failure, context, started)).await;
-            if let Err(err) = Box::pin(state.store.fail_flow(&flow.id, ending_of(&recorded))).await {
+            if let Err(err) =
+                Box::pin(state.metrics.time_store("fail_flow", state.store.fail_flow(&flow.id, ending_of(&recorded))))
+                    .await
+            {
                 tracing::error!(target: "callback_gate::flow", flow = %flow.id, error = %err, "could not mark the flow failed");
             }
             return Ending::Failed(Box::new(recorded));
@@ -389,7 +399,7 @@ async fn finish(
 /// reference instead of a result page that would wait forever.
 async fn end_failed(state: &AppState, flow: &FlowRecord, failure: Failure, started: Instant) -> Ending {
     let recorded = record(state, failure, FailureContext::of_flow(flow), started).await;
-    match state.store.fail_flow(&flow.id, ending_of(&recorded)).await {
+    match state.metrics.time_store("fail_flow", state.store.fail_flow(&flow.id, ending_of(&recorded))).await {
         Ok(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
         Err(err) => {
             tracing::error!(target: "callback_gate::flow", flow = %flow.id, reference = %recorded.reference, error = %err, "could not mark the flow failed; rendering its page in place");
@@ -475,6 +485,8 @@ async fn finish_claimed(
         })?;
 
     let exchanged = exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
+    let result = exchanged.result.as_ref().map_or_else(crate::outcome::exchange_cause, |_| "ok");
+    state.metrics.observe_token_request(provider, "authorization_code", result, exchanged.provider_latency);
     let provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0;
     let tokens = exchanged.result.map_err(|err| Failure::from_exchange(&err))?;
     if let Some(jwks) = &provider.jwks {
@@ -511,8 +523,11 @@ async fn finish_claimed(
             let expires_at = now + state.settings.flow_ttl;
             let request_hash = crypto::hash_hex(request_id.expose());
             state
-                .store
-                .hold_for_verification(&request_hash, &flow.id, &write, expires_at, now)
+                .metrics
+                .time_store(
+                    "hold_for_verification",
+                    state.store.hold_for_verification(&request_hash, &flow.id, &write, expires_at, now),
+                )
                 .await
                 .map_err(post_auth)?;
             let mut location = verify_url.clone();
@@ -520,8 +535,11 @@ async fn finish_claimed(
             ("pending_verification", String::from(location))
         }
         _ => {
-            let completed =
-                state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()).await.map_err(post_auth)?;
+            let completed = state
+                .metrics
+                .time_store("complete_flow", state.store.complete_flow(&flow.id, &write, OffsetDateTime::now_utc()))
+                .await
+                .map_err(post_auth)?;
             if !completed {
                 return Err(Failure::new("internal_error")
                     .with_detail("the flow was ended while its callback was still running; the tokens were dropped"));
@@ -541,7 +559,7 @@ async fn finish_claimed(
         latency_ms,
         "flow succeeded"
     );
-    state.metrics.record_outcome(outcome);
+    state.metrics.record_outcome(outcome, Some(&flow.connection));
     Ok(location)
 }
 
@@ -580,12 +598,15 @@ pub async fn verify_user(
     let confirmation = Secret::new(crypto::random_token::<32>());
     let ending = verification_refused();
     let answer = state
-        .store
-        .confirm_verification(
-            &crypto::hash_hex(auth_request_id),
-            identifier.as_str(),
-            &crypto::hash_hex(confirmation.expose()),
-            ending.clone(),
+        .metrics
+        .time_store(
+            "confirm_verification",
+            state.store.confirm_verification(
+                &crypto::hash_hex(auth_request_id),
+                identifier.as_str(),
+                &crypto::hash_hex(confirmation.expose()),
+                ending.clone(),
+            ),
         )
         .await?;
     match answer {
@@ -636,7 +657,13 @@ pub async fn arrive(state: &AppState, confirmation: &str, browser: Option<Secret
     }
     let ending = verification_refused();
     let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
-    let arrival = state.store.finish_verification(&crypto::hash_hex(confirmation), browser_hash, ending.clone()).await;
+    let arrival = state
+        .metrics
+        .time_store(
+            "finish_verification",
+            state.store.finish_verification(&crypto::hash_hex(confirmation), browser_hash, ending.clone()),
+        )
+        .await;
     match arrival {
         Ok(None) => fail(state, unknown(), FailureContext::default(), started).await,
         Ok(Some(Arrival::Connected(pending))) => {
@@ -650,7 +677,7 @@ pub async fn arrive(state: &AppState, confirmation: &str, browser: Option<Secret
                 latency_ms = telemetry::millis_since(started),
                 "user verified"
             );
-            state.metrics.record_outcome("connected");
+            state.metrics.record_outcome("connected", Some(&pending.tokens.connection));
             Ending::Redirect { location: result_path(&pending.flow_id), set_browser: None }
         }
         Ok(Some(Arrival::Refused { pending, other_browser })) => {
@@ -704,8 +731,13 @@ pub async fn end_abandoned(state: &AppState, only: Option<&str>) -> Result<usize
         reference: telemetry::new_reference(),
         at: now,
     };
-    let ended =
-        state.store.end_abandoned_flows(now, claimed_before, only.map(str::to_owned), ending_of_abandoned).await?;
+    let ended = state
+        .metrics
+        .time_store(
+            "end_abandoned_flows",
+            state.store.end_abandoned_flows(now, claimed_before, only.map(str::to_owned), ending_of_abandoned),
+        )
+        .await?;
     for abandoned in &ended {
         let context = FailureContext::of_flow(&abandoned.flow);
         record_as(state, abandonment(abandoned.was), context, started, abandoned.reference.clone()).await;
@@ -835,7 +867,7 @@ async fn record_as(
     let stored = if unauthenticated {
         queue_event(state, event)
     } else {
-        match state.store.record_outcome(&event).await {
+        match state.metrics.time_store("record_outcome", state.store.record_outcome(&event)).await {
             Ok(()) => Ok(()),
             // The reference must still resolve: the event waits in memory for a background write (without the
             // account's last error, which is what could not be written).
@@ -869,7 +901,7 @@ async fn record_as(
     if let Err(err) = stored {
         tracing::error!(target: "callback_gate::store", reference = %reference, error = %err, "could not store the outcome event");
     }
-    state.metrics.record_outcome(entry.code);
+    state.metrics.record_outcome(entry.code, context.connection.as_deref());
     Recorded { failure, reference, context, at }
 }
 
@@ -881,7 +913,7 @@ fn queue_event(state: &AppState, event: OutcomeEvent) -> Result<(), StoreError> 
 pub async fn stored_event(state: &AppState, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
     match state.events.pending(reference) {
         Some(event) => Ok(Some(event)),
-        None => state.store.reference(reference).await,
+        None => state.metrics.time_store("reference", state.store.reference(reference)).await,
     }
 }
 

@@ -11,6 +11,7 @@ mod flow;
 mod hostile;
 mod id_token;
 mod links;
+mod openapi;
 mod operations;
 mod outcomes;
 mod pages;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// The app's id for its end user: 1 to 255 bytes, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -51,7 +52,7 @@ impl fmt::Display for Identifier {
 }
 
 /// Where a connected account stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AccountStatus {
     /// A link was minted; the user has not finished a flow yet.
@@ -96,8 +97,9 @@ impl fmt::Display for AccountStatus {
 }
 
 /// The last failure recorded for an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LastError {
+    /// The outcome code of the failure.
     pub code: String,
     pub reference: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -105,7 +107,7 @@ pub struct LastError {
 }
 
 /// A connected account as the API shows it. Tokens are never part of this view.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ConnectedAccount {
     pub connection: String,
     pub identifier: String,

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,16 +15,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use url::Url;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::account::{AccountStatus, ConnectedAccount, Identifier};
+use crate::config::Settings;
 use crate::crypto::constant_time_eq;
+use crate::openapi::{ErrorBody, ReferenceDetails};
 use crate::server::AppState;
 use crate::store::{AccountQuery, StoreError};
 use crate::tokens::TokenError;
 use crate::{flow, telemetry};
 
+/// The API's routes: the OpenAPI document without a key (it is documentation), everything else behind
+/// [`require_api_key`]. Every route here must be in [`crate::openapi::ApiDoc`]; `tests/api/openapi.rs` checks it.
 pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
+    let keyed = Router::new()
         .route("/authorization-links", post(create_link))
         .route("/connected-accounts", get(list_accounts))
         .route("/connected-accounts/{connection}/{identifier}", get(get_account).delete(disconnect))
@@ -33,7 +38,20 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/references/{reference}", get(get_reference))
         .route("/user-verifications", post(verify_user))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
-        .layer(middleware::from_fn_with_state(state, require_api_key))
+        .layer(middleware::from_fn_with_state(state, require_api_key));
+    Router::new().route("/openapi.json", get(openapi_json)).merge(keyed)
+}
+
+/// `GET /v1/openapi.json`
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "callback-gate",
+    security(()),
+    responses((status = 200, description = "This document: OpenAPI 3.1 of every `/v1` route", content_type = "application/json", body = Object))
+)]
+pub(crate) async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::DOCUMENT.as_str()).into_response()
 }
 
 /// Whether a request is for the API, and so must be answered in JSON whatever happens.
@@ -104,31 +122,37 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks the bearer key against every configured key in constant time (all keys are compared, always).
+/// Lets the request through only with a valid API key.
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+    if let Err(refused) = check_api_key(&state.settings, request.headers()) {
+        return refused.into_response();
+    }
+    next.run(request).await
+}
+
+/// Checks the bearer key against every configured key in constant time (all keys are compared, always); on
+/// failure, the 401 to answer.
+pub fn check_api_key(settings: &Settings, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send Authorization: Bearer <key> with a key from CALLBACK_GATE_API_KEYS",
-        )
-        .into_response();
+        ));
     };
-    let matched = state
-        .settings
+    let matched = settings
         .api_keys
         .iter()
         .fold(false, |found, key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()) | found);
     if !matched {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer key is not valid").into_response();
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer key is not valid"));
     }
-    next.run(request).await
+    Ok(())
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -152,22 +176,41 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct LinkRequest {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct LinkRequest {
+    /// A configured connection's name.
     connection: String,
+    /// The app's id for its end user: 1 to 255 bytes, no control characters.
     identifier: String,
+    /// Where the result page's "back to the app" link leads: an https URL on one of `app.allowed_return_origins`.
     return_to: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct LinkResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LinkResponse {
+    /// The authorization link to give the user; it connects once.
     link: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
 }
 
 /// `POST /v1/authorization-links`
-async fn create_link(
+#[utoipa::path(
+    post,
+    path = "/v1/authorization-links",
+    tag = "callback-gate",
+    request_body = LinkRequest,
+    responses(
+        (status = 201, description = "A fresh authorization link; the account becomes PENDING_AUTH if it is new", body = LinkResponse),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "connection_unknown", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid (`field` names it)", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_link(
     State(state): State<AppState>,
     payload: Result<Json<LinkRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -178,8 +221,8 @@ async fn create_link(
     let identifier = Identifier::parse(&request.identifier)
         .map_err(|err| ApiError::invalid_field("identifier", "invalid_identifier", format!("identifier {err}")))?;
     let return_to = request.return_to.as_deref().map(|raw| parse_return_to(&state, raw)).transpose()?;
-    let (link, expires_at) =
-        flow::mint_link(&state.settings, &state.store, &request.connection, &identifier, return_to.as_ref()).await?;
+    let minted = flow::mint_link(&state.settings, &state.store, &request.connection, &identifier, return_to.as_ref());
+    let (link, expires_at) = minted.await?;
     Ok((StatusCode::CREATED, Json(LinkResponse { link, expires_at })).into_response())
 }
 
@@ -200,7 +243,23 @@ fn parse_return_to(state: &AppState, raw: &str) -> Result<Url, ApiError> {
     Ok(url)
 }
 
-async fn get_account(
+/// `GET /v1/connected-accounts/{connection}/{identifier}`
+#[utoipa::path(
+    get,
+    path = "/v1/connected-accounts/{connection}/{identifier}",
+    tag = "callback-gate",
+    params(
+        ("connection" = String, Path, description = "A configured connection's name"),
+        ("identifier" = String, Path, description = "The app's id for its end user"),
+    ),
+    responses(
+        (status = 200, description = "The connected account (never its tokens)", body = ConnectedAccount),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_account(
     State(state): State<AppState>,
     Path((connection, identifier)): Path<(String, String)>,
 ) -> Result<Json<ConnectedAccount>, ApiError> {
@@ -263,7 +322,24 @@ async fn existing_account(state: &AppState, connection: &str, identifier: &str) 
 }
 
 /// `POST /v1/connected-accounts/{connection}/{identifier}/refresh`: refreshes the tokens now.
-async fn refresh(
+#[utoipa::path(
+    post,
+    path = "/v1/connected-accounts/{connection}/{identifier}/refresh",
+    tag = "callback-gate",
+    params(
+        ("connection" = String, Path, description = "A configured connection's name"),
+        ("identifier" = String, Path, description = "The app's id for its end user"),
+    ),
+    responses(
+        (status = 200, description = "Refreshed; the account as it is now", body = ConnectedAccount),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
+        (status = 409, description = "account_not_active, no_tokens or no_refresh_token", body = ErrorBody),
+        (status = 502, description = "token_refresh_failed: the provider refused; the message names the reference", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     Path((connection, identifier)): Path<(String, String)>,
 ) -> Result<Json<ConnectedAccount>, ApiError> {
@@ -281,24 +357,75 @@ async fn refresh(
 
 /// `DELETE /v1/connected-accounts/{connection}/{identifier}`: revokes at the provider where it can, then deletes
 /// the tokens; the account stays, DISCONNECTED, with its history.
-async fn disconnect(
+#[utoipa::path(
+    delete,
+    path = "/v1/connected-accounts/{connection}/{identifier}",
+    tag = "callback-gate",
+    params(
+        ("connection" = String, Path, description = "A configured connection's name"),
+        ("identifier" = String, Path, description = "The app's id for its end user"),
+    ),
+    responses(
+        (status = 200, description = "Disconnected: the account, DISCONNECTED, and whether the provider confirmed a revocation", body = DisconnectedAccount),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn disconnect(
     State(state): State<AppState>,
     Path((connection, identifier)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<DisconnectedAccount>, ApiError> {
     existing_account(&state, &connection, &identifier).await?;
     let revoked = crate::tokens::disconnect(&state, &connection, &identifier).await?;
     let account = existing_account(&state, &connection, &identifier).await?;
-    let mut body = serde_json::to_value(&account).unwrap_or_default();
-    body["revoked"] = json!(revoked);
-    Ok(Json(body).into_response())
+    Ok(Json(DisconnectedAccount { account, revoked }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DisconnectedAccount {
+    #[serde(flatten)]
+    account: ConnectedAccount,
+    /// Whether the provider confirmed a revocation (false where it has no revocation endpoint or it failed).
+    revoked: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AccessToken {
+    connection: String,
+    identifier: String,
+    /// Valid for at least 60 seconds more.
+    access_token: String,
+    token_type: Option<String>,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    scopes: Vec<String>,
 }
 
 /// `GET /v1/connected-accounts/{connection}/{identifier}/token`: the raw access token, only for connections with
 /// `expose_tokens = true`.
-async fn get_token(
+#[utoipa::path(
+    get,
+    path = "/v1/connected-accounts/{connection}/{identifier}/token",
+    tag = "callback-gate",
+    params(
+        ("connection" = String, Path, description = "A configured connection's name"),
+        ("identifier" = String, Path, description = "The app's id for its end user"),
+    ),
+    responses(
+        (status = 200, description = "The raw access token", body = AccessToken),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "tokens_not_exposed: the connection does not have expose_tokens = true", body = ErrorBody),
+        (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
+        (status = 409, description = "account_not_active, no_tokens or no_refresh_token", body = ErrorBody),
+        (status = 502, description = "token_refresh_failed", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_token(
     State(state): State<AppState>,
     Path((connection, identifier)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AccessToken>, ApiError> {
     let Some(settings) = state.settings.connection(&connection) else {
         return Err(ApiError::connection_unknown(&connection));
     };
@@ -327,28 +454,35 @@ async fn get_token(
     }
     let tokens = crate::tokens::read(&state, &connection, &identifier).await?;
     let expires_at = tokens.expires_at.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
-    Ok(Json(json!({
-        "connection": connection,
-        "identifier": identifier,
-        "access_token": tokens.access_token.expose(),
-        "token_type": tokens.token_type,
-        "expires_at": expires_at.map(telemetry::rfc3339),
-        "scopes": account.scopes,
+    Ok(Json(AccessToken {
+        access_token: tokens.access_token.expose().to_owned(),
+        token_type: tokens.token_type,
+        expires_at: expires_at.map(telemetry::rfc3339),
+        scopes: account.scopes,
+        connection,
+        identifier,
     }))
-    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Only accounts of this connection.
     connection: Option<String>,
+    /// Only accounts with this status.
+    #[param(value_type = Option<AccountStatus>)]
     status: Option<String>,
+    /// Accounts per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct AccountPage {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AccountPage {
     data: Vec<ConnectedAccount>,
+    /// Pass it back as `cursor` for the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
@@ -356,7 +490,20 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
 
 /// `GET /v1/connected-accounts?connection=&status=&limit=&cursor=`
-async fn list_accounts(
+#[utoipa::path(
+    get,
+    path = "/v1/connected-accounts",
+    tag = "callback-gate",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of connected accounts, ordered by connection and identifier", body = AccountPage),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "connection_unknown", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid (`field` names it)", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_accounts(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<AccountPage>, ApiError> {
@@ -416,14 +563,59 @@ fn decode_cursor(cursor: &str) -> Option<(String, String)> {
     serde_json::from_slice::<(String, String)>(&bytes).ok()
 }
 
-#[derive(Debug, Deserialize)]
-struct VerificationRequest {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct VerificationRequest {
+    /// The `auth_request_id` the service added to `app.user_verify_url`.
     auth_request_id: String,
+    /// The identifier of the app's logged-in user.
     identifier: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerificationConfirmed {
+    /// Always `confirmed`.
+    status: &'static str,
+    connection: String,
+    identifier: String,
+    /// Where the app sends the browser: the account is connected only when the browser that consented arrives.
+    redirect_to: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerificationFailed {
+    error: VerificationError,
+    /// The result page the app sends the browser to.
+    redirect_to: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerificationError {
+    /// Always `user_verification_failed`.
+    code: &'static str,
+    message: &'static str,
+    reference: String,
+}
+
 /// `POST /v1/user-verifications`: the app confirms which of its users finished a flow.
-async fn verify_user(
+#[utoipa::path(
+    post,
+    path = "/v1/user-verifications",
+    tag = "callback-gate",
+    request_body = VerificationRequest,
+    responses(
+        (status = 200, description = "The identifiers match; send the browser to redirect_to", body = VerificationConfirmed),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "user_verification_failed: another user, or too late; the held tokens were discarded", body = VerificationFailed),
+        (status = 404, description = "auth_request_unknown", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn verify_user(
     State(state): State<AppState>,
     payload: Result<Json<VerificationRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -432,20 +624,22 @@ async fn verify_user(
         .map_err(|err| ApiError::invalid_field("identifier", "invalid_identifier", format!("identifier {err}")))?;
     match flow::verify_user(&state, &request.auth_request_id, &identifier).await? {
         // Nothing is connected yet: the browser must bring the confirmation back, so the app redirects it.
-        flow::Verification::Confirmed { connection, identifier, redirect_to, expires_at } => Ok(Json(json!({
-            "status": "confirmed",
-            "connection": connection,
-            "identifier": identifier,
-            "redirect_to": redirect_to,
-            "expires_at": telemetry::rfc3339(expires_at),
-        }))
-        .into_response()),
+        flow::Verification::Confirmed { connection, identifier, redirect_to, expires_at } => {
+            Ok(Json(VerificationConfirmed {
+                status: "confirmed",
+                connection,
+                identifier,
+                redirect_to,
+                expires_at: telemetry::rfc3339(expires_at),
+            })
+            .into_response())
+        }
         flow::Verification::Failed { reference, redirect_to, detail } => Ok((
             StatusCode::FORBIDDEN,
-            Json(json!({
-                "error": { "code": "user_verification_failed", "message": detail, "reference": reference },
-                "redirect_to": redirect_to,
-            })),
+            Json(VerificationFailed {
+                error: VerificationError { code: "user_verification_failed", message: detail, reference },
+                redirect_to,
+            }),
         )
             .into_response()),
         flow::Verification::Unknown => Err(ApiError::new(
@@ -457,7 +651,22 @@ async fn verify_user(
 }
 
 /// `GET /v1/references/{reference}`: the raw details and the developer hint behind a reference.
-async fn get_reference(State(state): State<AppState>, Path(reference): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/references/{reference}",
+    tag = "callback-gate",
+    params(("reference" = String, Path, description = "A reference id, `CG-XXXX-XXXX`")),
+    responses(
+        (status = 200, description = "The outcome behind the reference", body = ReferenceDetails),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "reference_not_found", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_reference(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Response, ApiError> {
     let not_found =
         || ApiError::new(StatusCode::NOT_FOUND, "reference_not_found", "no outcome is stored under this reference");
     if !telemetry::is_reference(&reference) {

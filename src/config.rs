@@ -69,6 +69,18 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub branding: RawBranding,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: how `/metrics` is reached. Without it, `/metrics` answers only requests that carry a `/v1` API key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// A second address (e.g. "127.0.0.1:9090") that serves `/metrics` without an API key, for a scraper on a
+    /// private network. The main address keeps answering `/metrics` with a key.
+    #[serde(default, deserialize_with = "text")]
+    pub listen: Option<String>,
 }
 
 /// `[branding]`: how the pages look like part of the app. Every key is optional; the defaults look finished.
@@ -226,6 +238,8 @@ pub struct Settings {
     pub api_keys: Vec<Secret>,
     pub limits: LimitSettings,
     pub branding: Branding,
+    /// `metrics.listen`: where `/metrics` is served without an API key, if anywhere.
+    pub metrics_listen: Option<String>,
     /// Choices that are allowed but weaken a guarantee, one line each: `check` prints them and `serve` logs them.
     pub warnings: Vec<String>,
 }
@@ -468,6 +482,18 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         problems.push(format!("listen \"{listen}\" is not a socket address like \"0.0.0.0:8080\""));
     }
 
+    let metrics_listen = raw.metrics.listen.filter(|value| !value.trim().is_empty());
+    if let Some(address) = &metrics_listen {
+        match address.parse::<std::net::SocketAddr>() {
+            Err(_) => {
+                problems.push(format!("metrics.listen \"{address}\" is not a socket address like \"127.0.0.1:9090\""))
+            }
+            Ok(parsed) if parsed.port() != 0 && listen.parse::<std::net::SocketAddr>().ok() == Some(parsed) => problems
+                .push(format!("metrics.listen \"{address}\" is the same address as listen; give it another port")),
+            Ok(_) => {}
+        }
+    }
+
     let database_url = raw.database_url.unwrap_or_else(|| "sqlite://callback-gate.db".into());
     if let Err(err) = crate::store::Backend::of(&database_url) {
         problems.push(err.to_string());
@@ -569,6 +595,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             api_keys,
             limits,
             branding,
+            metrics_listen,
             warnings,
         }),
         _ => Err(ConfigProblems(problems)),
@@ -1054,6 +1081,27 @@ token_url = "http://idp.example.com/token"
             ("flow_ttl_seconds = true", "flow_ttl_seconds \"true\" is not a whole number"),
             ("flow_ttl_seconds = -1", "flow_ttl_seconds \"-1\" is not a whole number"),
             ("link_ttl_seconds = 0", "link_ttl_seconds is 0; write 1 to 2592000 (30 days)"),
+        ] {
+            let problems = from_toml(&document(line), &secrets).unwrap_err();
+            assert_eq!(problems.0.len(), 1, "{problems}");
+            assert!(problems.0[0].contains(fragment), "{line}: {problems}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_of_its_own() {
+        let document = |metrics: &str| {
+            format!(
+                "public_url = \"https://app.example.com\"\nlisten = \"0.0.0.0:8080\"\n[app]\nreturn_url = \"https://app.example.com/\"\nuser_verify_url = \"https://app.example.com/verify\"\n[[connections]]\nname = \"gmail\"\nprovider = \"google\"\nclient_id = \"c\"\nclient_secret_env = \"SECRET\"\n[metrics]\n{metrics}"
+            )
+        };
+        assert_eq!(from_toml(&document(""), &secrets).unwrap().metrics_listen, None, "off by default");
+        let settings = from_toml(&document("listen = \"127.0.0.1:9090\""), &secrets).unwrap();
+        assert_eq!(settings.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
+        for (line, fragment) in [
+            ("listen = \"localhost\"", "metrics.listen \"localhost\" is not a socket address"),
+            ("listen = \"0.0.0.0:8080\"", "metrics.listen \"0.0.0.0:8080\" is the same address as listen"),
+            ("port = 9090", "unknown field: found `port`"),
         ] {
             let problems = from_toml(&document(line), &secrets).unwrap_err();
             assert_eq!(problems.0.len(), 1, "{problems}");

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod flow;
 pub mod i18n;
 pub mod limits;
+pub mod openapi;
 pub mod outcome;
 pub mod pages;
 pub mod provider;

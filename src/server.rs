@@ -28,7 +28,7 @@ use crate::pages::Frame;
 use crate::provider::{self, Providers, ResolveError};
 use crate::store::events::{EventSink, EventWriter};
 use crate::store::{self, Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{self, Metrics};
 use crate::{api, pages};
 
 /// Everything a handler can reach.
@@ -65,6 +65,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// A built service bound to its listener, ready to run.
 pub struct Application {
     listener: TcpListener,
+    /// `metrics.listen`: serves `/metrics` without an API key.
+    metrics_listener: Option<TcpListener>,
     router: Router,
     state: AppState,
     events: EventSink,
@@ -92,13 +94,22 @@ impl Application {
             return_url: settings.app.return_url.as_ref().map(|url| url.to_string()),
         });
         let limits = RateLimits::new(&settings.limits, frame.clone());
-        let metrics = Arc::new(Metrics::default());
         let (events, sink) = store::events::channel(settings.limits.unmatched_references);
+        let queue = events.clone();
+        let metrics =
+            Arc::new(Metrics::new(settings.connections.iter().map(|c| c.name.clone()), move || queue.dropped()));
+        // Every store operation is timed where it runs, including the background writers and sweeps.
+        let observer = metrics.clone();
+        let store = store.observed(Arc::new(move |operation, elapsed| observer.observe_store(operation, elapsed)));
+        let metrics_listener = match &settings.metrics_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         let settings = Arc::new(settings);
         let tasks = TaskTracker::new();
         let state = AppState { settings, store, providers, metrics, limits, assets, frame, events, tasks };
         let router = router(state.clone(), extra);
-        Ok(Self { listener, router, state, events: sink })
+        Ok(Self { listener, metrics_listener, router, state, events: sink })
     }
 
     /// Wraps every route, the service's own included, in `layer`, outside all of the service's layers (the demo
@@ -119,6 +130,11 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
+    /// The port of `metrics.listen`, where configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -128,6 +144,16 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_forever(self.state.clone(), stop_rx.clone()));
         let checkpointer = tokio::spawn(checkpoint_forever(self.state.store.clone(), stop_rx.clone()));
+        let metrics = self.metrics_listener.map(|listener| {
+            let mut stop = stop_rx.clone();
+            let router = metrics_router(self.state.metrics.clone());
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.changed().await;
+                };
+                axum::serve(listener, router).with_graceful_shutdown(stopped).await
+            })
+        });
         let events = tokio::spawn(self.events.run(self.state.store.clone(), stop_rx));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
@@ -137,6 +163,11 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = checkpointer.await;
+        if let Some(metrics) = metrics
+            && let Ok(Err(err)) = metrics.await
+        {
+            tracing::warn!(target: "callback_gate::server", error = %err, "the metrics listener failed");
+        }
         // Events still queued are written before the store closes.
         let _ = events.await;
         self.state.store.close().await;
@@ -252,14 +283,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics.render();
-    text.push_str(&format!(
-        "# HELP callback_gate_outcome_events_dropped_total Outcome events dropped because the write queue was full.\n\
-         # TYPE callback_gate_outcome_events_dropped_total counter\ncallback_gate_outcome_events_dropped_total {}\n",
-        state.events.dropped()
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+/// `/metrics` on the main address: it tells how many flows of which connection fail how, so it needs a `/v1` API
+/// key like the API (a scraper without one uses `metrics.listen`).
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = api::check_api_key(&state.settings, &headers) {
+        return refused.into_response();
+    }
+    metrics_page(&state.metrics)
+}
+
+fn metrics_page(metrics: &Metrics) -> Response {
+    ([(header::CONTENT_TYPE, telemetry::METRICS_CONTENT_TYPE)], metrics.render()).into_response()
+}
+
+/// What `metrics.listen` serves: `/metrics` without a key, and nothing else.
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(metrics): State<Arc<Metrics>>| async move { metrics_page(&metrics) }))
+        .with_state(metrics)
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
 }
 
 async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -1,16 +1,24 @@
 //! How the service reports: `tracing` set up for operators (JSON in production), reference ids, escaping of
-//! untrusted text before it reaches a log line, and the counters behind `/metrics`.
+//! untrusted text before it reaches a log line, and the metrics behind `/metrics`.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use time::OffsetDateTime;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::Mode;
+use crate::provider::Provider;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,30 +121,181 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-/// Counters exported at `/metrics` in the Prometheus text format.
-#[derive(Debug, Default)]
+/// Upper bounds, in seconds, of the token request histogram: a token endpoint answers in tens of milliseconds
+/// to a few seconds, and `token_timeout_seconds` stops a request at 20 s at most.
+const TOKEN_REQUEST_BUCKETS: [f64; 11] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 20.0];
+/// Upper bounds, in seconds, of the store operation histogram: most operations take well under a millisecond on
+/// SQLite; the upper buckets show a database waiting on a lock or a network.
+const STORE_OPERATION_BUCKETS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Flows ended, by outcome code and connection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// `connected`, `pending_verification`, or a failure code from the outcome catalog.
+    outcome: &'static str,
+    /// A configured connection's name; empty when the request named none, or one that is not configured (the
+    /// label's values stay bounded by the config whatever a client sends).
+    connection: String,
+}
+
+/// One token endpoint request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenRequestLabels {
+    /// The connection's provider: a preset name, `oauth2` or `oidc`.
+    provider: &'static str,
+    connection: String,
+    /// `authorization_code` or `refresh_token`.
+    grant: &'static str,
+    /// `ok`, or the cause of a failure (`invalid_grant`, `timeout`, `provider_unavailable`, ...).
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    /// The store method called (`find_flow`, `complete_flow`, `account`, ...).
+    operation: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The metrics exported at `/metrics` in the Prometheus text format, each app with its own registry (tests run
+/// several apps in one process).
+#[derive(Debug)]
 pub struct Metrics {
-    outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    registry: Registry,
+    connections: HashSet<String>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    token_requests: HistogramFamily<TokenRequestLabels>,
+    store_operations: HistogramFamily<StoreLabels>,
+    open_connections: Gauge,
 }
 
 impl Metrics {
-    pub fn record_outcome(&self, code: &'static str) {
-        if let Ok(mut outcomes) = self.outcomes.lock() {
-            *outcomes.entry(code).or_default() += 1;
+    /// Metrics for a service with these configured connections; `dropped_events` reads the number of outcome
+    /// events dropped because their write queue was full.
+    pub fn new(
+        connections: impl IntoIterator<Item = String>,
+        dropped_events: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        let mut registry = Registry::default();
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "callback_gate_flow_outcomes",
+            "Flows ended, by outcome code (\"connected\" for success) and connection",
+            outcomes.clone(),
+        );
+        let token_requests: HistogramFamily<TokenRequestLabels> =
+            Family::new_with_constructor(|| Histogram::new(TOKEN_REQUEST_BUCKETS));
+        registry.register_with_unit(
+            "callback_gate_token_request_duration",
+            "Time the provider's token endpoint took to answer a code exchange or a refresh, by provider",
+            Unit::Seconds,
+            token_requests.clone(),
+        );
+        let store_operations: HistogramFamily<StoreLabels> =
+            Family::new_with_constructor(|| Histogram::new(STORE_OPERATION_BUCKETS));
+        registry.register_with_unit(
+            "callback_gate_store_operation_duration",
+            "Time one store operation took, by operation",
+            Unit::Seconds,
+            store_operations.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "callback_gate_open_connections",
+            "Client connections the service holds open now",
+            open_connections.clone(),
+        );
+        registry.register_collector(Box::new(DroppedEvents(Box::new(dropped_events))));
+        Self {
+            registry,
+            connections: connections.into_iter().collect(),
+            outcomes,
+            token_requests,
+            store_operations,
+            open_connections,
         }
     }
 
+    /// Counts a flow's ending. A connection that is not configured is counted under the empty name.
+    pub fn record_outcome(&self, outcome: &'static str, connection: Option<&str>) {
+        let connection = connection.filter(|name| self.connections.contains(*name)).unwrap_or_default().to_owned();
+        self.outcomes.get_or_create(&OutcomeLabels { outcome, connection }).inc();
+    }
+
+    /// Records how long a token endpoint took: `result` is `ok` or the failure's cause.
+    pub fn observe_token_request(
+        &self,
+        provider: &Provider,
+        grant: &'static str,
+        result: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = TokenRequestLabels {
+            provider: provider.connection.provider.as_str(),
+            connection: provider.connection.name.clone(),
+            grant,
+            result,
+        };
+        self.token_requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one store operation's duration. `operation` names the store method; it must be a fixed string,
+    /// never anything a request carries.
+    pub fn observe_store(&self, operation: &'static str, elapsed: Duration) {
+        self.store_operations.get_or_create(&StoreLabels { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one open client connection until the returned guard is dropped: the accept loop holds one for each
+    /// connection it serves.
+    pub fn open_connection(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
+    }
+
+    /// Every metric, in the Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP callback_gate_flow_outcomes_total Flows ended, by outcome code (\"connected\" for success).\n\
-             # TYPE callback_gate_flow_outcomes_total counter\n",
-        );
-        if let Ok(outcomes) = self.outcomes.lock() {
-            for (code, count) in outcomes.iter() {
-                let _ = writeln!(out, "callback_gate_flow_outcomes_total{{outcome=\"{code}\"}} {count}");
-            }
-        }
+        let mut out = String::new();
+        // Writing to a String cannot fail; an encoder error would leave a partial page, which is still valid.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const METRICS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// One open connection, counted in `callback_gate_open_connections` while it lives.
+#[derive(Debug)]
+#[must_use = "the connection is counted only while the guard is held"]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `callback_gate_outcome_events_dropped_total`, read from the event queue at each scrape.
+struct DroppedEvents(Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for DroppedEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DroppedEvents")
+    }
+}
+
+impl Collector for DroppedEvents {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new((self.0)());
+        let metric = encoder.encode_descriptor(
+            "callback_gate_outcome_events_dropped",
+            "Outcome events dropped because the write queue was full.",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 
@@ -152,6 +311,38 @@ mod tests {
         }
         assert!(!is_reference("CG-0000-000I"));
         assert!(!is_reference("cg-0000-0000"));
+    }
+
+    #[test]
+    fn an_open_connection_is_counted_while_its_guard_lives() {
+        let metrics = Metrics::new(["mock".to_owned()], || 7);
+        let first = metrics.open_connection();
+        let second = metrics.open_connection();
+        assert!(metrics.render().contains("\ncallback_gate_open_connections 2\n"), "{}", metrics.render());
+        drop(first);
+        assert!(metrics.render().contains("\ncallback_gate_open_connections 1\n"));
+        drop(second);
+        assert!(metrics.render().contains("\ncallback_gate_open_connections 0\n"));
+        assert!(metrics.render().contains("\ncallback_gate_outcome_events_dropped_total 7\n"));
+    }
+
+    #[test]
+    fn store_operations_are_timed_by_name() {
+        let metrics = Metrics::new([], || 0);
+        metrics.observe_store("find_flow", Duration::from_millis(3));
+        let page = metrics.render();
+        assert!(
+            page.contains("callback_gate_store_operation_duration_seconds_count{operation=\"find_flow\"} 1\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "callback_gate_store_operation_duration_seconds_bucket{le=\"0.005\",operation=\"find_flow\"} 1\n"
+            ) || page.contains(
+                "callback_gate_store_operation_duration_seconds_bucket{operation=\"find_flow\",le=\"0.005\"} 1\n"
+            ),
+            "{page}"
+        );
     }
 
     #[test]

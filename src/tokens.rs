@@ -48,6 +48,8 @@ pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Re
     let current = read(state, connection, identifier).await?;
     let refresh_token = current.refresh_token.clone().ok_or(TokenError::NoRefreshToken)?;
     let exchanged = exchange::refresh(&state.providers.http, &provider, &refresh_token).await;
+    let result = exchanged.result.as_ref().map_or_else(outcome::exchange_cause, |_| "ok");
+    state.metrics.observe_token_request(&provider, "refresh_token", result, exchanged.provider_latency);
     let fresh = match exchanged.result {
         Ok(fresh) => fresh,
         Err(err) => {

@@ -475,6 +475,8 @@ async fn finish_claimed(
         })?;
 
     let exchanged = exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
+    let result = exchanged.result.as_ref().map_or_else(crate::outcome::exchange_cause, |_| "ok");
+    state.metrics.observe_token_request(provider, "authorization_code", result, exchanged.provider_latency);
     let provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0;
     let tokens = exchanged.result.map_err(|err| Failure::from_exchange(&err))?;
     if let Some(jwks) = &provider.jwks {
@@ -541,7 +543,7 @@ async fn finish_claimed(
         latency_ms,
         "flow succeeded"
     );
-    state.metrics.record_outcome(outcome);
+    state.metrics.record_outcome(outcome, Some(&flow.connection));
     Ok(location)
 }
 
@@ -650,7 +652,7 @@ pub async fn arrive(state: &AppState, confirmation: &str, browser: Option<Secret
                 latency_ms = telemetry::millis_since(started),
                 "user verified"
             );
-            state.metrics.record_outcome("connected");
+            state.metrics.record_outcome("connected", Some(&pending.tokens.connection));
             Ending::Redirect { location: result_path(&pending.flow_id), set_browser: None }
         }
         Ok(Some(Arrival::Refused { pending, other_browser })) => {
@@ -869,7 +871,7 @@ async fn record_as(
     if let Err(err) = stored {
         tracing::error!(target: "callback_gate::store", reference = %reference, error = %err, "could not store the outcome event");
     }
-    state.metrics.record_outcome(entry.code);
+    state.metrics.record_outcome(entry.code, context.connection.as_deref());
     Recorded { failure, reference, context, at }
 }
 

@@ -92,6 +92,8 @@ impl Default for Options {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The port of `metrics.listen`, where the test configured one.
+    pub metrics_port: Option<u16>,
     pub api_key: String,
     pub secret_key: String,
     pub provider: MockServer,
@@ -241,10 +243,12 @@ user_verification = false
     let app =
         Application::build(settings, listener, options.extra_routes.unwrap_or_default()).await.expect("app builds");
     let state = app.state().clone();
+    let metrics_port = app.metrics_port();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         address,
         port,
+        metrics_port,
         api_key,
         secret_key,
         store: state.store.clone(),
@@ -539,6 +543,13 @@ impl TestApp {
                 }
             }
         }
+    }
+
+    /// The `/metrics` page, read with the API key.
+    pub async fn metrics(&self) -> String {
+        let response = self.api.get(self.url("/metrics")).bearer_auth(&self.api_key).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("body")
     }
 
     pub async fn account(&self, identifier: &str) -> Value {

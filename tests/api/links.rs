@@ -193,6 +193,5 @@ async fn operations_endpoints_answer() {
     let app = spawn_app().await;
     assert_eq!(app.api.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(app.api.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
-    let metrics = app.api.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("callback_gate_flow_outcomes_total"));
+    assert!(app.metrics().await.contains("# TYPE callback_gate_outcome_events_dropped_total counter"));
 }

@@ -12,6 +12,8 @@ mod hostile;
 mod id_token;
 mod instances;
 mod links;
+mod openapi;
+mod operations;
 mod outcomes;
 mod pages;
 mod robustness;

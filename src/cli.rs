@@ -88,7 +88,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Link { connection, identifier, config } => link(config, &connection, &identifier).await,
         Command::Demo { port, data } => {
-            telemetry::init(LogFormat::choose(config::Mode::Development));
+            telemetry::init(LogFormat::choose(false));
             match crate::demo::run(port, data).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(crate::demo::DemoError::Config(problems)) => report_problems(&problems),
@@ -123,7 +123,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    telemetry::init(LogFormat::choose(settings.mode));
+    telemetry::init(LogFormat::choose(settings.mode == config::Mode::Production));
     for warning in &settings.warnings {
         tracing::warn!(target: "callback_gate::config", "{warning}");
     }

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::crypto::{Keyring, Secret, SecretKey};
-use crate::provider::{self, ProviderKind};
 
 /// Environment variables that carry secrets or process settings rather than config keys; they are never merged
 /// into the file's keys.
@@ -877,14 +876,13 @@ fn validate_connection(
     };
     let provider = match raw.provider.as_deref() {
         None => {
-            problems.push(format!("{label}: provider is required ({})", provider::KNOWN_PROVIDERS));
+            problems.push(format!("{label}: provider is required ({})", KNOWN_PROVIDERS));
             None
         }
         Some(value) => match ProviderKind::parse(value) {
             Some(kind) => Some(kind),
             None => {
-                problems
-                    .push(format!("{label}: unknown provider \"{value}\"; use one of {}", provider::KNOWN_PROVIDERS));
+                problems.push(format!("{label}: unknown provider \"{value}\"; use one of {}", KNOWN_PROVIDERS));
                 None
             }
         },
@@ -1018,6 +1016,61 @@ impl Settings {
             && url.username().is_empty()
             && url.password().is_none()
             && self.app.allowed_return_origins.contains(&url.origin())
+    }
+}
+
+/// The providers a connection may name: the presets (whose endpoints `provider` knows) and the generic kinds.
+pub const KNOWN_PROVIDERS: &str = "google, microsoft, slack, github, atlassian, oauth2, oidc";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Google,
+    Microsoft,
+    Slack,
+    Github,
+    Atlassian,
+    /// Any OAuth 2.0 provider, endpoints given in the config.
+    OAuth2,
+    /// Any OpenID provider, endpoints discovered from its issuer; ID tokens are validated.
+    Oidc,
+}
+
+impl ProviderKind {
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "google" => Self::Google,
+            "microsoft" => Self::Microsoft,
+            "slack" => Self::Slack,
+            "github" => Self::Github,
+            "atlassian" => Self::Atlassian,
+            "oauth2" => Self::OAuth2,
+            "oidc" => Self::Oidc,
+            _ => return None,
+        })
+    }
+
+    /// The service's name as users know it, for presets.
+    pub fn display_name(self) -> Option<&'static str> {
+        match self {
+            Self::Google => Some("Google"),
+            Self::Microsoft => Some("Microsoft"),
+            Self::Slack => Some("Slack"),
+            Self::Github => Some("GitHub"),
+            Self::Atlassian => Some("Atlassian"),
+            Self::OAuth2 | Self::Oidc => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Google => "google",
+            Self::Microsoft => "microsoft",
+            Self::Slack => "slack",
+            Self::Github => "github",
+            Self::Atlassian => "atlassian",
+            Self::OAuth2 => "oauth2",
+            Self::Oidc => "oidc",
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod api;
 pub mod assets;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod crypto;
 pub mod demo;
 pub mod flow;

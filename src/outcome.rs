@@ -221,7 +221,7 @@ impl Failure {
     /// An error the provider sent to the callback (`error`, `error_description`, `error_uri`).
     /// The description is kept whole as evidence, but only its part within RFC 6749's character set is interpreted.
     pub fn from_callback_error(error: &str, description: Option<&str>, uri: Option<&str>) -> Self {
-        let code = recognize_callback_error(error, description.map(crate::flow::query::interpretable));
+        let code = recognize_callback_error(error, description.map(interpretable));
         let mut failure = Self::new(code);
         failure.error = Some(error.to_owned());
         failure.error_description = description.map(str::to_owned);
@@ -438,6 +438,22 @@ fn signals_for(code: &str) -> Vec<String> {
         signals.insert(0, format!("`error={code}` on the callback"));
     }
     signals
+}
+
+/// RFC 6749 appendix A.7/A.8: `error` and `error_description` are `%x20-21 / %x23-5B / %x5D-7E` (printable ASCII
+/// without `"` and `\`).
+pub fn is_rfc6749_text(c: char) -> bool {
+    matches!(c, '\u{20}'..='\u{21}' | '\u{23}'..='\u{5b}' | '\u{5d}'..='\u{7e}')
+}
+
+/// The part of a provider's `error_description` that can be interpreted: up to the first character outside
+/// RFC 6749's set. Microsoft, for one, ends its descriptions with CR LF and trace ids; the AADSTS code before them
+/// stays recognisable while the rest is kept only as evidence.
+pub fn interpretable(description: &str) -> &str {
+    match description.char_indices().find(|(_, c)| !is_rfc6749_text(*c)) {
+        Some((end, _)) => &description[..end],
+        None => description,
+    }
 }
 
 #[cfg(test)]

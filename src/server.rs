@@ -22,29 +22,32 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::assets::Assets;
 use crate::config::Settings;
+use crate::context::Context;
 use crate::i18n::Language;
 use crate::limits::{self, RateLimits};
 use crate::pages::Frame;
 use crate::provider::{self, Providers, ResolveError};
-use crate::store::events::{EventSink, EventWriter};
+use crate::store::events::EventSink;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::{self, Metrics};
 use crate::{api, pages};
 
-/// Everything a handler can reach.
+/// Everything a handler can reach: the domain's [`Context`] (reached through `Deref`, so `state.store` reads as
+/// before) and what only the HTTP layer needs.
 #[derive(Clone)]
 pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub store: Store,
-    pub providers: Providers,
-    pub metrics: Arc<Metrics>,
+    pub context: Context,
     pub limits: RateLimits,
     pub assets: Arc<Assets>,
     pub frame: Arc<Frame>,
-    /// Outcome events that concern no flow, written in the background.
-    pub events: EventWriter,
-    /// Work that must finish even when its request goes away (a claimed callback); waited for at shutdown.
-    pub tasks: TaskTracker,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.context
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +110,8 @@ impl Application {
         };
         let settings = Arc::new(settings);
         let tasks = TaskTracker::new();
-        let state = AppState { settings, store, providers, metrics, limits, assets, frame, events, tasks };
+        let context = Context { settings, store, providers, metrics, events, tasks };
+        let state = AppState { context, limits, assets, frame };
         let router = router(state.clone(), extra);
         Ok(Self { listener, metrics_listener, router, state, events: sink })
     }

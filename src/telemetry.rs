@@ -17,9 +17,6 @@ use time::OffsetDateTime;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::config::Mode;
-use crate::provider::Provider;
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -29,11 +26,11 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// JSON in production mode or when `CALLBACK_GATE_LOG_FORMAT=json`; text otherwise.
-    pub fn choose(mode: Mode) -> Self {
+    pub fn choose(production: bool) -> Self {
         match std::env::var("CALLBACK_GATE_LOG_FORMAT").as_deref() {
             Ok("json") => Self::Json,
             Ok("text") => Self::Text,
-            _ if mode == Mode::Production => Self::Json,
+            _ if production => Self::Json,
             _ => Self::Text,
         }
     }
@@ -56,6 +53,14 @@ where
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+}
+
+/// The first `max` characters of `text`, and how many bytes were left out.
+pub fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… [{} more bytes]", &text[..cut], text.len() - cut),
+        None => text.to_owned(),
+    }
 }
 
 /// Crockford base32: no I, L, O or U, so a reference read over the phone is not misheard.
@@ -110,7 +115,7 @@ pub fn is_hidden_char(c: char) -> bool {
 
 /// [`escape`], cut to a length a log line can carry.
 pub fn escape_bounded(value: &str) -> String {
-    escape(&crate::provider::exchange::excerpt(value, 1024))
+    escape(&excerpt(value, 1024))
 }
 
 pub fn millis_since(started: Instant) -> f64 {
@@ -227,17 +232,13 @@ impl Metrics {
     /// Records how long a token endpoint took: `result` is `ok` or the failure's cause.
     pub fn observe_token_request(
         &self,
-        provider: &Provider,
+        provider: &'static str,
+        connection: &str,
         grant: &'static str,
         result: &'static str,
         elapsed: Duration,
     ) {
-        let labels = TokenRequestLabels {
-            provider: provider.connection.provider.as_str(),
-            connection: provider.connection.name.clone(),
-            grant,
-            result,
-        };
+        let labels = TokenRequestLabels { provider, connection: connection.to_owned(), grant, result };
         self.token_requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 

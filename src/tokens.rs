@@ -6,11 +6,11 @@ use std::time::Instant;
 use time::OffsetDateTime;
 
 use crate::account::AccountStatus;
+use crate::context::Context;
 use crate::crypto::{self, Secret};
 use crate::flow::{self, FailureContext, Recorded};
 use crate::outcome::{self, Failure};
 use crate::provider::exchange::{self, Tokens};
-use crate::server::AppState;
 use crate::store::{StoreError, TokenWrite};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum TokenError {
 }
 
 /// Opens an account's stored tokens.
-pub async fn read(state: &AppState, connection: &str, identifier: &str) -> Result<Tokens, TokenError> {
+pub async fn read(state: &Context, connection: &str, identifier: &str) -> Result<Tokens, TokenError> {
     let (sealed, key_id) = state.store.sealed_tokens(connection, identifier).await?.ok_or(TokenError::Missing)?;
     let aad = crypto::account_associated_data(connection, identifier);
     let plain = state.settings.secret_key.open_with_id(&sealed, &aad, &key_id).map_err(|_| {
@@ -42,14 +42,20 @@ pub async fn read(state: &AppState, connection: &str, identifier: &str) -> Resul
 
 /// Refreshes an account's tokens now. A refusal is recorded under a reference; `invalid_grant` (access revoked,
 /// refresh token expired) makes the account EXPIRED, anything else leaves it as it was.
-pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Result<(), TokenError> {
+pub async fn refresh(state: &Context, connection: &str, identifier: &str) -> Result<(), TokenError> {
     let started = Instant::now();
     let provider = state.providers.get(connection).ok_or(TokenError::UnknownConnection)?;
     let current = read(state, connection, identifier).await?;
     let refresh_token = current.refresh_token.clone().ok_or(TokenError::NoRefreshToken)?;
     let exchanged = exchange::refresh(&state.providers.http, &provider, &refresh_token).await;
     let result = exchanged.result.as_ref().map_or_else(outcome::exchange_cause, |_| "ok");
-    state.metrics.observe_token_request(&provider, "refresh_token", result, exchanged.provider_latency);
+    state.metrics.observe_token_request(
+        provider.connection.provider.as_str(),
+        &provider.connection.name,
+        "refresh_token",
+        result,
+        exchanged.provider_latency,
+    );
     let fresh = match exchanged.result {
         Ok(fresh) => fresh,
         Err(err) => {
@@ -108,7 +114,7 @@ pub async fn refresh(state: &AppState, connection: &str, identifier: &str) -> Re
 /// Disconnects an account: revokes its tokens at the provider where the provider supports it (RFC 7009), then
 /// deletes them. Returns whether the provider confirmed a revocation; a failed revocation is logged, and the
 /// account is disconnected all the same.
-pub async fn disconnect(state: &AppState, connection: &str, identifier: &str) -> Result<bool, TokenError> {
+pub async fn disconnect(state: &Context, connection: &str, identifier: &str) -> Result<bool, TokenError> {
     let provider = state.providers.get(connection).ok_or(TokenError::UnknownConnection)?;
     let revoked = match read(state, connection, identifier).await {
         Ok(tokens) => {

@@ -11,11 +11,11 @@ use url::Url;
 
 use crate::account::{AccountStatus, Identifier};
 use crate::config::Settings;
+use crate::context::Context;
 use crate::crypto::{self, Pkce, Secret};
 use crate::outcome::Failure;
 use crate::provider::Provider;
 use crate::provider::exchange::{self, Tokens};
-use crate::server::AppState;
 use crate::store::{
     Arrival, Claim, Confirmation, FlowEnding, FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent,
     PendingVerification, Store, StoreError, TokenWrite,
@@ -137,7 +137,7 @@ pub fn parse_browser(value: Option<&str>) -> Option<Secret> {
 }
 
 /// `GET /connect/start/{link}`: checks the link and starts a flow bound to this browser.
-pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> Ending {
+pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> Ending {
     let started = Instant::now();
     let Some((link_id, signature)) = token.split_once('.') else {
         return fail(
@@ -252,7 +252,7 @@ pub async fn start(state: &AppState, token: &str, browser: Option<Secret>) -> En
 }
 
 /// `GET /connect/callback/{connection}`: validates the flow, exchanges the code and stores the account.
-pub async fn callback(state: &AppState, connection: &str, raw_query: Option<&str>, browser: Option<Secret>) -> Ending {
+pub async fn callback(state: &Context, connection: &str, raw_query: Option<&str>, browser: Option<Secret>) -> Ending {
     let started = Instant::now();
     let path_context = FailureContext { connection: Some(connection.to_owned()), ..FailureContext::default() };
     let Some(provider) = state.providers.get(connection) else {
@@ -354,7 +354,7 @@ pub fn abandoned_after(settings: &Settings) -> Duration {
 /// Starts [`finish`] as a task of its own. Not async itself, so the task's future never takes room in the
 /// callback's own.
 fn spawn_finish(
-    state: &AppState,
+    state: &Context,
     provider: Arc<Provider>,
     flow: FlowRecord,
     query: CallbackQuery,
@@ -366,7 +366,7 @@ fn spawn_finish(
 
 /// Finishes a claimed flow within [`callback_deadline`] and records how it ended.
 async fn finish(
-    state: &AppState,
+    state: &Context,
     provider: Arc<Provider>,
     flow: FlowRecord,
     query: CallbackQuery,
@@ -387,7 +387,7 @@ async fn finish(
 /// Records a claimed flow's failure and ends the flow with it. The browser goes to the result page, unless the
 /// ending could not be written: then the page is rendered here, so the user still sees what happened and its
 /// reference instead of a result page that would wait forever.
-async fn end_failed(state: &AppState, flow: &FlowRecord, failure: Failure, started: Instant) -> Ending {
+async fn end_failed(state: &Context, flow: &FlowRecord, failure: Failure, started: Instant) -> Ending {
     let recorded = record(state, failure, FailureContext::of_flow(flow), started).await;
     match state.store.fail_flow(&flow.id, ending_of(&recorded)).await {
         Ok(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
@@ -413,7 +413,7 @@ pub fn result_path(flow_id: &str) -> String {
 }
 
 async fn finish_claimed(
-    state: &AppState,
+    state: &Context,
     provider: &Provider,
     flow: &FlowRecord,
     query: &CallbackQuery,
@@ -476,7 +476,13 @@ async fn finish_claimed(
 
     let exchanged = exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
     let result = exchanged.result.as_ref().map_or_else(crate::outcome::exchange_cause, |_| "ok");
-    state.metrics.observe_token_request(provider, "authorization_code", result, exchanged.provider_latency);
+    state.metrics.observe_token_request(
+        provider.connection.provider.as_str(),
+        &provider.connection.name,
+        "authorization_code",
+        result,
+        exchanged.provider_latency,
+    );
     let provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0;
     let tokens = exchanged.result.map_err(|err| Failure::from_exchange(&err))?;
     if let Some(jwks) = &provider.jwks {
@@ -571,7 +577,7 @@ fn absolute(settings: &Settings, path: &str) -> String {
 /// `POST /v1/user-verifications`: the app says which of its users is logged in; only the identifier the link was
 /// minted for may receive the held tokens, and only in the browser that consented (see [`arrive`]).
 pub async fn verify_user(
-    state: &AppState,
+    state: &Context,
     auth_request_id: &str,
     identifier: &Identifier,
 ) -> Result<Verification, StoreError> {
@@ -627,7 +633,7 @@ pub async fn verify_user(
 /// `GET /connect/verified/{confirmation}`: the browser brings the app's confirmation back. The account receives
 /// the held tokens only when this is the browser that started the flow and consented at the provider; a
 /// confirmation opened in any other browser (a verify URL forwarded to a logged-in victim) discards them.
-pub async fn arrive(state: &AppState, confirmation: &str, browser: Option<Secret>) -> Ending {
+pub async fn arrive(state: &Context, confirmation: &str, browser: Option<Secret>) -> Ending {
     let started = Instant::now();
     let unknown = || {
         Failure::new("user_verification_failed")
@@ -696,7 +702,7 @@ pub fn may_be_abandoned(settings: &Settings, flow: &FlowRecord, now: OffsetDateT
 
 /// Ends flows that will never finish by themselves (see [`Store::end_abandoned_flows`]), each with a recorded
 /// outcome, so no result page waits forever. With `only`, just that flow is looked at. Returns how many ended.
-pub async fn end_abandoned(state: &AppState, only: Option<&str>) -> Result<usize, StoreError> {
+pub async fn end_abandoned(state: &Context, only: Option<&str>) -> Result<usize, StoreError> {
     let started = Instant::now();
     let now = OffsetDateTime::now_utc();
     let claimed_before = now - abandoned_after(&state.settings);
@@ -762,7 +768,7 @@ fn issuer_failure(provider: &Provider, query: &CallbackQuery) -> Option<Failure>
 }
 
 async fn validate_id_token(
-    state: &AppState,
+    state: &Context,
     provider: &Provider,
     jwks: &crate::provider::id_token::Jwks,
     tokens: &Tokens,
@@ -778,7 +784,7 @@ async fn validate_id_token(
         .map_err(|err| invalid(err.to_string()))
 }
 
-fn seal_tokens(state: &AppState, connection: &str, identifier: &str, tokens: &Tokens) -> Option<Vec<u8>> {
+fn seal_tokens(state: &Context, connection: &str, identifier: &str, tokens: &Tokens) -> Option<Vec<u8>> {
     let plain = serde_json::to_vec(tokens).ok()?;
     Some(state.settings.secret_key.seal(&plain, &crypto::account_associated_data(connection, identifier)))
 }
@@ -787,7 +793,7 @@ fn store_failure(err: &StoreError) -> Failure {
     Failure::new("internal_error").with_detail(err.to_string())
 }
 
-async fn fail(state: &AppState, failure: Failure, context: FailureContext, started: Instant) -> Ending {
+async fn fail(state: &Context, failure: Failure, context: FailureContext, started: Instant) -> Ending {
     // Boxed: the browser routes await this on many paths, and each such path would otherwise make every request's
     // future as large as recording is (a thousand callbacks waiting on a slow provider each hold one).
     Ending::Failed(Box::new(Box::pin(record(state, failure, context, started)).await))
@@ -795,13 +801,13 @@ async fn fail(state: &AppState, failure: Failure, context: FailureContext, start
 
 /// Records a failure under a fresh reference, makes it the account's last error where it speaks for the account,
 /// and writes the one log event for this flow outcome.
-pub async fn record(state: &AppState, failure: Failure, context: FailureContext, started: Instant) -> Recorded {
+pub async fn record(state: &Context, failure: Failure, context: FailureContext, started: Instant) -> Recorded {
     record_as(state, failure, context, started, telemetry::new_reference()).await
 }
 
 /// [`record`] under a reference already chosen (one the store wrote on the flow in the same step).
 async fn record_as(
-    state: &AppState,
+    state: &Context,
     failure: Failure,
     context: FailureContext,
     started: Instant,
@@ -875,12 +881,12 @@ async fn record_as(
     Recorded { failure, reference, context, at }
 }
 
-fn queue_event(state: &AppState, event: OutcomeEvent) -> Result<(), StoreError> {
+fn queue_event(state: &Context, event: OutcomeEvent) -> Result<(), StoreError> {
     if state.events.send(event) { Ok(()) } else { Err(StoreError::Corrupt("the event queue is full".into())) }
 }
 
 /// The outcome event behind a reference: from memory while it waits for its background write, else the store.
-pub async fn stored_event(state: &AppState, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
+pub async fn stored_event(state: &Context, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
     match state.events.pending(reference) {
         Some(event) => Ok(Some(event)),
         None => state.store.reference(reference).await,
@@ -888,7 +894,7 @@ pub async fn stored_event(state: &AppState, reference: &str) -> Result<Option<Ou
 }
 
 /// Adds what only this deployment knows to a failure's hint: the exact redirect URI it sends.
-fn with_specifics(state: &AppState, failure: Failure, context: &FailureContext) -> Failure {
+fn with_specifics(state: &Context, failure: Failure, context: &FailureContext) -> Failure {
     let redirect_mismatch =
         failure.code() == "redirect_uri_mismatch" || failure.cause() == Some("redirect_uri_mismatch");
     let connection = context.connection.as_deref().and_then(|name| state.settings.connection(name));

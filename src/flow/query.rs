@@ -5,6 +5,8 @@
 
 use crate::crypto::Secret;
 
+pub use crate::outcome::{interpretable, is_rfc6749_text};
+
 /// The callback's query, parsed strictly: each parameter this service reads may appear once, percent-encoding
 /// must be valid and the decoded text UTF-8. Unknown parameters are ignored.
 #[derive(Debug, Default)]
@@ -75,25 +77,9 @@ fn decode_component(raw: &str) -> Result<String, QueryError> {
         .map_err(|_| QueryError::Encoding)
 }
 
-/// RFC 6749 appendix A.7/A.8: `error` and `error_description` are `%x20-21 / %x23-5B / %x5D-7E` (printable ASCII
-/// without `"` and `\`).
-pub fn is_rfc6749_text(c: char) -> bool {
-    matches!(c, '\u{20}'..='\u{21}' | '\u{23}'..='\u{5b}' | '\u{5d}'..='\u{7e}')
-}
-
 /// RFC 6749 appendix A.9: `error_uri` is a URI reference of `%x21 / %x23-5B / %x5D-7E`.
 pub fn is_rfc6749_uri(c: char) -> bool {
     c != ' ' && is_rfc6749_text(c)
-}
-
-/// The part of a provider's `error_description` that can be interpreted: up to the first character outside
-/// RFC 6749's set. Microsoft, for one, ends its descriptions with CR LF and trace ids; the AADSTS code before them
-/// stays recognisable while the rest is kept only as evidence.
-pub fn interpretable(description: &str) -> &str {
-    match description.char_indices().find(|(_, c)| !is_rfc6749_text(*c)) {
-        Some((end, _)) => &description[..end],
-        None => description,
-    }
 }
 
 #[cfg(test)]

@@ -374,12 +374,7 @@ fn redact_json(value: &mut Value) {
 }
 
 /// The first `max` characters of `text`, marked when cut.
-pub fn excerpt(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}… [{} more bytes]", &text[..cut], text.len() - cut),
-        None => text.to_owned(),
-    }
-}
+pub use crate::telemetry::excerpt;
 
 #[cfg(test)]
 mod tests {

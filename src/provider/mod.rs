@@ -12,61 +12,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::{ConnectionSettings, Mode, Settings, TokenAuthMethod};
+pub use crate::config::{KNOWN_PROVIDERS, ProviderKind};
 use id_token::Jwks;
-
-pub const KNOWN_PROVIDERS: &str = "google, microsoft, slack, github, atlassian, oauth2, oidc";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    Google,
-    Microsoft,
-    Slack,
-    Github,
-    Atlassian,
-    /// Any OAuth 2.0 provider, endpoints given in the config.
-    OAuth2,
-    /// Any OpenID provider, endpoints discovered from its issuer; ID tokens are validated.
-    Oidc,
-}
-
-impl ProviderKind {
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "google" => Self::Google,
-            "microsoft" => Self::Microsoft,
-            "slack" => Self::Slack,
-            "github" => Self::Github,
-            "atlassian" => Self::Atlassian,
-            "oauth2" => Self::OAuth2,
-            "oidc" => Self::Oidc,
-            _ => return None,
-        })
-    }
-
-    /// The service's name as users know it, for presets.
-    pub fn display_name(self) -> Option<&'static str> {
-        match self {
-            Self::Google => Some("Google"),
-            Self::Microsoft => Some("Microsoft"),
-            Self::Slack => Some("Slack"),
-            Self::Github => Some("GitHub"),
-            Self::Atlassian => Some("Atlassian"),
-            Self::OAuth2 | Self::Oidc => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Google => "google",
-            Self::Microsoft => "microsoft",
-            Self::Slack => "slack",
-            Self::Github => "github",
-            Self::Atlassian => "atlassian",
-            Self::OAuth2 => "oauth2",
-            Self::Oidc => "oidc",
-        }
-    }
-}
 
 /// What a preset fixes about a provider. Each field may be overridden in the connection's config.
 struct Preset {

@@ -6,6 +6,9 @@
 //! The cargo-fuzz target in `fuzz/` explores the same parser and mapping with coverage guidance; these properties
 //! run on every `cargo test`.
 
+#[path = "api/helpers.rs"]
+mod helpers;
+
 use std::collections::HashMap;
 
 use base64::Engine;
@@ -729,12 +732,14 @@ async fn spawn_production() -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
+    // The backend under test: SQLite, or PostgreSQL with CALLBACK_GATE_TEST_STORE=postgres.
+    let database_url = helpers::fresh_database(dir.path()).await;
     let document = format!(
         r#"
 public_url = "{PUBLIC_URL}"
 listen = "127.0.0.1:{port}"
 mode = "production"
-database_url = "sqlite://{db}"
+database_url = "{database_url}"
 
 [app]
 name = "Test App"
@@ -761,7 +766,6 @@ starts_per_minute = 100000
 callbacks_per_minute = 100000
 burst = 100000
 "#,
-        db = dir.path().join("test.db").display(),
     );
     let api_key = format!("test-api-key-{}", callback_gate::crypto::random_token::<16>());
     let mut key = [0u8; 32];

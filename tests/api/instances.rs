@@ -174,6 +174,7 @@ async fn a_database_that_goes_away_is_answered_with_a_reference_and_recovered_fr
     let app = spawn_with(Options { database: Some(url.to_string()), ..Options::default() }).await;
     app.mock_token_success(1).await;
     let (browser, started) = app.begin("user_1").await;
+    let link = app.mint_link("user_2").await;
     let ready = app.api.get(app.url("/readyz")).send().await.expect("readyz");
     assert_eq!(ready.status(), StatusCode::OK);
 
@@ -199,6 +200,12 @@ async fn a_database_that_goes_away_is_answered_with_a_reference_and_recovered_fr
     assert_eq!(code_on(&page), "internal_error");
     let reference = reference_on(&page);
     assert_eq!(app.provider.received_requests().await.unwrap_or_default().len(), 0, "no code was redeemed");
+    // Opening a link meanwhile gets the same kind of page.
+    let response = Browser::new().get(&link).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let page = response.text().await.expect("page");
+    assert_eq!(code_on(&page), "internal_error");
+    assert!(!page.contains(&database) && !page.contains("callback-gate-test"), "nothing of the database on the page");
 
     // The database stays away long enough for the background write of that reference to fail at least once.
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -168,7 +168,7 @@ async fn link(path: Option<PathBuf>, connection: &str, identifier: &str) -> Exit
             return ExitCode::from(INVALID);
         }
     };
-    let store = match Store::connect(&settings.database_url).await {
+    let store = match Store::connect(settings.database_url.expose()).await {
         Ok(store) => store,
         Err(err) => {
             eprintln!("error: could not open the store: {err}");

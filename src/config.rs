@@ -223,7 +223,8 @@ pub struct Settings {
     pub mode: Mode,
     /// Failure pages show the developer hint and raw values (development mode only).
     pub developer_hints: bool,
-    pub database_url: String,
+    /// May carry a password: its `Debug` leaves it out.
+    pub database_url: DatabaseUrl,
     pub link_ttl: Duration,
     pub flow_ttl: Duration,
     pub token_timeout: Duration,
@@ -583,7 +584,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             listen,
             mode,
             developer_hints: mode.is_development() && raw.developer_hints.unwrap_or(true),
-            database_url,
+            database_url: DatabaseUrl(database_url),
             link_ttl,
             flow_ttl,
             token_timeout,
@@ -1019,6 +1020,31 @@ impl Settings {
     }
 }
 
+/// A `database_url`. A PostgreSQL URL may carry a password (set it through `CALLBACK_GATE_DATABASE_URL` rather than
+/// the file), so it is shown with the password left out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("redacted"));
+                write!(f, "{:?}", url.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.0),
+            Err(_) => f.write_str("\"(unparsed database_url)\""),
+        }
+    }
+}
+
 /// The providers a connection may name: the presets (whose endpoints `provider` knows) and the generic kinds.
 pub const KNOWN_PROVIDERS: &str = "google, microsoft, slack, github, atlassian, oauth2, oidc";
 
@@ -1077,6 +1103,15 @@ impl ProviderKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        let url = DatabaseUrl("postgres://gate:s3cret-pass@db.example.com:5432/gate".into());
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("s3cret-pass") && shown.contains("db.example.com"), "{shown}");
+        assert_eq!(url.expose(), "postgres://gate:s3cret-pass@db.example.com:5432/gate");
+        assert_eq!(format!("{:?}", DatabaseUrl("sqlite://gate.db".into())), "\"sqlite://gate.db\"");
+    }
 
     fn secrets(name: &str) -> Option<String> {
         match name {

@@ -87,7 +87,7 @@ impl Application {
         listener: TcpListener,
         extra: Router<AppState>,
     ) -> Result<Self, StartupError> {
-        let store = Store::connect(&settings.database_url).await?;
+        let store = Store::connect(settings.database_url.expose()).await?;
         let http = provider::http_client(&settings)?;
         let providers = Providers::resolve(&settings, http).await?;
         let assets = Arc::new(Assets::build(&settings.branding));

@@ -395,6 +395,34 @@ fn check_warns_about_production_connections_without_user_verification() {
 }
 
 #[test]
+fn bad_trusted_proxies_are_one_line_each() {
+    let scratch = Scratch::new();
+    let document = format!(
+        "{VALID}\n[limits]\n{}\n",
+        r#"trusted_proxies = ["10.0.0.0/8", "10.0.0.0/40", "my-proxy", "fe80::1%eth0"]"#,
+    );
+    let output = scratch.check(&document, &env());
+    assert_problems(
+        &output,
+        &[
+            "limits.trusted_proxies[1] \"10.0.0.0/40\"",
+            "limits.trusted_proxies[2] \"my-proxy\"",
+            "limits.trusted_proxies[3] \"fe80::1%eth0\"",
+        ],
+    );
+}
+
+#[test]
+fn the_old_trust_forwarded_for_key_names_its_replacement() {
+    let scratch = Scratch::new();
+    let document = format!("{VALID}\n[limits]\ntrust_forwarded_for = true\n");
+    let output = scratch.check(&document, &env());
+    assert_problems(&output, &["limits.trust_forwarded_for"]);
+    assert!(output.stderr.contains("instead"), "{output}");
+    assert!(output.stderr.contains("limits.trusted_proxies"), "the line names the key to use\n{output}");
+}
+
+#[test]
 fn a_missing_secret_key_is_refused() {
     let scratch = Scratch::new();
     let output = scratch.check(VALID, &env().remove("CALLBACK_GATE_SECRET_KEY"));

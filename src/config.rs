@@ -696,10 +696,12 @@ fn read_brand_file(key: &str, path: &str, problems: &mut Vec<String>) -> Option<
     std::fs::read(path).map_err(|err| problems.push(format!("{key} {path} could not be read: {err}"))).ok()
 }
 
-/// Default per-client rates and burst.
-pub const DEFAULT_STARTS_PER_MINUTE: u32 = 30;
-pub const DEFAULT_CALLBACKS_PER_MINUTE: u32 = 30;
-pub const DEFAULT_BURST: u32 = 10;
+/// Default per-client rates and burst: generous enough that a legitimate burst from one address (a class or an
+/// office behind one NAT or proxy starting 150 flows in a minute) is served, while a single client flooding the
+/// service is still slowed. Tight limits stay available by configuration.
+pub const DEFAULT_STARTS_PER_MINUTE: u32 = 300;
+pub const DEFAULT_CALLBACKS_PER_MINUTE: u32 = 300;
+pub const DEFAULT_BURST: u32 = 200;
 
 fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings {
     if raw.trust_forwarded_for.is_some() {
@@ -1149,6 +1151,13 @@ token_url = "http://idp.example.com/token"
             assert_eq!(problems.0.len(), 1, "{problems}");
             assert!(problems.0[0].contains("limits.trusted_proxies"), "{problems}");
         }
+    }
+
+    #[test]
+    fn default_limits_serve_a_burst_of_150_from_one_address() {
+        let settings = from_toml(&behind("0.0.0.0:8080", ""), &secrets).unwrap();
+        assert!(settings.limits.burst.get() >= 150);
+        assert!(settings.limits.starts_per_minute.get() >= 150 && settings.limits.callbacks_per_minute.get() >= 150);
     }
 
     #[test]

@@ -149,6 +149,22 @@ async fn ipv6_clients_share_an_allowance_per_64() {
 }
 
 #[tokio::test]
+async fn the_default_limits_serve_150_starts_and_callbacks_in_a_minute_from_one_address() {
+    let app = spawn_with(Options { limits: String::new(), ..Options::default() }).await;
+    let link = app.mint_link("user_1").await;
+    let started = std::time::Instant::now();
+    for i in 0..150 {
+        let status = app.api.get(&link).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::SEE_OTHER, "start {i} of 150 is served");
+    }
+    for i in 0..150 {
+        let status = app.api.get(app.url(&format!("/connect/callback/{CONNECTION}?code=c&state=s{i}"))).send().await;
+        assert_eq!(status.unwrap().status(), StatusCode::BAD_REQUEST, "callback {i} of 150 is answered, not refused");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "the burst fits in a minute");
+}
+
+#[tokio::test]
 async fn tight_configured_limits_still_refuse_starts() {
     let app = spawn_with(strict_limits()).await;
     let link = app.mint_link("user_1").await;

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -471,7 +471,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
     };
 
     let listen = raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into());
-    if listen.parse::<std::net::SocketAddr>().is_err() {
+    if listen.parse::<SocketAddr>().is_err() {
         problems.push(format!("listen \"{listen}\" is not a socket address like \"0.0.0.0:8080\""));
     }
 
@@ -552,7 +552,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         problems.push("CALLBACK_GATE_API_KEYS: every key must be at least 16 characters".into());
     }
 
-    let warnings = connections
+    let mut warnings: Vec<String> = connections
         .iter()
         .filter(|connection| mode == Mode::Production && !connection.user_verification)
         .map(|connection| {
@@ -562,6 +562,15 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             )
         })
         .collect();
+    if let (Some(url), Ok(address)) = (&public_url, listen.parse::<SocketAddr>())
+        && url.scheme() == "https"
+        && is_internal(address.ip())
+        && limits.trusted_proxies.is_empty()
+    {
+        warnings.push(format!(
+            "public_url is https but listen \"{listen}\" is a loopback or private address, so requests likely arrive through a proxy; with limits.trusted_proxies empty every client counts as the proxy's address and all share one rate limit: list the proxy's addresses in limits.trusted_proxies, e.g. [\"127.0.0.1\"] for a proxy on this host"
+        ));
+    }
 
     match (public_url, secret_key, problems.is_empty()) {
         (Some(public_url), Some(secret_key), true) => Ok(Settings {
@@ -754,6 +763,14 @@ fn parse_proxy_range(value: &str) -> Option<IpNet> {
         return Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(IpNet::V4);
     }
     Some(range)
+}
+
+/// Whether a listening address is reachable only from the host or its private network, as behind a proxy.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
 }
 
 fn parse_public_url(value: &str, mode: Mode) -> Result<Url, String> {
@@ -1151,6 +1168,23 @@ token_url = "http://idp.example.com/token"
             assert_eq!(problems.0.len(), 1, "{problems}");
             assert!(problems.0[0].contains("limits.trusted_proxies"), "{problems}");
         }
+    }
+
+    #[test]
+    fn an_https_service_on_an_internal_address_without_trusted_proxies_is_warned_about() {
+        for listen in ["127.0.0.1:8080", "10.1.2.3:8080", "192.168.1.10:80", "[::1]:8080", "[fd00::5]:8080"] {
+            let settings = from_toml(&behind(listen, ""), &secrets).unwrap();
+            assert_eq!(settings.warnings.len(), 1, "{listen}: {:?}", settings.warnings);
+            assert!(settings.warnings[0].contains("limits.trusted_proxies"), "{:?}", settings.warnings);
+            let trusted = behind(listen, r#"trusted_proxies = ["127.0.0.1"]"#);
+            assert!(from_toml(&trusted, &secrets).unwrap().warnings.is_empty(), "{listen} with a trusted proxy");
+        }
+        for listen in ["0.0.0.0:8080", "[::]:8080", "203.0.113.5:443"] {
+            assert!(from_toml(&behind(listen, ""), &secrets).unwrap().warnings.is_empty(), "{listen}");
+        }
+        let development = behind("127.0.0.1:8080", "")
+            .replace("https://app.example.com\"\nlisten", "http://127.0.0.1:8080\"\nmode = \"development\"\nlisten");
+        assert!(from_toml(&development, &secrets).unwrap().warnings.is_empty(), "plain http: no proxy in front");
     }
 
     #[test]

@@ -4,11 +4,13 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 use url::Url;
 
@@ -107,18 +109,22 @@ pub struct RawBranding {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Flows one client may start per minute (default 30).
+    /// Flows one client may start per minute (default [`DEFAULT_STARTS_PER_MINUTE`]).
     pub starts_per_minute: Option<u32>,
-    /// Callbacks one client may send per minute (default 30).
+    /// Callbacks one client may send per minute (default [`DEFAULT_CALLBACKS_PER_MINUTE`]).
     pub callbacks_per_minute: Option<u32>,
-    /// Requests a client may make at once before the per-minute rate applies (default 10).
+    /// Requests a client may make at once before the per-minute rate applies (default [`DEFAULT_BURST`]).
     pub burst: Option<u32>,
     /// Unexpired links kept per connection and identifier; minting more drops the oldest (default 20).
     pub links_per_identifier: Option<u32>,
     /// Started flows kept per connection and identifier; starting more drops the oldest (default 20).
     pub flows_per_identifier: Option<u32>,
-    /// Count clients by the right-most `X-Forwarded-For` address (set only behind a proxy that appends it).
-    pub trust_forwarded_for: Option<bool>,
+    /// Peers whose `X-Forwarded-For` is believed, as addresses or CIDR ranges; the client is the right-most
+    /// address not in this list (default none: the peer address is the client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Present only to give a clear error: replaced by `trusted_proxies`.
+    pub trust_forwarded_for: Option<toml_value::Ignored>,
     /// References kept, at most, of failures that matched no flow and no account (missing or forged state, forged
     /// links): anyone can cause those, so the oldest go first (default 100000).
     pub unmatched_references: Option<u64>,
@@ -317,7 +323,8 @@ pub struct LimitSettings {
     pub burst: std::num::NonZeroU32,
     pub links_per_identifier: u32,
     pub flows_per_identifier: u32,
-    pub trust_forwarded_for: bool,
+    /// Peers whose `X-Forwarded-For` is believed; IPv4 ranges also match IPv4-mapped IPv6 peers.
+    pub trusted_proxies: Vec<IpNet>,
     pub unmatched_references: u64,
 }
 
@@ -478,7 +485,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
     };
 
     let listen = raw.listen.unwrap_or_else(|| "0.0.0.0:8080".into());
-    if listen.parse::<std::net::SocketAddr>().is_err() {
+    if listen.parse::<SocketAddr>().is_err() {
         problems.push(format!("listen \"{listen}\" is not a socket address like \"0.0.0.0:8080\""));
     }
 
@@ -566,7 +573,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         problems.push("CALLBACK_GATE_API_KEYS: every key must be at least 16 characters".into());
     }
 
-    let warnings = connections
+    let mut warnings: Vec<String> = connections
         .iter()
         .filter(|connection| mode == Mode::Production && !connection.user_verification)
         .map(|connection| {
@@ -576,6 +583,15 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             )
         })
         .collect();
+    if let (Some(url), Ok(address)) = (&public_url, listen.parse::<SocketAddr>())
+        && url.scheme() == "https"
+        && is_internal(address.ip())
+        && limits.trusted_proxies.is_empty()
+    {
+        warnings.push(format!(
+            "public_url is https but listen \"{listen}\" is a loopback or private address, so requests likely arrive through a proxy; with limits.trusted_proxies empty every client counts as the proxy's address and all share one rate limit: list the proxy's addresses in limits.trusted_proxies, e.g. [\"127.0.0.1\"] for a proxy on this host"
+        ));
+    }
 
     match (public_url, secret_key, problems.is_empty()) {
         (Some(public_url), Some(secret_key), true) => Ok(Settings {
@@ -711,7 +727,28 @@ fn read_brand_file(key: &str, path: &str, problems: &mut Vec<String>) -> Option<
     std::fs::read(path).map_err(|err| problems.push(format!("{key} {path} could not be read: {err}"))).ok()
 }
 
+/// Default per-client rates and burst: generous enough that a legitimate burst from one address (a class or an
+/// office behind one NAT or proxy starting 150 flows in a minute) is served, while a single client flooding the
+/// service is still slowed. Tight limits stay available by configuration.
+pub const DEFAULT_STARTS_PER_MINUTE: u32 = 300;
+pub const DEFAULT_CALLBACKS_PER_MINUTE: u32 = 300;
+pub const DEFAULT_BURST: u32 = 200;
+
 fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings {
+    if raw.trust_forwarded_for.is_some() {
+        problems.push(
+            "limits.trust_forwarded_for was replaced by limits.trusted_proxies: list the addresses or CIDR ranges of your proxies instead, e.g. trusted_proxies = [\"10.0.0.0/8\"]".into(),
+        );
+    }
+    let mut trusted_proxies = Vec::new();
+    for (index, value) in raw.trusted_proxies.iter().enumerate() {
+        match parse_proxy_range(value) {
+            Some(range) => trusted_proxies.push(range),
+            None => problems.push(format!(
+                "limits.trusted_proxies[{index}] \"{value}\" is not an IP address or CIDR range; write e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"2001:db8::/32\""
+            )),
+        }
+    }
     let mut positive = |key: &str, value: Option<u32>, default: u32| {
         let value = value.unwrap_or(default);
         std::num::NonZeroU32::new(value).unwrap_or_else(|| {
@@ -720,12 +757,12 @@ fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings 
         })
     };
     LimitSettings {
-        starts_per_minute: positive("starts_per_minute", raw.starts_per_minute, 30),
-        callbacks_per_minute: positive("callbacks_per_minute", raw.callbacks_per_minute, 30),
-        burst: positive("burst", raw.burst, 10),
+        starts_per_minute: positive("starts_per_minute", raw.starts_per_minute, DEFAULT_STARTS_PER_MINUTE),
+        callbacks_per_minute: positive("callbacks_per_minute", raw.callbacks_per_minute, DEFAULT_CALLBACKS_PER_MINUTE),
+        burst: positive("burst", raw.burst, DEFAULT_BURST),
         links_per_identifier: positive("links_per_identifier", raw.links_per_identifier, 20).get(),
         flows_per_identifier: positive("flows_per_identifier", raw.flows_per_identifier, 20).get(),
-        trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
+        trusted_proxies,
         unmatched_references: match raw.unmatched_references {
             Some(0) => {
                 problems.push("limits.unmatched_references must be at least 1".into());
@@ -733,6 +770,28 @@ fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings 
             }
             value => value.unwrap_or(100_000),
         },
+    }
+}
+
+/// A trusted proxy: a CIDR range, or a bare address meaning just that address (/32 or /128). An IPv4-mapped IPv6
+/// range is read as the IPv4 range it maps, since peers are compared in their IPv4 form.
+fn parse_proxy_range(value: &str) -> Option<IpNet> {
+    let value = value.trim();
+    let range = value.parse::<IpNet>().ok().or_else(|| value.parse::<IpAddr>().ok().map(IpNet::from))?.trunc();
+    if let IpNet::V6(v6) = range
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(IpNet::V4);
+    }
+    Some(range)
+}
+
+/// Whether a listening address is reachable only from the host or its private network, as behind a proxy.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
     }
 }
 
@@ -1174,6 +1233,75 @@ token_url = "http://idp.example.com/token"
             assert_eq!(problems.0.len(), 1, "{problems}");
             assert!(problems.0[0].contains(fragment), "{line}: {problems}");
         }
+    }
+
+    /// A production document listening on `listen`, with `limits` as its `[limits]` section.
+    fn behind(listen: &str, limits: &str) -> String {
+        format!(
+            "public_url = \"https://app.example.com\"\nlisten = \"{listen}\"\n[app]\nreturn_url = \"https://app.example.com/\"\nuser_verify_url = \"https://app.example.com/verify\"\n[[connections]]\nname = \"gmail\"\nprovider = \"google\"\nclient_id = \"c\"\nclient_secret_env = \"SECRET\"\n[limits]\n{limits}"
+        )
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidr_ranges() {
+        let document = behind(
+            "0.0.0.0:8080",
+            r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1", " 172.16.0.1/12 ", "::ffff:192.168.0.0/112"]"#,
+        );
+        let settings = from_toml(&document, &secrets).unwrap();
+        let written: Vec<String> = settings.limits.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            written,
+            ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "::1/128", "172.16.0.0/12", "192.168.0.0/16"],
+            "a bare address is one host; host bits are dropped; mapped ranges are read as IPv4"
+        );
+
+        let document = behind(
+            "0.0.0.0:8080",
+            r#"trusted_proxies = ["10.0.0.0/33", "proxy.internal", "", "10.0.0.0/8", "::/129"]"#,
+        );
+        let problems = from_toml(&document, &secrets).unwrap_err();
+        assert_eq!(problems.0.len(), 4, "one line per bad entry: {problems}");
+        for (index, value) in [(0, "10.0.0.0/33"), (1, "proxy.internal"), (2, ""), (4, "::/129")] {
+            assert!(
+                problems.0.iter().any(|p| p.starts_with(&format!("limits.trusted_proxies[{index}] \"{value}\""))),
+                "{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn trust_forwarded_for_names_its_replacement() {
+        for value in ["true", "false", "\"yes\""] {
+            let problems =
+                from_toml(&behind("0.0.0.0:8080", &format!("trust_forwarded_for = {value}")), &secrets).unwrap_err();
+            assert_eq!(problems.0.len(), 1, "{problems}");
+            assert!(problems.0[0].contains("limits.trusted_proxies"), "{problems}");
+        }
+    }
+
+    #[test]
+    fn an_https_service_on_an_internal_address_without_trusted_proxies_is_warned_about() {
+        for listen in ["127.0.0.1:8080", "10.1.2.3:8080", "192.168.1.10:80", "[::1]:8080", "[fd00::5]:8080"] {
+            let settings = from_toml(&behind(listen, ""), &secrets).unwrap();
+            assert_eq!(settings.warnings.len(), 1, "{listen}: {:?}", settings.warnings);
+            assert!(settings.warnings[0].contains("limits.trusted_proxies"), "{:?}", settings.warnings);
+            let trusted = behind(listen, r#"trusted_proxies = ["127.0.0.1"]"#);
+            assert!(from_toml(&trusted, &secrets).unwrap().warnings.is_empty(), "{listen} with a trusted proxy");
+        }
+        for listen in ["0.0.0.0:8080", "[::]:8080", "203.0.113.5:443"] {
+            assert!(from_toml(&behind(listen, ""), &secrets).unwrap().warnings.is_empty(), "{listen}");
+        }
+        let development = behind("127.0.0.1:8080", "")
+            .replace("https://app.example.com\"\nlisten", "http://127.0.0.1:8080\"\nmode = \"development\"\nlisten");
+        assert!(from_toml(&development, &secrets).unwrap().warnings.is_empty(), "plain http: no proxy in front");
+    }
+
+    #[test]
+    fn default_limits_serve_a_burst_of_150_from_one_address() {
+        let settings = from_toml(&behind("0.0.0.0:8080", ""), &secrets).unwrap();
+        assert!(settings.limits.burst.get() >= 150);
+        assert!(settings.limits.starts_per_minute.get() >= 150 && settings.limits.callbacks_per_minute.get() >= 150);
     }
 
     #[test]

@@ -21,6 +21,9 @@ listen = "127.0.0.1:0"
 mode = "production"
 database_url = "sqlite://callback-gate.db"
 
+[limits]
+trusted_proxies = ["127.0.0.1"]   # the TLS-terminating proxy in front, on this host
+
 [app]
 name = "Acme Agents"
 return_url = "https://app.example.com/settings/integrations"
@@ -392,6 +395,62 @@ fn check_warns_about_production_connections_without_user_verification() {
     let logged = log.lines().find(|line| line.contains("\"WARN\"") && line.contains("user_verification = false"));
     let logged = logged.unwrap_or_else(|| panic!("serve logs the warning at start-up\n{log}"));
     assert!(logged.contains("github") && logged.contains("authorization link"), "{logged}");
+}
+
+/// Listening on loopback or a private address behind an https `public_url` means a proxy in front; without
+/// `trusted_proxies` every client counts as the proxy, so one busy minute refuses everyone.
+#[test]
+fn check_warns_about_an_https_service_behind_a_proxy_it_does_not_trust() {
+    let scratch = Scratch::new();
+    let untrusting = VALID.replace("trusted_proxies = [\"127.0.0.1\"]", "");
+    for listen in ["127.0.0.1:0", "10.0.0.5:8080", "[::1]:0"] {
+        let document = untrusting.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{listen}\""));
+        let output = scratch.check(&document, &env());
+        assert_eq!(output.code(), Some(0), "a warning is not a refusal\n{output}");
+        assert!(output.stdout.contains("valid ("), "{output}");
+        let lines = output.stderr_lines();
+        assert_eq!(lines.len(), 1, "{output}");
+        assert!(lines[0].starts_with("warning: ") && lines[0].contains("limits.trusted_proxies"), "{output}");
+        assert!(lines[0].contains(listen), "the warning names the address: {output}");
+    }
+    // Listening on every interface, or plain http in development: nothing to say.
+    let public = untrusting.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    let development = untrusting
+        .replace(r#"mode = "production""#, r#"mode = "development""#)
+        .replace(r#"public_url = "https://app.example.com""#, r#"public_url = "http://127.0.0.1:8080""#);
+    for document in [public, development] {
+        let output = scratch.check(&document, &env());
+        assert_eq!(output.code(), Some(0), "{output}");
+        assert!(output.stderr.trim().is_empty(), "{output}");
+    }
+}
+
+#[test]
+fn bad_trusted_proxies_are_one_line_each() {
+    let scratch = Scratch::new();
+    let document = VALID.replace(
+        "trusted_proxies = [\"127.0.0.1\"]",
+        r#"trusted_proxies = ["10.0.0.0/8", "10.0.0.0/40", "my-proxy", "fe80::1%eth0"]"#,
+    );
+    let output = scratch.check(&document, &env());
+    assert_problems(
+        &output,
+        &[
+            "limits.trusted_proxies[1] \"10.0.0.0/40\"",
+            "limits.trusted_proxies[2] \"my-proxy\"",
+            "limits.trusted_proxies[3] \"fe80::1%eth0\"",
+        ],
+    );
+}
+
+#[test]
+fn the_old_trust_forwarded_for_key_names_its_replacement() {
+    let scratch = Scratch::new();
+    let document = VALID.replace("trusted_proxies = [\"127.0.0.1\"]", "trust_forwarded_for = true");
+    let output = scratch.check(&document, &env());
+    assert_problems(&output, &["limits.trust_forwarded_for"]);
+    assert!(output.stderr.contains("instead"), "{output}");
+    assert!(output.stderr.contains("limits.trusted_proxies"), "the line names the key to use\n{output}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use callback_gate::store::Table;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Browser, CONNECTION, Options, spawn_app, spawn_with};
+use crate::helpers::{Browser, CONNECTION, Options, TestApp, spawn_app, spawn_with};
 
 fn strict_limits() -> Options {
     Options { limits: "starts_per_minute = 5\ncallbacks_per_minute = 5\nburst = 5".into(), ..Options::default() }
@@ -62,33 +62,114 @@ async fn a_flood_of_callbacks_from_one_client_is_rate_limited() {
     assert_eq!(app.api.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
 }
 
+/// `strict_limits` with `trusted_proxies` set to `ranges`.
+fn strict_behind(ranges: &str) -> Options {
+    Options {
+        limits: format!("starts_per_minute = 5\ncallbacks_per_minute = 5\nburst = 5\ntrusted_proxies = {ranges}"),
+        ..Options::default()
+    }
+}
+
+/// How many of the starts of `link`, each sent with one `X-Forwarded-For` value from `forwarded`, were refused.
+async fn limited_starts(app: &TestApp, link: &str, forwarded: impl IntoIterator<Item = String>) -> usize {
+    let mut limited = 0;
+    for value in forwarded {
+        let response = app.api.get(link).header("x-forwarded-for", value).send().await.unwrap();
+        assert!(matches!(response.status(), StatusCode::SEE_OTHER | StatusCode::TOO_MANY_REQUESTS));
+        limited += usize::from(response.status() == StatusCode::TOO_MANY_REQUESTS);
+    }
+    limited
+}
+
 #[tokio::test]
-async fn forwarded_addresses_are_ignored_unless_trusted() {
+async fn forwarded_addresses_are_ignored_unless_the_peer_is_a_trusted_proxy() {
     let app = spawn_with(strict_limits()).await;
+    let link = app.mint_link("user_1").await;
+    let limited = limited_starts(&app, &link, (0..10).map(|i| format!("203.0.113.{i}"))).await;
+    assert!(limited >= 5, "a spoofed X-Forwarded-For does not buy a new allowance ({limited} limited)");
+
+    // The test's peer is 127.0.0.1: a list that does not hold it changes nothing.
+    let elsewhere = spawn_with(strict_behind(r#"["10.0.0.0/8", "::1"]"#)).await;
+    let link = elsewhere.mint_link("user_1").await;
+    let limited = limited_starts(&elsewhere, &link, (0..10).map(|i| format!("203.0.113.{i}"))).await;
+    assert!(limited >= 5, "only a trusted peer's X-Forwarded-For is believed ({limited} limited)");
+
+    let trusting = spawn_with(strict_behind(r#"["127.0.0.1"]"#)).await;
+    let link = trusting.mint_link("user_1").await;
+    let limited = limited_starts(&trusting, &link, (0..10).map(|i| format!("203.0.113.{i}"))).await;
+    assert_eq!(limited, 0, "each client the trusted proxy reports has its own allowance");
+}
+
+#[tokio::test]
+async fn the_client_is_the_right_most_address_that_is_not_a_trusted_proxy() {
+    let app = spawn_with(strict_behind(r#"["127.0.0.1", "10.0.0.0/8"]"#)).await;
+    let link = app.mint_link("user_1").await;
+    // Behind two proxies (10.x, then the peer): the entry left of the inner proxy's is the client.
+    let limited = limited_starts(&app, &link, (0..10).map(|i| format!("198.51.100.{i}, 10.0.0.{i}"))).await;
+    assert_eq!(limited, 0, "each client counts on its own, whichever inner proxy it came through");
+    let limited = limited_starts(&app, &link, (0..10).map(|i| format!("198.51.100.200, 10.0.0.{i}"))).await;
+    assert!(limited >= 5, "one client through several inner proxies is one client ({limited} limited)");
+}
+
+#[tokio::test]
+async fn spoofed_left_most_entries_cannot_dodge_the_limit() {
+    let app = spawn_with(strict_behind(r#"["127.0.0.1"]"#)).await;
+    let link = app.mint_link("user_1").await;
+    // The client writes anything it likes; the trusted proxy appends the address it saw.
+    let forged = (0..10).map(|i| format!("203.0.113.{i}, 10.9.9.{i}, 198.51.100.7"));
+    let limited = limited_starts(&app, &link, forged).await;
+    assert!(limited >= 5, "forged entries left of the proxy's do not buy an allowance ({limited} limited)");
+    // Nor does a forged header of its own in front of the proxy's, or garbage.
+    let app = spawn_with(strict_behind(r#"["127.0.0.1"]"#)).await;
     let link = app.mint_link("user_1").await;
     let mut limited = 0;
     for i in 0..10 {
-        let response = app.api.get(&link).header("x-forwarded-for", format!("203.0.113.{i}")).send().await.unwrap();
-        limited += usize::from(response.status() == StatusCode::TOO_MANY_REQUESTS);
-    }
-    assert!(limited >= 5, "a spoofed X-Forwarded-For does not buy a new allowance ({limited} limited)");
-
-    let trusting = spawn_with(Options {
-        limits: "starts_per_minute = 5\ncallbacks_per_minute = 5\nburst = 5\ntrust_forwarded_for = true".into(),
-        ..Options::default()
-    })
-    .await;
-    let link = trusting.mint_link("user_1").await;
-    for i in 0..10 {
-        let response = trusting
+        let response = app
             .api
             .get(&link)
-            .header("x-forwarded-for", format!("198.51.100.7, 203.0.113.{i}"))
+            .header("x-forwarded-for", format!("garbage-{i}, 203.0.113.{i}"))
+            .header("x-forwarded-for", "198.51.100.7")
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "each proxy-reported client has its own allowance");
+        limited += usize::from(response.status() == StatusCode::TOO_MANY_REQUESTS);
     }
+    assert!(limited >= 5, "only the proxy's own entry counts ({limited} limited)");
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_an_allowance_per_64() {
+    let app = spawn_with(strict_behind(r#"["127.0.0.1"]"#)).await;
+    let link = app.mint_link("user_1").await;
+    let same_64 = (0..10).map(|i| format!("2001:db8:7:7:{i:x}::{i:x}"));
+    let limited = limited_starts(&app, &link, same_64).await;
+    assert!(limited >= 5, "rotating addresses inside one /64 buys nothing ({limited} limited)");
+    let other_64s = (0..10).map(|i| format!("2001:db8:7:{:x}::1", i + 100));
+    assert_eq!(limited_starts(&app, &link, other_64s).await, 0, "each /64 has its own allowance");
+}
+
+#[tokio::test]
+async fn the_default_limits_serve_150_starts_and_callbacks_in_a_minute_from_one_address() {
+    let app = spawn_with(Options { limits: String::new(), ..Options::default() }).await;
+    let link = app.mint_link("user_1").await;
+    let started = std::time::Instant::now();
+    for i in 0..150 {
+        let status = app.api.get(&link).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::SEE_OTHER, "start {i} of 150 is served");
+    }
+    for i in 0..150 {
+        let status = app.api.get(app.url(&format!("/connect/callback/{CONNECTION}?code=c&state=s{i}"))).send().await;
+        assert_eq!(status.unwrap().status(), StatusCode::BAD_REQUEST, "callback {i} of 150 is answered, not refused");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "the burst fits in a minute");
+}
+
+#[tokio::test]
+async fn tight_configured_limits_still_refuse_starts() {
+    let app = spawn_with(strict_limits()).await;
+    let link = app.mint_link("user_1").await;
+    let limited = limited_starts(&app, &link, (0..10).map(|_| "198.51.100.7".to_owned())).await;
+    assert!(limited >= 5, "{limited} limited");
 }
 
 #[tokio::test]

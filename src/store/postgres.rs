@@ -355,8 +355,18 @@ impl PostgresStore {
         if !same_browser {
             return Ok(Some((flow, Claim::OtherBrowser)));
         }
-        // A share lock on the link: a flow of the same link that is connecting the account right now holds it
-        // for update, so this waits for that transaction and then sees the link consumed.
+        // The flow's row first, then the link's: the order in which completing a flow takes them, so a claim and a
+        // completion of two flows of one link wait for each other instead of deadlocking.
+        let claim = tx
+            .prepare_cached(
+                "UPDATE flows SET status = 'exchanging', claimed_at = $1 WHERE id = $2 AND status = 'started'",
+            )
+            .await?;
+        if tx.execute(&claim, &[&millis(now), &flow.id]).await? == 0 {
+            return Ok(Some((flow, Claim::NotStarted)));
+        }
+        // A share lock on the link: a flow of the same link that is connecting the account right now holds it for
+        // update, so this waits for that transaction and then sees the link consumed.
         let link = tx
             .prepare_cached("SELECT consumed_at IS NOT NULL FROM authorization_links WHERE id = $1 FOR SHARE")
             .await?;
@@ -364,18 +374,12 @@ impl PostgresStore {
             Some(row) => row.try_get::<_, bool>(0)?,
             None => false,
         };
-        if link_consumed && flow.status == FlowStatus::Started {
+        if link_consumed {
+            // Rolled back: the flow stays started, as it was.
             return Ok(Some((flow, Claim::LinkUsed)));
         }
-        let claim = tx
-            .prepare_cached(
-                "UPDATE flows SET status = 'exchanging', claimed_at = $1 WHERE id = $2 AND status = 'started'",
-            )
-            .await?;
-        let changed = tx.execute(&claim, &[&millis(now), &flow.id]).await?;
         tx.commit().await?;
-        let claim = if changed == 1 { Claim::Claimed } else { Claim::NotStarted };
-        Ok(Some((flow, claim)))
+        Ok(Some((flow, Claim::Claimed)))
     }
 
     pub async fn complete_flow(

@@ -125,6 +125,9 @@ pub struct RawLimits {
     pub trusted_proxies: Vec<String>,
     /// Present only to give a clear error: replaced by `trusted_proxies`.
     pub trust_forwarded_for: Option<toml_value::Ignored>,
+    /// Connections served at once; further ones wait to be accepted until one closes (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: Option<u32>,
     /// References kept, at most, of failures that matched no flow and no account (missing or forged state, forged
     /// links): anyone can cause those, so the oldest go first (default 100000).
     pub unmatched_references: Option<u64>,
@@ -236,6 +239,8 @@ pub struct Settings {
     pub token_timeout: Duration,
     /// [`REQUEST_TIMEOUT`]: not a config key, a field so that tests can shorten it.
     pub request_timeout: Duration,
+    /// [`HEADER_READ_TIMEOUT`]: not a config key, a field so that tests can shorten it.
+    pub header_read_timeout: Duration,
     pub app: AppSettings,
     pub support: SupportSettings,
     pub connections: Vec<ConnectionSettings>,
@@ -325,6 +330,7 @@ pub struct LimitSettings {
     pub flows_per_identifier: u32,
     /// Peers whose `X-Forwarded-For` is believed; IPv4 ranges also match IPv4-mapped IPv6 peers.
     pub trusted_proxies: Vec<IpNet>,
+    pub max_connections: usize,
     pub unmatched_references: u64,
 }
 
@@ -605,6 +611,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             flow_ttl,
             token_timeout,
             request_timeout: REQUEST_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
             app,
             support,
             connections,
@@ -636,6 +643,10 @@ const TOKEN_TIMEOUT_BOUND: Bound = Bound { seconds: MAX_TOKEN_TIMEOUT_SECONDS, r
 /// No request may take longer than this, whatever a provider does.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const _: () = assert!(MAX_TOKEN_TIMEOUT_SECONDS < REQUEST_TIMEOUT.as_secs());
+/// How long a client has to send a request's head, on a new connection and between requests on a kept-alive one;
+/// then the connection is closed. This bounds a slowloris client, a connection that never speaks and an idle
+/// keep-alive connection alike. A proxy in front should close its idle upstream connections sooner.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A duration key: whole seconds from 1 to its bound. The bound is what keeps `now + ttl` a representable time;
 /// the value is written back as given, so the operator can find it.
@@ -734,6 +745,10 @@ pub const DEFAULT_STARTS_PER_MINUTE: u32 = 300;
 pub const DEFAULT_CALLBACKS_PER_MINUTE: u32 = 300;
 pub const DEFAULT_BURST: u32 = 200;
 
+/// Open connections served at once by default: far more than one instance needs, few enough that file descriptors
+/// and memory stay bounded under a flood of connections.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
 fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings {
     if raw.trust_forwarded_for.is_some() {
         problems.push(
@@ -763,6 +778,7 @@ fn validate_limits(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings 
         links_per_identifier: positive("links_per_identifier", raw.links_per_identifier, 20).get(),
         flows_per_identifier: positive("flows_per_identifier", raw.flows_per_identifier, 20).get(),
         trusted_proxies,
+        max_connections: positive("max_connections", raw.max_connections, DEFAULT_MAX_CONNECTIONS).get() as usize,
         unmatched_references: match raw.unmatched_references {
             Some(0) => {
                 problems.push("limits.unmatched_references must be at least 1".into());
@@ -1323,6 +1339,16 @@ token_url = "http://idp.example.com/token"
             assert_eq!(problems.0.len(), 1, "{problems}");
             assert!(problems.0[0].contains(fragment), "{line}: {problems}");
         }
+    }
+
+    #[test]
+    fn max_connections_is_at_least_one() {
+        let settings = from_toml(&behind("0.0.0.0:8080", ""), &secrets).unwrap();
+        assert_eq!(settings.limits.max_connections, 10_000, "the default");
+        let settings = from_toml(&behind("0.0.0.0:8080", "max_connections = 50"), &secrets).unwrap();
+        assert_eq!(settings.limits.max_connections, 50);
+        let problems = from_toml(&behind("0.0.0.0:8080", "max_connections = 0"), &secrets).unwrap_err();
+        assert_eq!(problems.0, ["limits.max_connections must be at least 1"]);
     }
 
     #[test]

@@ -1,22 +1,31 @@
 //! How the service is wired: the shared state, the router with its layers, the background sweeper, and serving
 //! with graceful shutdown. Tests build the same [`Application`] on port 0.
+//!
+//! Connections are served by hyper directly rather than by `axum::serve`, which cannot bound how long a client
+//! takes to send a request's head: each connection closes when a head takes longer than the header read timeout
+//! (a slowloris client, a silent connection, an idle keep-alive one), and at most `limits.max_connections` are
+//! open at once; with all of them taken, nothing more is accepted until one closes, and new connections wait in
+//! the listen backlog.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{Route, get};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -159,8 +168,11 @@ impl Application {
             })
         });
         let events = tokio::spawn(self.events.run(self.state.store.clone(), stop_rx));
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let connections = Connections {
+            max: self.state.settings.limits.max_connections,
+            header_read_timeout: self.state.settings.header_read_timeout,
+        };
+        serve(self.listener, self.router, connections, self.state.metrics.clone(), shutdown).await;
         // Callbacks whose browser went away still finish and record their ending before the store closes.
         self.state.tasks.close();
         self.state.tasks.wait().await;
@@ -175,8 +187,98 @@ impl Application {
         // Events still queued are written before the store closes.
         let _ = events.await;
         self.state.store.close().await;
-        served
+        Ok(())
     }
+}
+
+/// How connections are bounded.
+#[derive(Debug, Clone, Copy)]
+struct Connections {
+    /// Open at once, at most.
+    max: usize,
+    header_read_timeout: Duration,
+}
+
+/// How often, at most, a full set of connections is logged.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Accepts and serves connections until `shutdown` resolves, then lets every open connection finish the request it
+/// is serving (idle ones close at once) and returns when all are closed.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Connections,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max));
+    let open = TaskTracker::new();
+    let closing = CancellationToken::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    let mut warned_full: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        if slots.available_permits() == 0 && warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+            warned_full = Some(Instant::now());
+            tracing::warn!(target: "callback_gate::server", max_connections = limits.max, "every connection slot is taken; new connections wait until one closes");
+        }
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        // The semaphore is never closed; were it, nothing more could be served.
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let closing = closing.clone();
+        let counted = metrics.open_connection();
+        open.spawn(async move {
+            let _slot = slot;
+            let _counted = counted;
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(err) = served {
+                        tracing::debug!(target: "callback_gate::server", error = %err, "connection ended with an error");
+                    }
+                }
+                () = closing.cancelled() => {
+                    // Finishes the request in flight, if any, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    open.close();
+    open.wait().await;
+}
+
+/// An error accepting a connection: one the peer caused is ignored; any other (such as running out of file
+/// descriptors) is logged and accepting pauses for a second, so that the loop does not spin.
+async fn accept_failed(err: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(err.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset) {
+        return;
+    }
+    tracing::error!(target: "callback_gate::server", error = %err, "could not accept a connection; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 fn router(state: AppState, extra: Router<AppState>) -> Router {

@@ -51,6 +51,10 @@ pub struct Options {
     pub extra_routes: Option<axum::Router<AppState>>,
     /// Shortens the request timeout.
     pub request_timeout: Option<std::time::Duration>,
+    /// Shortens the header read timeout (which also closes idle connections).
+    pub header_read_timeout: Option<std::time::Duration>,
+    /// Shuts the app down gracefully when cancelled (default: it runs until the test ends).
+    pub shutdown: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Options {
@@ -85,6 +89,8 @@ impl Default for Options {
             previous_keys: None,
             extra_routes: None,
             request_timeout: None,
+            header_read_timeout: None,
+            shutdown: None,
         }
     }
 }
@@ -240,11 +246,15 @@ user_verification = false
     let mut settings =
         config::from_toml(&document, &lookup).unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
     settings.request_timeout = options.request_timeout.unwrap_or(settings.request_timeout);
+    settings.header_read_timeout = options.header_read_timeout.unwrap_or(settings.header_read_timeout);
     let app =
         Application::build(settings, listener, options.extra_routes.unwrap_or_default()).await.expect("app builds");
     let state = app.state().clone();
     let metrics_port = app.metrics_port();
-    tokio::spawn(app.run_until(std::future::pending()));
+    match options.shutdown {
+        Some(shutdown) => tokio::spawn(app.run_until(shutdown.cancelled_owned())),
+        None => tokio::spawn(app.run_until(std::future::pending())),
+    };
     TestApp {
         address,
         port,

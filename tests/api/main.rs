@@ -5,6 +5,7 @@ mod helpers;
 
 mod abuse;
 mod callback;
+mod connections;
 mod endings;
 mod exchange;
 mod flow;

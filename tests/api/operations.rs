@@ -29,6 +29,13 @@ async fn metrics_need_an_api_key_by_default() {
         assert!(page.contains(&format!("# TYPE {family}\n")), "{family} missing from:\n{page}");
     }
     assert_eq!(sample(&page, "callback_gate_outcome_events_dropped_total"), Some(0.0), "{page}");
+    // The scrape's own connection is open while it is answered, and so are three idle keep-alive ones.
+    let idle: Vec<reqwest::Client> = (0..3).map(|_| reqwest::Client::new()).collect();
+    for client in &idle {
+        assert_eq!(client.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    }
+    let page = app.api.get(app.url("/metrics")).bearer_auth(&app.api_key).send().await.unwrap().text().await.unwrap();
+    assert!(sample(&page, "callback_gate_open_connections").is_some_and(|open| open >= 4.0), "{page}");
 }
 
 #[tokio::test]

@@ -248,10 +248,7 @@ fn parse_return_to(state: &AppState, raw: &str) -> Result<Url, ApiError> {
     get,
     path = "/v1/connected-accounts/{connection}/{identifier}",
     tag = "callback-gate",
-    params(
-        ("connection" = String, Path, description = "A configured connection's name"),
-        ("identifier" = String, Path, description = "The app's id for its end user"),
-    ),
+    params(AccountPath),
     responses(
         (status = 200, description = "The connected account (never its tokens)", body = ConnectedAccount),
         (status = 401, description = "No valid API key", body = ErrorBody),
@@ -321,15 +318,23 @@ async fn existing_account(state: &AppState, connection: &str, identifier: &str) 
     })
 }
 
+/// The path of one connected account, as the OpenAPI document describes it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by the OpenAPI derive only; handlers take the path as a tuple
+struct AccountPath {
+    /// A configured connection's name
+    connection: String,
+    /// The app's id for its end user
+    identifier: String,
+}
+
 /// `POST /v1/connected-accounts/{connection}/{identifier}/refresh`: refreshes the tokens now.
 #[utoipa::path(
     post,
     path = "/v1/connected-accounts/{connection}/{identifier}/refresh",
     tag = "callback-gate",
-    params(
-        ("connection" = String, Path, description = "A configured connection's name"),
-        ("identifier" = String, Path, description = "The app's id for its end user"),
-    ),
+    params(AccountPath),
     responses(
         (status = 200, description = "Refreshed; the account as it is now", body = ConnectedAccount),
         (status = 401, description = "No valid API key", body = ErrorBody),
@@ -361,10 +366,7 @@ pub(crate) async fn refresh(
     delete,
     path = "/v1/connected-accounts/{connection}/{identifier}",
     tag = "callback-gate",
-    params(
-        ("connection" = String, Path, description = "A configured connection's name"),
-        ("identifier" = String, Path, description = "The app's id for its end user"),
-    ),
+    params(AccountPath),
     responses(
         (status = 200, description = "Disconnected: the account, DISCONNECTED, and whether the provider confirmed a revocation", body = DisconnectedAccount),
         (status = 401, description = "No valid API key", body = ErrorBody),
@@ -408,10 +410,7 @@ pub(crate) struct AccessToken {
     get,
     path = "/v1/connected-accounts/{connection}/{identifier}/token",
     tag = "callback-gate",
-    params(
-        ("connection" = String, Path, description = "A configured connection's name"),
-        ("identifier" = String, Path, description = "The app's id for its end user"),
-    ),
+    params(AccountPath),
     responses(
         (status = 200, description = "The raw access token", body = AccessToken),
         (status = 401, description = "No valid API key", body = ErrorBody),

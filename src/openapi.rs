@@ -97,3 +97,17 @@ pub struct ReferenceDetails {
     #[schema(format = DateTime)]
     pub created_at: String,
 }
+
+#[cfg(test)]
+mod path_tests {
+    #[test]
+    fn account_routes_document_both_path_parameters() {
+        let document: serde_json::Value = serde_json::from_str(&super::DOCUMENT).expect("json");
+        let operation = &document["paths"]["/v1/connected-accounts/{connection}/{identifier}/token"]["get"];
+        let names: Vec<&str> =
+            operation["parameters"].as_array().expect("parameters").iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["connection", "identifier"], "{operation}");
+        assert_eq!(operation["parameters"][0]["in"], "path");
+        assert_eq!(operation["parameters"][0]["description"], "A configured connection's name");
+    }
+}

@@ -14,6 +14,31 @@ use time::OffsetDateTime;
 
 use crate::account::{AccountStatus, ConnectedAccount};
 
+// The columns both backends read, as literals for queries built with `concat!`; defined before the backends so
+// both can use them.
+/// Columns read for a flow.
+macro_rules! flow_columns {
+    () => {
+        "id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to, status, \
+         outcome_code, outcome_cause, reference, created_at, expires_at, claimed_at"
+    };
+}
+
+/// Columns read for a connected account.
+macro_rules! account_columns {
+    () => {
+        "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
+         last_error_at"
+    };
+}
+
+/// Columns read for held tokens.
+macro_rules! pending_columns {
+    () => {
+        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
+    };
+}
+
 pub mod events;
 pub mod postgres;
 pub mod sqlite;

@@ -38,29 +38,6 @@ const LOCK_TRIM_EVENTS: i64 = 0x6367_0003;
 /// The schema, in order: (version, SQL). The table `callback_gate_migrations` records which have run.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
 
-/// Columns read for a flow, as a literal for queries built with `concat!`.
-macro_rules! flow_columns {
-    () => {
-        "id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to, status, \
-         outcome_code, outcome_cause, reference, created_at, expires_at, claimed_at"
-    };
-}
-
-/// Columns read for a connected account.
-macro_rules! account_columns {
-    () => {
-        "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
-         last_error_at"
-    };
-}
-
-/// Columns read for held tokens.
-macro_rules! pending_columns {
-    () => {
-        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
-    };
-}
-
 /// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
 pub fn options(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     let config = tokio_postgres::Config::from_str(url)

@@ -22,29 +22,6 @@ use super::{
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
-/// Columns read for a flow; a macro so queries stay literal strings.
-macro_rules! flow_columns {
-    () => {
-        "id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets, return_to, status, \
-         outcome_code, outcome_cause, reference, created_at, expires_at, claimed_at"
-    };
-}
-
-/// Columns read for a connected account.
-macro_rules! account_columns {
-    () => {
-        "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
-         last_error_at"
-    };
-}
-
-/// Columns read for held tokens.
-macro_rules! pending_columns {
-    () => {
-        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
-    };
-}
-
 /// SQLite allows one writer at a time. Writes go through exactly one connection, so they queue for its thread
 /// instead of colliding in SQLite's busy handler (which sleeps and retries); reads use their own connections, which
 /// WAL lets run beside the writer.

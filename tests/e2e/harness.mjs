@@ -175,9 +175,12 @@ function tomlLines(table) {
 
 /**
  * Writes a config file for the gate and starts `callback-gate serve`.
- * Returns { url, apiKey, dir, secretKey, configPath, output(), stop() } once GET /readyz answers 200.
+ * Returns { url, publicUrl, apiKey, dir, secretKey, configPath, output(), stop() } once GET /readyz answers 200.
+ * `url` is where the gate listens; `publicUrl` the origin browsers use (the same unless a proxy is in front).
  *
  * Options beyond { port, issuer } (all optional; the defaults are what connect.test.mjs runs with):
+ * - publicUrl: public_url, when a reverse proxy in front of the gate is what browsers reach (default: the gate's own
+ *   http://127.0.0.1:{port}); the app's return URL and allowed origin follow it.
  * - connection: the connection's name (default "idp").
  * - appName: [app] name (default "E2E App").
  * - settings: extra top-level keys, e.g. { developer_hints: false, link_ttl_seconds: 1 }.
@@ -190,6 +193,7 @@ function tomlLines(table) {
 export async function startGate({
   port,
   issuer,
+  publicUrl,
   connection = CONNECTION,
   appName = 'E2E App',
   settings = {},
@@ -207,17 +211,18 @@ export async function startGate({
     if (!keepDir) await rm(dir, { recursive: true, force: true });
   };
   const url = `http://127.0.0.1:${port}`;
+  const origin = publicUrl ?? url;
   const configPath = path.join(dir, 'gate.toml');
   const dbPath = path.join(dir, 'gate.db');
-  const config = `public_url = "${url}"
+  const config = `public_url = "${origin}"
 listen = "127.0.0.1:${port}"
 mode = "development"
 database_url = "sqlite://${dbPath}"
 ${tomlLines(settings)}
 [app]
 name = ${tomlValue(appName)}
-return_url = "${url}/"
-allowed_return_origins = ["${url}"]
+return_url = "${origin}/"
+allowed_return_origins = ["${origin}"]
 
 [support]
 ${tomlLines(support)}${limits ? `\n[limits]\n${tomlLines(limits)}` : ''}
@@ -298,7 +303,7 @@ scopes = ["openid", "email", "profile"]
     await sleep(100);
   }
 
-  return { url, apiKey, dir, secretKey, configPath, output, stop, child };
+  return { url, publicUrl: origin, apiKey, dir, secretKey, configPath, output, stop, child };
 }
 
 // ---------------------------------------------------------------------------
@@ -364,10 +369,12 @@ export async function startDemo() {
 // Browser
 // ---------------------------------------------------------------------------
 
-export async function launchBrowser() {
+/** Headless Chromium; `extraArgs` are added to its command line (e.g. a certificate to trust). */
+export async function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
+      ...extraArgs,
       '--no-sandbox',
       '--disable-gpu',
       '--disable-quic',

@@ -1,0 +1,160 @@
+// End-to-end tests of callback-gate behind a reverse proxy, as production runs it: Debian's nginx terminates TLS
+// with a certificate the test makes (a throwaway CA), and forwards to callback-gate over plain HTTP with Host,
+// X-Forwarded-For and X-Forwarded-Proto. public_url is https, so the browser-binding cookie is a `__Host-` cookie
+// and Chromium enforces what that prefix means (Secure, no Domain, path /, set over https).
+//
+// Chromium trusts the server certificate by its public key (--ignore-certificate-errors-spki-list with the key's
+// SHA-256), not by ignoring certificate errors in general; the test's own https requests verify the certificate
+// against the throwaway CA, host name included.
+//
+// Run from the repository root, after `cargo build`, with nginx installed (scripts/test installs it):
+//   node --test tests/e2e/proxy.test.mjs
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+
+import {
+  CONNECTION,
+  freePort,
+  launchBrowser,
+  leakedSecrets,
+  newLoopbackContext,
+  startGate,
+  startIdp,
+} from './harness.mjs';
+import { chromiumTrusting, httpsGet, makeCertificates, startNginx } from './nginx.mjs';
+
+const SCENARIO_TIMEOUT_MS = 90_000;
+
+/**
+ * Starts a provider, callback-gate on a private loopback port, and nginx on `servers` (the first one is the public
+ * origin, https://localhost:{port}), runs `fn`, and always tears everything down. On failure the gate's output and
+ * nginx's logs are added to the error.
+ */
+async function withProxiedStack(t, { servers = [{}], limits } = {}, fn) {
+  const dir = await mkdtemp(path.join(tmpdir(), 'callback-gate-nginx-'));
+  const gatePort = await freePort();
+  const ports = [];
+  for (const server of servers) ports.push({ ...server, port: await freePort() });
+  const publicUrl = `https://localhost:${ports[0].port}`;
+  let idp;
+  let gate;
+  let nginx;
+  let browser;
+  try {
+    const certs = await makeCertificates(dir);
+    idp = await startIdp({ redirectUri: `${publicUrl}/connect/callback/${CONNECTION}` });
+    gate = await startGate({ port: gatePort, issuer: idp.issuer, publicUrl, limits });
+    nginx = await startNginx({ dir, servers: ports, upstream: gate.url, certs });
+    browser = await launchBrowser(chromiumTrusting(certs));
+    await fn({ idp, gate, nginx, browser, certs, ports, publicUrl });
+  } catch (err) {
+    if (err && typeof err === 'object' && typeof err.message === 'string') {
+      if (gate) err.message += `\n--- callback-gate output ---\n${gate.output()}--- end of callback-gate output ---`;
+      if (nginx) err.message += `\n--- nginx access log ---\n${await nginx.accessLog()}--- nginx error log ---\n${await nginx.errorLog()}`;
+    }
+    throw err;
+  } finally {
+    await browser?.close().catch((e) => t.diagnostic(`browser close: ${e}`));
+    if (nginx) t.diagnostic(`nginx exit: ${JSON.stringify(await nginx.stop())}`);
+    if (gate) {
+      t.diagnostic(`callback-gate exit after SIGTERM: ${JSON.stringify(await gate.stop())}`);
+      const leaks = leakedSecrets(gate.output());
+      assert.deepEqual(leaks.map((s) => `${s.slice(0, 6)}…`), [], 'no code, state, nonce, cookie or key in the gate log');
+    }
+    await idp?.close().catch((e) => t.diagnostic(`provider close: ${e}`));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** A /v1 call made straight to the gate, as the app's backend on the private network would. */
+async function api(gate, method, route, body) {
+  const res = await fetch(`${gate.url}${route}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${gate.apiKey}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  return { status: res.status, text, json: text ? JSON.parse(text) : undefined };
+}
+
+async function signIn(page, login) {
+  await page.locator('input[name="login"]').fill(login);
+  await page.locator('input[name="password"]').fill('any-password');
+  await page.getByRole('button', { name: 'Sign-in' }).click();
+}
+
+describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
+  test('a complete flow through nginx: __Host- cookie, forwarded headers, account ACTIVE', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
+    await withProxiedStack(t, {}, async ({ idp, gate, nginx, browser, certs, publicUrl }) => {
+      const identifier = 'user_behind_nginx';
+      const minted = await api(gate, 'POST', '/v1/authorization-links', { connection: CONNECTION, identifier });
+      assert.equal(minted.status, 201, `POST /v1/authorization-links -> ${minted.status} ${minted.text}`);
+      const { link } = minted.json;
+      assert.ok(link.startsWith(`${publicUrl}/connect/start/`), `the link is on the public https origin: ${link}`);
+
+      // The certificate nginx presents is valid for localhost under the throwaway CA (checked by Node's TLS, which
+      // knows only that CA), so what Chromium is told to accept is a certificate that really verifies.
+      const health = await httpsGet(`${publicUrl}/healthz`, { caPem: certs.caPem });
+      assert.equal(health.status, 200, `GET /healthz through nginx -> ${health.status}`);
+      assert.match(health.headers.server ?? '', /^nginx/, 'answered through nginx');
+
+      const context = await newLoopbackContext(browser);
+      const page = await context.newPage();
+      page.setDefaultTimeout(20_000);
+
+      const start = page.waitForResponse((r) => r.url().startsWith(`${publicUrl}/connect/start/`));
+      await page.goto(link);
+      assert.ok(page.url().startsWith(`${idp.issuer}/interaction/`), `expected the provider's sign-in page, got ${page.url()}`);
+      const startResponse = await start;
+      assert.equal(startResponse.status(), 303, 'the start redirects to the provider');
+      assert.match((await startResponse.allHeaders()).server ?? '', /^nginx/, 'the start went through nginx');
+      assert.equal((await startResponse.securityDetails())?.subjectName, 'localhost', 'over TLS with the test certificate');
+
+      // The browser-binding cookie is a real __Host- cookie, and Chromium stored it (it refuses a __Host- cookie
+      // that is not Secure, has a Domain, has another path or comes over plain http).
+      const cookies = await context.cookies(publicUrl);
+      const binding = cookies.filter((c) => c.name.startsWith('__Host-'));
+      assert.equal(binding.length, 1, `one __Host- cookie for ${publicUrl}; got ${JSON.stringify(cookies.map((c) => c.name))}`);
+      assert.equal(binding[0].secure, true, 'Secure');
+      assert.equal(binding[0].httpOnly, true, 'HttpOnly');
+      assert.equal(binding[0].path, '/', 'path /');
+      assert.equal(binding[0].domain, 'localhost', 'host-only, for the public host');
+      assert.equal(binding[0].sameSite, 'Lax', 'SameSite=Lax, so the provider\'s redirect back carries it');
+      assert.equal(cookies.filter((c) => !c.name.startsWith('__Host-')).length, 0, 'no other cookie from the gate');
+
+      await signIn(page, 'alice');
+      await page.getByRole('heading', { name: 'Authorize' }).waitFor();
+      const result = page.waitForResponse(
+        (r) => r.url().startsWith(`${publicUrl}/connect/result/`) && r.request().isNavigationRequest(),
+      );
+      await page.getByRole('button', { name: 'Continue' }).click();
+      await page.waitForURL((url) => url.href.startsWith(`${publicUrl}/connect/result/`));
+      const resultResponse = await result;
+      assert.equal(resultResponse.status(), 200, 'the result page answers 200');
+      assert.equal(await page.locator('main').getAttribute('data-outcome'), 'connected', `page:\n${await page.content()}`);
+
+      const account = await api(gate, 'GET', `/v1/connected-accounts/${CONNECTION}/${identifier}`);
+      assert.equal(account.status, 200, `GET connected account -> ${account.status} ${account.text}`);
+      assert.equal(account.json.status, 'ACTIVE', `account: ${account.text}`);
+
+      // nginx proxied the start, the callback and the result page, each with the browser's address appended to
+      // X-Forwarded-For (Chromium sent none of its own).
+      const lines = (await nginx.accessLog()).trim().split('\n');
+      for (const [route, status] of [['/connect/start/', 303], [`/connect/callback/${CONNECTION}`, 303], ['/connect/result/', 200]]) {
+        const line = lines.find((l) => l.includes(`"GET ${route}`));
+        assert.ok(line, `nginx logged GET ${route}...; log:\n${lines.join('\n')}`);
+        assert.match(line, new RegExp(`" ${status} upstream=127\\.0\\.0\\.1:\\d+ xff="127\\.0\\.0\\.1"$`), `proxied to the gate: ${line}`);
+      }
+
+      await context.close();
+    });
+  });
+});

@@ -9,6 +9,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { userInfo } from 'node:os';
@@ -203,16 +204,18 @@ async function accepts(port) {
 }
 
 /**
- * A GET over https that verifies the server certificate against `caPem` only (so the certificate nginx presents
- * must really be valid for the host name), with optional extra headers and local address.
- * Resolves to { status, headers, body }.
+ * A GET, over https verifying the server certificate against `caPem` only (so the certificate nginx presents must
+ * really be valid for the host name) or over plain http, with optional extra headers and a local address to send
+ * from. Resolves to { status, headers, body }.
  */
-export function httpsGet(url, { caPem, headers = {}, localAddress } = {}) {
+export function get(url, { caPem, headers = {}, localAddress } = {}) {
+  const client = new URL(url).protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
-    const request = https.get(url, {
+    const request = client.get(url, {
       ca: caPem,
       headers,
       localAddress,
+      // localhost is 127.0.0.1 here, as for Chromium (nginx listens on no other address).
       lookup: (host, options, callback) => (options?.all ? callback(null, [{ address: '127.0.0.1', family: 4 }]) : callback(null, '127.0.0.1', 4)),
       agent: false,
       timeout: 10_000,

@@ -25,7 +25,7 @@ import {
   startGate,
   startIdp,
 } from './harness.mjs';
-import { chromiumTrusting, httpsGet, makeCertificates, startNginx } from './nginx.mjs';
+import { chromiumTrusting, get, makeCertificates, startNginx } from './nginx.mjs';
 
 const SCENARIO_TIMEOUT_MS = 90_000;
 
@@ -91,59 +91,76 @@ async function signIn(page, login) {
   await page.getByRole('button', { name: 'Sign-in' }).click();
 }
 
+/**
+ * Mints a link for `identifier` and runs the whole flow in a fresh Chromium context through the public origin:
+ * start, sign in and consent at the provider, callback, result page. `atProvider({ context, start })` runs while the
+ * browser is at the provider, with the start's response. Returns the context (the caller closes it).
+ */
+async function connect({ idp, gate, browser, publicUrl, identifier, atProvider = async () => {} }) {
+  const minted = await api(gate, 'POST', '/v1/authorization-links', { connection: CONNECTION, identifier });
+  assert.equal(minted.status, 201, `POST /v1/authorization-links -> ${minted.status} ${minted.text}`);
+  const { link } = minted.json;
+  assert.ok(link.startsWith(`${publicUrl}/connect/start/`), `the link is on the public https origin: ${link}`);
+
+  const context = await newLoopbackContext(browser);
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  const start = page.waitForResponse((r) => r.url().startsWith(`${publicUrl}/connect/start/`));
+  await page.goto(link);
+  assert.ok(page.url().startsWith(`${idp.issuer}/interaction/`), `expected the provider's sign-in page, got ${page.url()}\n${await page.content()}`);
+  await atProvider({ context, start: await start });
+
+  await signIn(page, identifier);
+  await page.getByRole('heading', { name: 'Authorize' }).waitFor();
+  const result = page.waitForResponse(
+    (r) => r.url().startsWith(`${publicUrl}/connect/result/`) && r.request().isNavigationRequest(),
+  );
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.waitForURL((url) => url.href.startsWith(`${publicUrl}/connect/result/`));
+  assert.equal((await result).status(), 200, 'the result page answers 200');
+  assert.equal(await page.locator('main').getAttribute('data-outcome'), 'connected', `page:\n${await page.content()}`);
+
+  const account = await api(gate, 'GET', `/v1/connected-accounts/${CONNECTION}/${identifier}`);
+  assert.equal(account.status, 200, `GET connected account -> ${account.status} ${account.text}`);
+  assert.equal(account.json.status, 'ACTIVE', `account: ${account.text}`);
+  return context;
+}
+
 describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
   test('a complete flow through nginx: __Host- cookie, forwarded headers, account ACTIVE', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
     await withProxiedStack(t, {}, async ({ idp, gate, nginx, browser, certs, publicUrl }) => {
-      const identifier = 'user_behind_nginx';
-      const minted = await api(gate, 'POST', '/v1/authorization-links', { connection: CONNECTION, identifier });
-      assert.equal(minted.status, 201, `POST /v1/authorization-links -> ${minted.status} ${minted.text}`);
-      const { link } = minted.json;
-      assert.ok(link.startsWith(`${publicUrl}/connect/start/`), `the link is on the public https origin: ${link}`);
-
       // The certificate nginx presents is valid for localhost under the throwaway CA (checked by Node's TLS, which
       // knows only that CA), so what Chromium is told to accept is a certificate that really verifies.
-      const health = await httpsGet(`${publicUrl}/healthz`, { caPem: certs.caPem });
+      const health = await get(`${publicUrl}/healthz`, { caPem: certs.caPem });
       assert.equal(health.status, 200, `GET /healthz through nginx -> ${health.status}`);
       assert.match(health.headers.server ?? '', /^nginx/, 'answered through nginx');
 
-      const context = await newLoopbackContext(browser);
-      const page = await context.newPage();
-      page.setDefaultTimeout(20_000);
+      const context = await connect({
+        idp,
+        gate,
+        browser,
+        publicUrl,
+        identifier: 'user_behind_nginx',
+        atProvider: async ({ context, start }) => {
+          assert.equal(start.status(), 303, 'the start redirects to the provider');
+          assert.match((await start.allHeaders()).server ?? '', /^nginx/, 'the start went through nginx');
+          assert.equal((await start.securityDetails())?.subjectName, 'localhost', 'over TLS with the test certificate');
 
-      const start = page.waitForResponse((r) => r.url().startsWith(`${publicUrl}/connect/start/`));
-      await page.goto(link);
-      assert.ok(page.url().startsWith(`${idp.issuer}/interaction/`), `expected the provider's sign-in page, got ${page.url()}`);
-      const startResponse = await start;
-      assert.equal(startResponse.status(), 303, 'the start redirects to the provider');
-      assert.match((await startResponse.allHeaders()).server ?? '', /^nginx/, 'the start went through nginx');
-      assert.equal((await startResponse.securityDetails())?.subjectName, 'localhost', 'over TLS with the test certificate');
-
-      // The browser-binding cookie is a real __Host- cookie, and Chromium stored it (it refuses a __Host- cookie
-      // that is not Secure, has a Domain, has another path or comes over plain http).
-      const cookies = await context.cookies(publicUrl);
-      const binding = cookies.filter((c) => c.name.startsWith('__Host-'));
-      assert.equal(binding.length, 1, `one __Host- cookie for ${publicUrl}; got ${JSON.stringify(cookies.map((c) => c.name))}`);
-      assert.equal(binding[0].secure, true, 'Secure');
-      assert.equal(binding[0].httpOnly, true, 'HttpOnly');
-      assert.equal(binding[0].path, '/', 'path /');
-      assert.equal(binding[0].domain, 'localhost', 'host-only, for the public host');
-      assert.equal(binding[0].sameSite, 'Lax', 'SameSite=Lax, so the provider\'s redirect back carries it');
-      assert.equal(cookies.filter((c) => !c.name.startsWith('__Host-')).length, 0, 'no other cookie from the gate');
-
-      await signIn(page, 'alice');
-      await page.getByRole('heading', { name: 'Authorize' }).waitFor();
-      const result = page.waitForResponse(
-        (r) => r.url().startsWith(`${publicUrl}/connect/result/`) && r.request().isNavigationRequest(),
-      );
-      await page.getByRole('button', { name: 'Continue' }).click();
-      await page.waitForURL((url) => url.href.startsWith(`${publicUrl}/connect/result/`));
-      const resultResponse = await result;
-      assert.equal(resultResponse.status(), 200, 'the result page answers 200');
-      assert.equal(await page.locator('main').getAttribute('data-outcome'), 'connected', `page:\n${await page.content()}`);
-
-      const account = await api(gate, 'GET', `/v1/connected-accounts/${CONNECTION}/${identifier}`);
-      assert.equal(account.status, 200, `GET connected account -> ${account.status} ${account.text}`);
-      assert.equal(account.json.status, 'ACTIVE', `account: ${account.text}`);
+          // The browser-binding cookie is a real __Host- cookie, and Chromium stored it (it refuses a __Host- cookie
+          // that is not Secure, has a Domain, has another path or comes over plain http). The flow completing shows
+          // Chromium sent it back with the callback.
+          const cookies = await context.cookies(publicUrl);
+          const binding = cookies.filter((c) => c.name.startsWith('__Host-'));
+          assert.equal(binding.length, 1, `one __Host- cookie for ${publicUrl}; got ${JSON.stringify(cookies.map((c) => c.name))}`);
+          assert.equal(binding[0].secure, true, 'Secure');
+          assert.equal(binding[0].httpOnly, true, 'HttpOnly');
+          assert.equal(binding[0].path, '/', 'path /');
+          assert.equal(binding[0].domain, 'localhost', 'host-only, for the public host');
+          assert.equal(binding[0].sameSite, 'Lax', 'SameSite=Lax, so the provider\'s redirect back carries it');
+          assert.equal(cookies.length, 1, 'no other cookie from the gate');
+        },
+      });
+      await context.close();
 
       // nginx proxied the start, the callback and the result page, each with the browser's address appended to
       // X-Forwarded-For (Chromium sent none of its own).
@@ -153,8 +170,6 @@ describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
         assert.ok(line, `nginx logged GET ${route}...; log:\n${lines.join('\n')}`);
         assert.match(line, new RegExp(`" ${status} upstream=127\\.0\\.0\\.1:\\d+ xff="127\\.0\\.0\\.1"$`), `proxied to the gate: ${line}`);
       }
-
-      await context.close();
     });
   });
 });

@@ -186,6 +186,7 @@ function tomlLines(table) {
  * - settings: extra top-level keys, e.g. { developer_hints: false, link_ttl_seconds: 1 }.
  * - support: the [support] table (default { email: "support@example.test" }).
  * - limits: a [limits] table, e.g. { callbacks_per_minute: 1, burst: 1 }.
+ * - databaseUrl: database_url (default: sqlite://{dir}/gate.db), e.g. a PostgreSQL server several gates share.
  * - dir: reuse this folder (its gate.db) instead of a fresh one, e.g. to restart a gate on the same database.
  * - keepDir: leave the folder in place on stop() (the caller removes it).
  * - secretKey: CALLBACK_GATE_SECRET_KEY (default: a fresh random key).
@@ -194,6 +195,7 @@ export async function startGate({
   port,
   issuer,
   publicUrl,
+  databaseUrl,
   connection = CONNECTION,
   appName = 'E2E App',
   settings = {},
@@ -217,7 +219,7 @@ export async function startGate({
   const config = `public_url = "${origin}"
 listen = "127.0.0.1:${port}"
 mode = "development"
-database_url = "sqlite://${dbPath}"
+database_url = "${databaseUrl ?? `sqlite://${dbPath}`}"
 ${tomlLines(settings)}
 [app]
 name = ${tomlValue(appName)}

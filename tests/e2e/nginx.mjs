@@ -97,7 +97,8 @@ function forwardedFor(server, index) {
 /**
  * Writes an nginx.conf into `dir` and runs nginx in the foreground. Each entry of `servers` is a server block
  * `{ port, clientAddress? }` listening with TLS on 127.0.0.1:port and proxying everything to `upstream` (e.g.
- * http://127.0.0.1:8080) with Host, X-Forwarded-For and X-Forwarded-Proto set. A block with `clientAddress` appends
+ * http://127.0.0.1:8080, or several such URLs: one instance after the other, and the next one when an instance
+ * cannot take a request) with Host, X-Forwarded-For and X-Forwarded-Proto set. A block with `clientAddress` appends
  * that address to X-Forwarded-For instead of the peer's, as if the client had connected from it.
  *
  * Returns { config, accessLog(), errorLog(), stop() } once every port accepts connections. The access log has one
@@ -127,8 +128,7 @@ http {
   scgi_temp_path ${path.join(dir, 'scgi')};
 ${blocks.map((b) => b.map).join('')}
   upstream callback_gate {
-    server ${new URL(upstream).host};
-    keepalive 8;
+${[upstream].flat().map((url) => `    server ${new URL(url).host} max_fails=1 fail_timeout=10s;\n`).join('')}    keepalive 8;
   }
 ${blocks.map(({ server, value }) => `
   log_format proxied_${server.port} '$server_port "$request_method $uri" $status upstream=$upstream_addr xff="${value}"';
@@ -146,6 +146,9 @@ ${blocks.map(({ server, value }) => `
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For ${value};
       proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_read_timeout 35s;
+      proxy_next_upstream error;
+      proxy_next_upstream_tries 2;
     }
   }
 `).join('')}}

@@ -11,6 +11,7 @@
 //   node --test tests/e2e/proxy.test.mjs
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -26,45 +27,52 @@ import {
   startIdp,
 } from './harness.mjs';
 import { chromiumTrusting, get, makeCertificates, startNginx } from './nginx.mjs';
+import { startPostgres } from './postgres.mjs';
 
 const SCENARIO_TIMEOUT_MS = 90_000;
 
 /**
- * Starts a provider, callback-gate on a private loopback port, and nginx on `servers` (the first one is the public
- * origin, https://localhost:{port}), runs `fn`, and always tears everything down. On failure the gate's output and
- * nginx's logs are added to the error.
+ * Starts a provider, `instances` callback-gate processes on private loopback ports (several share a throwaway
+ * PostgreSQL server and one secret key, as in production), and nginx on `servers` (the first one is the public
+ * origin, https://localhost:{port}) in front of them all; runs `fn`, and always tears everything down. On failure the
+ * gates' output and nginx's logs are added to the error.
  */
-async function withProxiedStack(t, { servers = [{}], limits } = {}, fn) {
+async function withProxiedStack(t, { servers = [{}], limits, instances = 1 } = {}, fn) {
   const dir = await mkdtemp(path.join(tmpdir(), 'callback-gate-nginx-'));
-  const gatePort = await freePort();
   const ports = [];
   for (const server of servers) ports.push({ ...server, port: await freePort() });
   const publicUrl = `https://localhost:${ports[0].port}`;
+  const secretKey = randomBytes(32).toString('base64');
+  const gates = [];
+  let postgres;
   let idp;
-  let gate;
   let nginx;
   let browser;
   try {
     const certs = await makeCertificates(dir);
     idp = await startIdp({ redirectUri: `${publicUrl}/connect/callback/${CONNECTION}` });
-    gate = await startGate({ port: gatePort, issuer: idp.issuer, publicUrl, limits });
-    nginx = await startNginx({ dir, servers: ports, upstream: gate.url, certs });
+    if (instances > 1) postgres = await startPostgres();
+    for (let i = 0; i < instances; i++) {
+      gates.push(await startGate({ port: await freePort(), issuer: idp.issuer, publicUrl, limits, secretKey, databaseUrl: postgres?.url }));
+    }
+    nginx = await startNginx({ dir, servers: ports, upstream: gates.map((g) => g.url), certs });
     browser = await launchBrowser(chromiumTrusting(certs));
-    await fn({ idp, gate, nginx, browser, certs, ports, publicUrl });
+    await fn({ idp, gate: gates[0], gates, nginx, browser, certs, ports, publicUrl });
   } catch (err) {
     if (err && typeof err === 'object' && typeof err.message === 'string') {
-      if (gate) err.message += `\n--- callback-gate output ---\n${gate.output()}--- end of callback-gate output ---`;
+      for (const gate of gates) err.message += `\n--- callback-gate ${gate.url} output ---\n${gate.output()}--- end of callback-gate output ---`;
       if (nginx) err.message += `\n--- nginx access log ---\n${await nginx.accessLog()}--- nginx error log ---\n${await nginx.errorLog()}`;
     }
     throw err;
   } finally {
     await browser?.close().catch((e) => t.diagnostic(`browser close: ${e}`));
     if (nginx) t.diagnostic(`nginx exit: ${JSON.stringify(await nginx.stop())}`);
-    if (gate) {
-      t.diagnostic(`callback-gate exit after SIGTERM: ${JSON.stringify(await gate.stop())}`);
+    for (const gate of gates) {
+      t.diagnostic(`callback-gate ${gate.url} exit after SIGTERM: ${JSON.stringify(await gate.stop())}`);
       const leaks = leakedSecrets(gate.output());
       assert.deepEqual(leaks.map((s) => `${s.slice(0, 6)}…`), [], 'no code, state, nonce, cookie or key in the gate log');
     }
+    await postgres?.stop();
     await idp?.close().catch((e) => t.diagnostic(`provider close: ${e}`));
     await rm(dir, { recursive: true, force: true });
   }
@@ -92,9 +100,10 @@ async function signIn(page, login) {
 }
 
 /**
- * Mints a link for `identifier` and runs the whole flow in a fresh Chromium context through the public origin:
- * start, sign in and consent at the provider, callback, result page. `atProvider({ context, start })` runs while the
- * browser is at the provider, with the start's response. Returns the context (the caller closes it).
+ * Mints a link for `identifier` (from `gate`) and runs the whole flow in a fresh Chromium context through the public
+ * origin: start, sign in and consent at the provider, callback, and a result page saying "connected".
+ * `atProvider({ context, start })` runs while the browser is at the provider, with the start's response. Returns the
+ * context (the caller closes it).
  */
 async function connect({ idp, gate, browser, publicUrl, identifier, atProvider = async () => {} }) {
   const minted = await api(gate, 'POST', '/v1/authorization-links', { connection: CONNECTION, identifier });
@@ -119,11 +128,13 @@ async function connect({ idp, gate, browser, publicUrl, identifier, atProvider =
   await page.waitForURL((url) => url.href.startsWith(`${publicUrl}/connect/result/`));
   assert.equal((await result).status(), 200, 'the result page answers 200');
   assert.equal(await page.locator('main').getAttribute('data-outcome'), 'connected', `page:\n${await page.content()}`);
+  return context;
+}
 
+async function assertActive(gate, identifier) {
   const account = await api(gate, 'GET', `/v1/connected-accounts/${CONNECTION}/${identifier}`);
   assert.equal(account.status, 200, `GET connected account -> ${account.status} ${account.text}`);
   assert.equal(account.json.status, 'ACTIVE', `account: ${account.text}`);
-  return context;
 }
 
 describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
@@ -135,12 +146,13 @@ describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
       assert.equal(health.status, 200, `GET /healthz through nginx -> ${health.status}`);
       assert.match(health.headers.server ?? '', /^nginx/, 'answered through nginx');
 
+      const identifier = 'user_behind_nginx';
       const context = await connect({
         idp,
         gate,
         browser,
         publicUrl,
-        identifier: 'user_behind_nginx',
+        identifier,
         atProvider: async ({ context, start }) => {
           assert.equal(start.status(), 303, 'the start redirects to the provider');
           assert.match((await start.allHeaders()).server ?? '', /^nginx/, 'the start went through nginx');
@@ -161,6 +173,7 @@ describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
         },
       });
       await context.close();
+      await assertActive(gate, identifier);
 
       // nginx proxied the start, the callback and the result page, each with the browser's address appended to
       // X-Forwarded-For (Chromium sent none of its own).
@@ -170,6 +183,47 @@ describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
         assert.ok(line, `nginx logged GET ${route}...; log:\n${lines.join('\n')}`);
         assert.match(line, new RegExp(`" ${status} upstream=127\\.0\\.0\\.1:\\d+ xff="127\\.0\\.0\\.1"$`), `proxied to the gate: ${line}`);
       }
+    });
+  });
+
+  // docs/deployment.md's set-up: two instances sharing one PostgreSQL database and one secret key behind nginx. The
+  // instance that started the flow is stopped with SIGTERM, as in a rolling deploy, while the user is at the
+  // provider; nginx sends what follows to the other instance, which finds the flow in the shared database.
+  test('two instances on one PostgreSQL: the one that started the flow stops, the other finishes it', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
+    await withProxiedStack(t, { instances: 2 }, async ({ idp, gates, nginx, browser, publicUrl }) => {
+      const portOf = (gate) => new URL(gate.url).port;
+      const upstreamsOf = async (route) => {
+        const line = (await nginx.accessLog()).split('\n').find((l) => l.includes(`"GET ${route}`));
+        assert.ok(line, `nginx logged GET ${route}:\n${await nginx.accessLog()}`);
+        return [...line.matchAll(/127\.0\.0\.1:(\d+)/g)].map((m) => m[1]);
+      };
+      let stopped;
+      let survivor;
+      const identifier = 'user_across_instances';
+      const context = await connect({
+        idp,
+        gate: gates[0],
+        browser,
+        publicUrl,
+        identifier,
+        atProvider: async () => {
+          const [port] = await upstreamsOf('/connect/start/');
+          stopped = gates.find((g) => portOf(g) === port);
+          survivor = gates.find((g) => g !== stopped);
+          assert.ok(stopped, `the start went to one of the instances (port ${port})`);
+          const exit = await stopped.stop();
+          assert.deepEqual(exit, { code: 0, signal: null }, 'the instance stopped cleanly on SIGTERM');
+        },
+      });
+      await context.close();
+      await assertActive(survivor, identifier);
+
+      const callback = await upstreamsOf(`/connect/callback/${CONNECTION}`);
+      assert.equal(callback.at(-1), portOf(survivor), 'the callback was answered by the instance still running');
+      // nginx tried the stopped instance for some request after it was gone and moved on to the other one.
+      const retried = (await nginx.accessLog()).split('\n').filter((l) => l.includes(`upstream=127.0.0.1:${portOf(stopped)}, 127.0.0.1:${portOf(survivor)}`));
+      assert.ok(retried.length >= 1, `a request was retried on the running instance:\n${await nginx.accessLog()}`);
+      assert.ok(retried.every((l) => /" (200|303) /.test(l)), `and answered as usual:\n${retried.join('\n')}`);
     });
   });
 });

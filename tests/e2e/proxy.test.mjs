@@ -7,7 +7,10 @@
 // SHA-256), not by ignoring certificate errors in general; the test's own https requests verify the certificate
 // against the throwaway CA, host name included.
 //
-// Run from the repository root, after `cargo build`, with nginx installed (scripts/test installs it):
+// One scenario runs two callback-gate instances on a throwaway PostgreSQL server (scripts/postgres) behind the same
+// nginx, as docs/deployment.md sets them up.
+//
+// Run from the repository root, after `cargo build`, with nginx and postgresql installed (scripts/test installs them):
 //   node --test tests/e2e/proxy.test.mjs
 
 import assert from 'node:assert/strict';

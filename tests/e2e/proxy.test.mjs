@@ -33,14 +33,17 @@ import { chromiumTrusting, get, makeCertificates, startNginx } from './nginx.mjs
 import { startPostgres } from './postgres.mjs';
 
 const SCENARIO_TIMEOUT_MS = 90_000;
+/** The addresses nginx reaches callback-gate from, as production lists its proxies in [limits] trusted_proxies. */
+const NGINX_PEERS = ['127.0.0.1/32', '::1/128'];
 
 /**
  * Starts a provider, `instances` callback-gate processes on private loopback ports (several share a throwaway
- * PostgreSQL server and one secret key, as in production), and nginx on `servers` (the first one is the public
- * origin, https://localhost:{port}) in front of them all; runs `fn`, and always tears everything down. On failure the
+ * PostgreSQL server and one secret key, as in production) with `limits` (by default: nginx's loopback addresses as
+ * trusted_proxies), and nginx on `servers` (the first one is the public origin, https://localhost:{port}) in front
+ * of them all; runs `fn`, and always tears everything down. On failure the
  * gates' output and nginx's logs are added to the error.
  */
-async function withProxiedStack(t, { servers = [{}], limits, instances = 1 } = {}, fn) {
+async function withProxiedStack(t, { servers = [{}], limits = { trusted_proxies: NGINX_PEERS }, instances = 1 } = {}, fn) {
   const dir = await mkdtemp(path.join(tmpdir(), 'callback-gate-nginx-'));
   const ports = [];
   for (const server of servers) ports.push({ ...server, port: await freePort() });
@@ -186,6 +189,59 @@ describe('callback-gate behind nginx over TLS (headless Chromium)', () => {
         assert.ok(line, `nginx logged GET ${route}...; log:\n${lines.join('\n')}`);
         assert.match(line, new RegExp(`" ${status} upstream=127\\.0\\.0\\.1:\\d+ xff="127\\.0\\.0\\.1"$`), `proxied to the gate: ${line}`);
       }
+    });
+  });
+
+  // nginx's two server blocks present two clients, as if their requests came from two addresses: the first (the
+  // public origin) appends 198.51.100.8 to X-Forwarded-For, the second 198.51.100.7. callback-gate trusts loopback
+  // peers, that is nginx, and allows each client two starts. The test fails if X-Forwarded-For is ignored (every
+  // request would count as nginx's 127.0.0.1, and client B would be refused with client A) and if it is believed
+  // blindly (a forged header would escape the limit, from a client through nginx or from an untrusted peer).
+  test('rate limits count the client that the trusted proxy names in X-Forwarded-For', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
+    const clientA = '198.51.100.7';
+    const clientB = '198.51.100.8';
+    const limits = { trusted_proxies: NGINX_PEERS, starts_per_minute: 1, burst: 2 };
+    await withProxiedStack(t, { servers: [{ clientAddress: clientB }, { clientAddress: clientA }], limits }, async ({ idp, gate, nginx, browser, certs, ports, publicUrl }) => {
+      const viaA = `https://localhost:${ports[1].port}`;
+      const start = (origin, options = {}) => get(`${origin}/connect/start/not-a-link`, { caPem: certs.caPem, ...options });
+
+      // Client A uses up its two starts; the third is refused.
+      for (const attempt of [1, 2]) {
+        const res = await start(viaA);
+        assert.notEqual(res.status, 429, `client A's start ${attempt} of 2 is not limited`);
+      }
+      const limited = await start(viaA);
+      assert.equal(limited.status, 429, 'client A\'s third start is refused');
+      assert.equal(limited.headers['retry-after'], '60', 'with Retry-After');
+
+      // What client A writes in X-Forwarded-For itself changes nothing: nginx appends the address it saw, and
+      // callback-gate counts the right-most address that is not a trusted proxy's.
+      const forged = await start(viaA, { headers: { 'x-forwarded-for': '203.0.113.50' } });
+      assert.equal(forged.status, 429, 'a forged X-Forwarded-For through nginx does not escape the limit');
+
+      // Client B is another client: its whole flow runs, in Chromium, through the public origin.
+      const context = await connect({
+        idp,
+        gate,
+        browser,
+        publicUrl,
+        identifier: 'user_b',
+        atProvider: async ({ start: response }) => assert.equal(response.status(), 303, 'client B\'s start is not limited'),
+      });
+      await context.close();
+      await assertActive(gate, 'user_b');
+
+      // Straight to callback-gate from 127.0.0.2, a peer that is not in trusted_proxies: its X-Forwarded-For naming
+      // client A is not believed, so it counts as itself and is not limited.
+      const untrusted = await get(`${gate.url}/connect/start/not-a-link`, { localAddress: '127.0.0.2', headers: { 'x-forwarded-for': clientA } });
+      assert.notEqual(untrusted.status, 429, 'an untrusted peer\'s X-Forwarded-For is not believed');
+      // From a trusted peer the same header is believed: that is client A, still over its limit.
+      const trusted = await get(`${gate.url}/connect/start/not-a-link`, { localAddress: '127.0.0.1', headers: { 'x-forwarded-for': clientA } });
+      assert.equal(trusted.status, 429, 'a trusted peer\'s X-Forwarded-For is believed');
+
+      const log = await nginx.accessLog();
+      assert.match(log, new RegExp(`xff="203\\.0\\.113\\.50, ${clientA.replaceAll('.', '\\.')}"`), `nginx appended client A's address to the forged header:\n${log}`);
+      assert.match(log, new RegExp(`"GET /connect/callback/${CONNECTION}" 303 upstream=\\S+ xff="${clientB.replaceAll('.', '\\.')}"`), `client B's callback went through nginx:\n${log}`);
     });
   });
 

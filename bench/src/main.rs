@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::scenario::{Bench, ReportHeader, Settings};
+use crate::servers::{Backend, PostgresAdmin};
 
 #[derive(Debug, Parser)]
 #[command(name = "callback-gate-bench", about = "Load benchmark of callback-gate against the machine's ceiling.")]
@@ -103,6 +104,11 @@ struct RunOptions {
     /// Idle keep-alive connections held open for the memory measurement.
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// Run callback-gate on PostgreSQL instead of SQLite: every scenario gets a fresh database created with psql on
+    /// the server this admin URL reaches (postgres://user:password@host:port/postgres; the password may instead
+    /// come from PGPASSWORD). The role needs CREATEDB.
+    #[arg(long, value_name = "URL")]
+    database_url_admin: Option<String>,
 }
 
 impl RunOptions {
@@ -240,6 +246,10 @@ fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<(), St
         return Err(format!("the open-file limit is {limit}; {needed} browsers need at least {}", needed * 3 + 256));
     }
 
+    let backend = match &options.database_url_admin {
+        None => Backend::Sqlite,
+        Some(admin) => Backend::Postgres(PostgresAdmin::connect(admin)?),
+    };
     let (gate_binary, profile) = match &options.gate_bin {
         Some(path) => (path.clone(), "given binary".to_owned()),
         None => build_gate(&repo, !settings.smoke)?,
@@ -248,9 +258,9 @@ fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<(), St
         mode: mode.into(),
         commit: commit(&repo),
         gate_binary: profile,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: std::env::args().map(|arg| without_password(&arg)).collect::<Vec<_>>().join(" "),
     };
-    let bench = Bench::new(settings, gate_binary, out.clone());
+    let bench = Bench::new(settings, gate_binary, out.clone(), backend);
     let report = runtime.block_on(bench.run(header))?;
 
     let markdown = report.markdown();
@@ -264,6 +274,14 @@ fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<(), St
         eprintln!("[bench] smoke run: every scenario worked");
     }
     Ok(())
+}
+
+/// A command-line argument as the report shows it: a URL's password left out (`--database-url-admin`).
+fn without_password(arg: &str) -> String {
+    match url::Url::parse(arg) {
+        Ok(url) if url.password().is_some() => servers::without_password(&url),
+        _ => arg.to_owned(),
+    }
 }
 
 /// The service's repository: this package lives in its `bench/` folder.

@@ -159,6 +159,10 @@ pub struct Report {
     pub machine: String,
     pub load_average_at_start: String,
     pub load_average_at_end: String,
+    /// The store callback-gate ran on: `SQLite` or `PostgreSQL`.
+    pub backend: String,
+    /// The store in one line: for PostgreSQL, the server's version and durability settings.
+    pub store: String,
     pub commit: String,
     pub gate_binary: String,
     pub command: String,
@@ -211,6 +215,7 @@ impl Report {
             self.window_seconds,
             self.wall_seconds
         );
+        let _ = writeln!(w, "Store: **{}** ({}).", self.backend, self.store);
         let _ = writeln!(w, "\nCommand: `{}`\n", self.command);
 
         let _ = writeln!(w, "### Figures\n");
@@ -318,7 +323,8 @@ impl Report {
         let startup = &self.startup;
         let _ = writeln!(
             w,
-            "| Start-up to ready, existing database ({:.1} MB, {} flows) | spawn to first 200 from `/readyz`, {} runs | — | {:.1} ms | max {:.1} ms | — | — | — | — | — | — | — |",
+            "| Start-up to ready, existing {} database ({:.1} MB, {} flows) | spawn to first 200 from `/readyz`, {} runs | — | {:.1} ms | max {:.1} ms | — | — | — | — | — | — | — |",
+            self.backend,
             startup.database_bytes as f64 / 1024.0 / 1024.0,
             startup.database_flows,
             startup.runs_ms.len(),

@@ -1,6 +1,7 @@
 //! The scenarios of one run, in order: the ceiling, failure pages, complete flows at a fixed rate, complete flows
 //! as concurrency grows, the slow provider, idle keep-alive connections, and start-up with an existing database.
-//! Each scenario gets a fresh callback-gate process (so its peak RSS is its own) and a fresh database.
+//! Each scenario gets a fresh callback-gate process (so its peak RSS is its own) and a fresh database: a SQLite file,
+//! or a PostgreSQL database created for it (`--database-url-admin`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use crate::browser::{self, Browser, FlowError, FlowTimes, Target};
 use crate::load::{self, Measured, Plan, histogram, micros};
 use crate::process::{self, CpuMeter};
 use crate::report::{self, Check, Cpu, Flows, Idle, Percentiles, Report, Requests, Slow, Startup};
-use crate::servers::{self, Gate, GateSetup, Server};
+use crate::servers::{self, Backend, Gate, GateSetup, Server};
 
 /// How hard and how long each scenario runs.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ pub struct Bench {
     pub settings: Settings,
     pub gate_binary: PathBuf,
     pub out: PathBuf,
+    pub backend: Backend,
     /// Every fresh-database start-up seen, for comparison with the existing-database ones.
     fresh_startups: Mutex<Vec<Duration>>,
 }
@@ -74,14 +76,16 @@ fn compare_to_ceiling(name: &str, requests: &mut Requests, ceiling: &Requests) {
 }
 
 impl Bench {
-    pub fn new(settings: Settings, gate_binary: PathBuf, out: PathBuf) -> Self {
-        Self { settings, gate_binary, out, fresh_startups: Mutex::new(Vec::new()) }
+    pub fn new(settings: Settings, gate_binary: PathBuf, out: PathBuf, backend: Backend) -> Self {
+        Self { settings, gate_binary, out, backend, fresh_startups: Mutex::new(Vec::new()) }
     }
 
     pub async fn run(&self, header: ReportHeader) -> Result<Report, String> {
         let began = Instant::now();
         let load_at_start = process::load_average();
         log(format!("load average at start: {load_at_start}"));
+        let store = self.backend.describe();
+        log(format!("store: {store}"));
 
         let ceiling = self.ceiling().await?;
         log(format!("ceiling: {:.0} req/s, p99 {}", ceiling.per_second, report::time(ceiling.latency.p99_us)));
@@ -141,6 +145,8 @@ impl Bench {
             machine: process::machine(),
             load_average_at_start: load_at_start,
             load_average_at_end: process::load_average(),
+            backend: self.backend.name().into(),
+            store,
             commit: header.commit,
             gate_binary: header.gate_binary,
             command: header.command,
@@ -169,8 +175,8 @@ impl Bench {
         let dir = self.out.join(name);
         // A fresh database for every scenario.
         let _ = std::fs::remove_dir_all(&dir);
-        let mut setup =
-            GateSetup::new(&self.gate_binary, &dir, &provider.base_url()).map_err(|err| format!("{name}: {err}"))?;
+        let mut setup = GateSetup::new(&self.gate_binary, &dir, &provider.base_url(), &self.backend)
+            .map_err(|err| format!("{name}: {err}"))?;
         setup.detect_limits()?;
         let gate = setup.start().await.map_err(|err| format!("{name}: {err}"))?;
         if let Ok(mut fresh) = self.fresh_startups.lock() {
@@ -509,7 +515,7 @@ impl Bench {
     /// From spawn to the first 200 from `/readyz`, with the slow scenario's database (thousands of flows).
     async fn startup(&self, setup: &GateSetup, flows: u64) -> Result<Startup, String> {
         log(format!("start-up to ready with an existing database, {} runs", self.settings.startup_runs));
-        let database_bytes = std::fs::metadata(setup.database()).map(|m| m.len()).unwrap_or(0);
+        let database_bytes = setup.database_bytes();
         let mut runs = Vec::with_capacity(self.settings.startup_runs);
         for _ in 0..self.settings.startup_runs {
             let gate = setup.start().await?;
@@ -923,7 +929,10 @@ fn targets(report: &Report, settings: &Settings) -> Vec<Check> {
         met: report.idle.rss_with_idle_kib < IDLE_RSS_TARGET_KIB && report.idle.answered == report.idle.connections,
     });
     checks.push(Check {
-        target: format!("Start-up to ready under {STARTUP_TARGET_MS:.0} ms with an existing SQLite database"),
+        target: format!(
+            "Start-up to ready under {STARTUP_TARGET_MS:.0} ms with an existing {} database",
+            report.backend
+        ),
         measured: format!(
             "median {:.1} ms, max {:.1} ms over {} runs",
             report.startup.median_ms,

@@ -81,6 +81,125 @@ pub struct Gate {
     pub ready_after: Duration,
 }
 
+/// Where callback-gate keeps its store: a fresh SQLite file per scenario (the default), or a fresh PostgreSQL
+/// database per scenario on a server the harness administers (`--database-url-admin`).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(PostgresAdmin),
+}
+
+impl Backend {
+    /// The backend's name, for the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// One line for the report: the backend and, for PostgreSQL, the server and its durability settings.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite => "SQLite, a fresh database file per scenario".into(),
+            Self::Postgres(admin) => {
+                let settings = admin
+                    .query(
+                        &admin.url,
+                        "SELECT 'PostgreSQL ' || current_setting('server_version') || ', fsync ' || current_setting('fsync') \
+                         || ', synchronous_commit ' || current_setting('synchronous_commit') || ', full_page_writes ' \
+                         || current_setting('full_page_writes')",
+                    )
+                    .unwrap_or_else(|err| format!("PostgreSQL (settings unknown: {err})"));
+                format!("{settings}, at {}, a fresh database per scenario", admin.shown())
+            }
+        }
+    }
+}
+
+/// A PostgreSQL server on which the harness creates a fresh database for every scenario, through `psql`.
+#[derive(Debug, Clone)]
+pub struct PostgresAdmin {
+    /// The admin URL, password included (taken from `PGPASSWORD` when the URL has none).
+    url: url::Url,
+}
+
+/// Prefix of the databases the harness creates; a database of the same name from an earlier run is dropped first.
+const DATABASE_PREFIX: &str = "callback_gate_bench_";
+
+impl PostgresAdmin {
+    /// Checks the admin URL's form and that `psql` can reach the server with it.
+    pub fn connect(admin_url: &str) -> Result<Self, String> {
+        let mut url = url::Url::parse(admin_url).map_err(|err| format!("--database-url-admin is not a URL ({err})"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") || url.host_str().is_none_or(str::is_empty) {
+            return Err("--database-url-admin must be postgres://user:password@host:port/database".into());
+        }
+        if url.password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            let _ = url.set_password(Some(&password));
+        }
+        let admin = Self { url };
+        admin
+            .query(&admin.url, "SELECT 1")
+            .map_err(|err| format!("the PostgreSQL server at {}: {err}", admin.shown()))?;
+        Ok(admin)
+    }
+
+    /// The admin URL with its password left out, for logs and reports.
+    pub fn shown(&self) -> String {
+        without_password(&self.url)
+    }
+
+    /// Drops the scenario's database from an earlier run if there is one, creates it afresh, and returns its URL.
+    fn fresh_database(&self, scenario: &str) -> Result<url::Url, String> {
+        let name: String = std::iter::once(DATABASE_PREFIX)
+            .chain(std::iter::once(scenario))
+            .collect::<String>()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        for sql in [format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"), format!("CREATE DATABASE \"{name}\"")] {
+            self.query(&self.url, &sql).map_err(|err| format!("{sql}: {err}"))?;
+        }
+        let mut database = self.url.clone();
+        database.set_path(&format!("/{name}"));
+        Ok(database)
+    }
+
+    /// The size of a database as PostgreSQL counts it (`pg_database_size`: its catalogs included).
+    fn database_bytes(&self, database: &url::Url) -> Option<u64> {
+        self.query(database, "SELECT pg_database_size(current_database())").ok()?.parse().ok()
+    }
+
+    /// Runs one statement with `psql` and returns its unaligned output. The password goes through `PGPASSWORD`,
+    /// not the command line.
+    fn query(&self, database: &url::Url, sql: &str) -> Result<String, String> {
+        let output = std::process::Command::new("psql")
+            .args(["--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--set", "ON_ERROR_STOP=1"])
+            .arg("--dbname")
+            .arg(without_password(database))
+            .arg("--command")
+            .arg(sql)
+            .env("PGPASSWORD", database.password().unwrap_or_default())
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("psql: {err} (the PostgreSQL backend needs psql on the PATH)"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+}
+
+/// A URL with its password left out.
+pub fn without_password(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
 /// Everything needed to start callback-gate: its binary, a folder for its config, database and log, and the
 /// provider it talks to.
 #[derive(Clone)]
@@ -92,6 +211,8 @@ pub struct GateSetup {
     pub secret_key: String,
     /// Whether the binary reads a `[limits]` section (per-client rate limits); see [`LIMITS`].
     pub limits: bool,
+    /// The scenario's database: `None` for a SQLite file in `dir`, else its PostgreSQL URL (password included).
+    postgres: Option<(PostgresAdmin, url::Url)>,
 }
 
 /// Per-client rate limits raised out of the way: every simulated browser connects from 127.0.0.1, where real
@@ -104,12 +225,20 @@ burst = 1000000
 "#;
 
 impl GateSetup {
-    pub fn new(binary: &Path, dir: &Path, provider: &str) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+    /// A setup with a fresh database for the scenario in `dir`: for PostgreSQL, one named after the folder.
+    pub fn new(binary: &Path, dir: &Path, provider: &str, backend: &Backend) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(admin) => {
+                let scenario = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+                Some((admin.clone(), admin.fresh_database(&scenario)?))
+            }
+        };
         let mut key = [0u8; 32];
         let mut api = [0u8; 24];
-        getrandom(&mut key)?;
-        getrandom(&mut api)?;
+        getrandom(&mut key).map_err(|err| format!("/dev/urandom: {err}"))?;
+        getrandom(&mut api).map_err(|err| format!("/dev/urandom: {err}"))?;
         Ok(Self {
             binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -117,6 +246,7 @@ impl GateSetup {
             api_key: format!("bench-{}", hex(&api)),
             secret_key: STANDARD.encode(key),
             limits: true,
+            postgres,
         })
     }
 
@@ -153,10 +283,32 @@ impl GateSetup {
         command.set("CALLBACK_GATE_LOG_FORMAT", "json");
         command.set("RUST_LOG", "info");
         command.set(CLIENT_SECRET_ENV, "bench-client-secret-0123456789");
+        // The config file names the database without its password; the full URL comes through the environment,
+        // as callback-gate's README says to pass one with a password.
+        if let Some((_, database)) = &self.postgres {
+            command.set("CALLBACK_GATE_DATABASE_URL", database.as_str());
+        }
     }
 
-    pub fn database(&self) -> PathBuf {
+    /// The SQLite database file (unused on PostgreSQL).
+    fn database_file(&self) -> PathBuf {
         self.dir.join("callback-gate.db")
+    }
+
+    /// The `database_url` written into the config file.
+    fn database_url(&self) -> String {
+        match &self.postgres {
+            None => format!("sqlite://{}", self.database_file().display()),
+            Some((_, database)) => without_password(database),
+        }
+    }
+
+    /// The database's size now: the SQLite file, or PostgreSQL's `pg_database_size` (catalogs included).
+    pub fn database_bytes(&self) -> u64 {
+        match &self.postgres {
+            None => std::fs::metadata(self.database_file()).map(|m| m.len()).unwrap_or(0),
+            Some((admin, database)) => admin.database_bytes(database).unwrap_or(0),
+        }
     }
 
     /// The config file, written for `port`.
@@ -167,7 +319,7 @@ impl GateSetup {
 public_url = "{address}"
 listen = "127.0.0.1:{port}"
 mode = "development"
-database_url = "sqlite://{db}"
+database_url = "{database_url}"
 token_timeout_seconds = 10
 
 [app]
@@ -188,7 +340,7 @@ token_url = "{provider}/token"
 scopes = ["read", "write"]
 user_verification = false
 {limits}"#,
-            db = self.database().display(),
+            database_url = self.database_url(),
             provider = self.provider,
             limits = if self.limits { LIMITS } else { "" },
         );

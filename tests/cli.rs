@@ -781,12 +781,12 @@ fn database_urls_of_other_kinds_or_without_a_database_are_refused_by_check() {
     assert!(!output.to_string().contains("secret-password-123"), "{output}");
 }
 
-/// `serve` against the test PostgreSQL server (`CALLBACK_GATE_TEST_POSTGRES`, which `scripts/test` sets) with a
+/// `serve` against the test PostgreSQL server (`TEST_POSTGRES_URL`, which `scripts/test` sets) with a
 /// wrong password, a database that does not exist, and a server that is not there: one line each, exit 2.
 #[test]
 fn postgres_that_cannot_be_used_at_start_up_is_one_line_and_exit_2() {
-    let admin = std::env::var("CALLBACK_GATE_TEST_POSTGRES").unwrap_or_else(|_| {
-        panic!("CALLBACK_GATE_TEST_POSTGRES names no PostgreSQL server: run ./scripts/test, or set it to the URL `scripts/postgres start DIR` prints")
+    let admin = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("TEST_POSTGRES_URL names no PostgreSQL server: run ./scripts/test, or set it to the URL `scripts/postgres start DIR` prints")
     });
     let url = url::Url::parse(&admin).expect("a URL");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();

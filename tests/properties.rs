@@ -732,7 +732,7 @@ async fn spawn_production() -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
-    // The backend under test: SQLite, or PostgreSQL with CALLBACK_GATE_TEST_STORE=postgres.
+    // The backend under test: SQLite, or PostgreSQL with TEST_STORE=postgres.
     let database_url = helpers::fresh_database(dir.path()).await;
     let document = format!(
         r#"

@@ -107,7 +107,7 @@ pub struct TestApp {
     pub store: Store,
     pub api: reqwest::Client,
     /// The app's `database_url`: a fresh SQLite file, or a fresh PostgreSQL database when
-    /// `CALLBACK_GATE_TEST_POSTGRES` names a server (see [`fresh_database`]).
+    /// `TEST_POSTGRES_URL` names a server (see [`fresh_database`]).
     pub database_url: String,
     _dir: tempfile::TempDir,
 }
@@ -273,12 +273,12 @@ user_verification = false
 /// A PostgreSQL server for the tests that need one whatever the backend under test (several instances on one
 /// database): an admin URL such as `postgres://callback_gate:password@127.0.0.1:5432/postgres`. `scripts/test`
 /// starts a throwaway server and sets it; `scripts/postgres start DIR` prints one.
-pub const POSTGRES_ENV: &str = "CALLBACK_GATE_TEST_POSTGRES";
+pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
 /// The backend the suite runs against: `sqlite` (the default) or `postgres` (on the server above).
-pub const STORE_ENV: &str = "CALLBACK_GATE_TEST_STORE";
+pub const STORE_ENV: &str = "TEST_STORE";
 
 /// A `database_url` for an empty database of the backend under test: a SQLite file in `dir`, or a new database on
-/// the PostgreSQL server when `CALLBACK_GATE_TEST_STORE=postgres`.
+/// the PostgreSQL server when `TEST_STORE=postgres`.
 pub async fn fresh_database(dir: &std::path::Path) -> String {
     match std::env::var(STORE_ENV).as_deref() {
         Ok("postgres") => postgres_database().await,
@@ -294,7 +294,7 @@ pub async fn postgres_database() -> String {
     });
     let name = format!("gate_{}", callback_gate::crypto::random_token::<8>().to_lowercase().replace('-', "_"));
     sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
-    let mut url = Url::parse(&admin).expect("CALLBACK_GATE_TEST_POSTGRES is a URL");
+    let mut url = Url::parse(&admin).expect("TEST_POSTGRES_URL is a URL");
     url.set_path(&name);
     url.to_string()
 }

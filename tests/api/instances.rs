@@ -1,5 +1,5 @@
 //! Several instances on one PostgreSQL database, and a database that goes away while the service runs. These run
-//! on PostgreSQL whatever backend the rest of the suite uses (`CALLBACK_GATE_TEST_POSTGRES` names the server).
+//! on PostgreSQL whatever backend the rest of the suite uses (`TEST_POSTGRES_URL` names the server).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -299,8 +299,33 @@ impl From<TokenError> for ApiError {
                 ),
                 field: None,
             },
+            TokenError::AccountNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "account_not_found",
+                "no connected account for this connection and identifier",
+            ),
+            TokenError::NotActive(status) => ApiError::new(
+                StatusCode::CONFLICT,
+                "account_not_active",
+                format!("the account is {status}, so it has no usable token: {}", status_next_step(status)),
+            ),
             TokenError::Store(err) => err.into(),
         }
+    }
+}
+
+/// What the app can do about an account that has no usable token.
+fn status_next_step(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::PendingAuth => "the user has not finished connecting; send them an authorization link",
+        AccountStatus::PendingVerification => {
+            "the app has not verified the user who connected yet (POST /v1/user-verifications)"
+        }
+        AccountStatus::Expired => {
+            "the provider no longer accepts its tokens; mint a new authorization link so the user connects again"
+        }
+        AccountStatus::Disconnected => "it was disconnected; mint a new authorization link to connect it again",
+        AccountStatus::Active => "try again",
     }
 }
 

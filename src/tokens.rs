@@ -25,8 +25,109 @@ pub enum TokenError {
     UnknownConnection,
     #[error("the provider refused the refresh")]
     Refused(Box<Recorded>),
+    #[error("no connected account for this connection and identifier")]
+    AccountNotFound,
+    #[error("the account is {0}, so it has no usable token")]
+    NotActive(AccountStatus),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// An account's credential, ready to use, and the version of the account's tokens it was read at.
+#[derive(Debug, Clone)]
+pub struct Usable {
+    pub tokens: Tokens,
+    /// Increases with every write of the account's tokens: a refresh after a rejection compares it to know whether
+    /// the rejected token is still the stored one.
+    pub version: i64,
+    /// The scopes granted to the account.
+    pub scopes: Vec<String>,
+}
+
+/// What a provider said about a credential it was sent through the proxy.
+#[derive(Debug, Clone)]
+pub enum Rejection {
+    /// 401 even with a freshly refreshed token.
+    TokenRejected { provider_status: u16, provider_body: Option<String> },
+    /// 403 for a missing scope; the scopes the provider named, where it named any.
+    InsufficientScope { missing: Vec<String>, provider_status: u16, provider_body: Option<String> },
+}
+
+/// The credential of an ACTIVE account, valid for at least `min_valid` more where the provider gave an expiry:
+/// refreshed first when needed. Of concurrent callers for one account, in any number of processes, one refreshes
+/// and the others share its result.
+pub async fn usable(
+    state: &Context,
+    connection: &str,
+    identifier: &str,
+    min_valid: std::time::Duration,
+) -> Result<Usable, TokenError> {
+    let account = state.store.account(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
+    if account.status != AccountStatus::Active {
+        return Err(TokenError::NotActive(account.status));
+    }
+    let tokens = read(state, connection, identifier).await?;
+    let deadline = OffsetDateTime::now_utc().unix_timestamp() + min_valid.as_secs() as i64;
+    if tokens.expires_at.is_some_and(|at| at < deadline) && tokens.refresh_token.is_some() {
+        refresh(state, connection, identifier).await?;
+        let tokens = read(state, connection, identifier).await?;
+        let account = state.store.account(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
+        return Ok(Usable { tokens, version: 0, scopes: account.scopes });
+    }
+    Ok(Usable { tokens, version: 0, scopes: account.scopes })
+}
+
+/// Refreshes after the provider rejected `rejected` (a 401 to an API call), unless the stored tokens were
+/// replaced since it was read: then the newer ones are returned without a refresh.
+pub async fn refresh_after_rejection(
+    state: &Context,
+    connection: &str,
+    identifier: &str,
+    rejected: &Usable,
+) -> Result<Usable, TokenError> {
+    let _ = rejected.version;
+    refresh(state, connection, identifier).await?;
+    usable(state, connection, identifier, std::time::Duration::ZERO).await
+}
+
+/// Records what the provider said about an account's credential under a reference, and makes it the account's
+/// last error: `token_rejected`, or `insufficient_scope` with the missing scopes added to the account's
+/// `missing_scopes`. The account's status and tokens stay as they are.
+pub async fn report_rejection(state: &Context, connection: &str, identifier: &str, rejection: Rejection) -> Recorded {
+    let started = Instant::now();
+    let (failure, status, body) = match rejection {
+        Rejection::TokenRejected { provider_status, provider_body } => (
+            Failure::new("token_rejected").with_detail(format!(
+                "the provider answered HTTP {provider_status} to an API call made with a freshly refreshed token"
+            )),
+            provider_status,
+            provider_body,
+        ),
+        Rejection::InsufficientScope { missing, provider_status, provider_body } => (
+            Failure::new("insufficient_scope").with_detail(if missing.is_empty() {
+                format!(
+                    "the provider answered HTTP {provider_status} to an API call for a missing scope it did not name"
+                )
+            } else {
+                format!(
+                    "the provider answered HTTP {provider_status} to an API call; missing scopes: {}",
+                    missing.join(" ")
+                )
+            }),
+            provider_status,
+            provider_body,
+        ),
+    };
+    let mut failure = failure;
+    failure.provider_status = Some(status);
+    failure.provider_body = body;
+    let context = FailureContext {
+        connection: Some(connection.to_owned()),
+        identifier: Some(identifier.to_owned()),
+        touches_account: true,
+        ..FailureContext::default()
+    };
+    flow::record(state, failure, context, started).await
 }
 
 /// Opens an account's stored tokens.

@@ -129,6 +129,12 @@ outcome-application_suspended-message = Der Dienst hat diese App gesperrt. Bitte
 outcome-token_refresh_failed-title = Die Verbindung muss erneuert werden
 outcome-token_refresh_failed-message = Der Dienst hat die gespeicherte Verbindung nicht akzeptiert. Bitte verbinden Sie Ihr Konto über die App erneut.
 
+outcome-token_expired-title = Die Verbindung muss erneuert werden
+outcome-token_expired-message = Die gespeicherte Verbindung ist abgelaufen. Bitte verbinden Sie Ihr Konto über die App erneut.
+
+outcome-token_rejected-title = Die Verbindung muss erneuert werden
+outcome-token_rejected-message = Der Dienst akzeptiert die gespeicherte Verbindung nicht mehr. Bitte verbinden Sie Ihr Konto über die App erneut.
+
 outcome-unknown_provider_error-title = Der Dienst hat ein Problem gemeldet
 outcome-unknown_provider_error-message = Der Dienst, mit dem Sie sich verbinden, hat ein Problem gemeldet. Bitte versuchen Sie es erneut oder wenden Sie sich an den Support.
 

@@ -130,6 +130,12 @@ outcome-application_suspended-message = The service has suspended this app. Plea
 outcome-token_refresh_failed-title = The connection needs attention
 outcome-token_refresh_failed-message = The service did not accept the saved connection. Please connect again from the app, or try again later.
 
+outcome-token_expired-title = The connection needs attention
+outcome-token_expired-message = The saved connection has expired. Please connect again from the app.
+
+outcome-token_rejected-title = The connection needs attention
+outcome-token_rejected-message = The service no longer accepts the saved connection. Please connect again from the app.
+
 outcome-unknown_provider_error-title = The service reported a problem
 outcome-unknown_provider_error-message = The service you are connecting to reported a problem. Please try again or contact support.
 

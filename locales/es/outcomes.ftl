@@ -129,6 +129,12 @@ outcome-application_suspended-message = El servicio ha suspendido esta aplicaci�
 outcome-token_refresh_failed-title = La conexión debe renovarse
 outcome-token_refresh_failed-message = El servicio no ha aceptado la conexión guardada. Vuelva a conectar su cuenta desde la aplicación.
 
+outcome-token_expired-title = La conexión debe renovarse
+outcome-token_expired-message = La conexión guardada ha caducado. Vuelva a conectar su cuenta desde la aplicación.
+
+outcome-token_rejected-title = La conexión debe renovarse
+outcome-token_rejected-message = El servicio ya no acepta la conexión guardada. Vuelva a conectar su cuenta desde la aplicación.
+
 outcome-unknown_provider_error-title = El servicio ha informado de un problema
 outcome-unknown_provider_error-message = El servicio al que se está conectando ha informado de un problema. Vuelva a intentarlo o póngase en contacto con el equipo de soporte.
 

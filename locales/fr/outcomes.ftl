@@ -129,6 +129,12 @@ outcome-application_suspended-message = Le service a suspendu cette application.
 outcome-token_refresh_failed-title = La connexion doit être renouvelée
 outcome-token_refresh_failed-message = Le service n'a pas accepté la connexion enregistrée. Veuillez reconnecter votre compte depuis l'application.
 
+outcome-token_expired-title = La connexion doit être renouvelée
+outcome-token_expired-message = La connexion enregistrée a expiré. Veuillez reconnecter votre compte depuis l'application.
+
+outcome-token_rejected-title = La connexion doit être renouvelée
+outcome-token_rejected-message = Le service n'accepte plus la connexion enregistrée. Veuillez reconnecter votre compte depuis l'application.
+
 outcome-unknown_provider_error-title = Le service a signalé un problème
 outcome-unknown_provider_error-message = Le service auquel vous vous connectez a signalé un problème. Veuillez réessayer ou contacter l'assistance.
 

@@ -129,6 +129,12 @@ outcome-application_suspended-message = サービスによって、このアプ�
 outcome-token_refresh_failed-title = 連携の更新が必要です
 outcome-token_refresh_failed-message = 保存されている連携が、サービスに受け付けられませんでした。アプリから、もう一度連携してください。
 
+outcome-token_expired-title = 連携の更新が必要です
+outcome-token_expired-message = 保存されている連携の有効期限が切れました。アプリから、もう一度連携してください。
+
+outcome-token_rejected-title = 連携の更新が必要です
+outcome-token_rejected-message = 保存されている連携が、サービスに受け付けられなくなりました。アプリから、もう一度連携してください。
+
 outcome-unknown_provider_error-title = サービスから問題が報告されました
 outcome-unknown_provider_error-message = 連携先のサービスから問題が報告されました。もう一度お試しいただくか、サポートにお問い合わせください。
 

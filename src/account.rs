@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -118,6 +119,49 @@ pub struct ConnectedAccount {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub last_error: Option<LastError>,
+    /// Scopes the connection asks for that this account was not granted: configured after it connected, or named
+    /// by the provider when it refused an API call for a missing scope. Empty when nothing is missing; a new
+    /// authorization link lets the user grant them.
+    pub missing_scopes: Vec<String>,
+}
+
+/// OpenID scopes that providers expand or leave out of the granted list; their absence is not a narrower grant.
+pub const IMPLICIT_SCOPES: [&str; 6] = ["openid", "offline_access", "email", "profile", "address", "phone"];
+
+impl ConnectedAccount {
+    /// Adds the scopes `required` (the connection's configured scopes) holds and this account was not granted,
+    /// for accounts that hold tokens.
+    pub fn with_required_scopes(mut self, required: &[String]) -> Self {
+        if matches!(self.status, AccountStatus::Active | AccountStatus::Expired) {
+            for scope in required {
+                let implicit = IMPLICIT_SCOPES.contains(&scope.as_str());
+                if !implicit && !self.scopes.contains(scope) && !self.missing_scopes.contains(scope) {
+                    self.missing_scopes.push(scope.clone());
+                }
+            }
+        }
+        self
+    }
+}
+
+/// The most time before expiry at which tokens are refreshed: they are renewed when less than half their lifetime,
+/// and at most this, remains.
+pub const REFRESH_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// When the background refresher should renew tokens issued at `now` that expire at `expires_at` (unix seconds):
+/// once less than half their lifetime, at most [`REFRESH_WINDOW`], remains, less a random part of a tenth of that
+/// window, so accounts connected together are not all refreshed in the same second. Tokens that cannot be
+/// refreshed are due when they expire (the account becomes EXPIRED then); tokens without an expiry never are.
+pub fn refresh_due(now: OffsetDateTime, expires_at: Option<i64>, refreshable: bool) -> Option<OffsetDateTime> {
+    let expires_at = OffsetDateTime::from_unix_timestamp(expires_at?).ok()?;
+    if !refreshable {
+        return Some(expires_at);
+    }
+    let lifetime = (expires_at - now).max(time::Duration::ZERO);
+    let most = time::Duration::try_from(REFRESH_WINDOW).unwrap_or(time::Duration::ZERO);
+    let window = (lifetime / 2_i32).min(most);
+    let jitter = (window / 10_i32) * crate::crypto::random_fraction();
+    Some(expires_at - window - jitter)
 }
 
 #[cfg(test)]
@@ -134,6 +178,25 @@ mod tests {
         assert_eq!(Identifier::parse("a\u{1b}[31m"), Err(IdentifierError::ControlCharacter));
         assert_eq!(Identifier::parse("a\u{202e}b"), Err(IdentifierError::ControlCharacter));
         assert!(Identifier::parse("élodie@example.com").is_ok());
+    }
+
+    #[test]
+    fn tokens_are_due_when_less_than_half_their_lifetime_and_at_most_five_minutes_remain() {
+        let now = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        let at = |seconds: i64| Some(1_000_000 + seconds);
+        for _ in 0..100 {
+            // An hour-long token: due between 5 minutes and 5.5 minutes before it expires.
+            let due = refresh_due(now, at(3600), true).unwrap();
+            let before_expiry = (now + time::Duration::seconds(3600) - due).whole_seconds();
+            assert!((300..=330).contains(&before_expiry), "{before_expiry}");
+            // A two-minute token: due once half its lifetime is left, give or take the jitter.
+            let due = refresh_due(now, at(120), true).unwrap();
+            let before_expiry = (now + time::Duration::seconds(120) - due).whole_milliseconds();
+            assert!((60_000..=66_000).contains(&before_expiry), "{before_expiry}");
+        }
+        assert_eq!(refresh_due(now, at(3600), false), Some(now + time::Duration::seconds(3600)), "due at expiry");
+        assert_eq!(refresh_due(now, None, true), None, "no expiry, never due");
+        assert!(refresh_due(now, at(-10), true).unwrap() <= now, "already expired: due now");
     }
 
     #[test]

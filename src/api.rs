@@ -263,7 +263,7 @@ pub(crate) async fn get_account(
     if state.settings.connection(&connection).is_none() {
         return Err(ApiError::connection_unknown(&connection));
     }
-    state.store.account(&connection, &identifier).await?.map(Json).ok_or_else(|| {
+    state.store.account(&connection, &identifier).await?.map(|account| Json(view(&state, account))).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "account_not_found",
@@ -299,6 +299,19 @@ impl From<TokenError> for ApiError {
                 ),
                 field: None,
             },
+            TokenError::Expired(recorded) => ApiError::new(
+                StatusCode::CONFLICT,
+                "token_expired",
+                format!(
+                    "the access token expired and the provider gave no refresh token to renew it, so the account is now EXPIRED; mint a new authorization link (details under reference {})",
+                    recorded.reference
+                ),
+            ),
+            TokenError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "refresh_busy",
+                "another instance's refresh of this account did not finish in time; nothing was changed, try again shortly",
+            ),
             TokenError::AccountNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "account_not_found",
@@ -329,12 +342,20 @@ fn status_next_step(status: AccountStatus) -> &'static str {
     }
 }
 
+/// An account as the API shows it: with the scopes its connection asks for now and it was not granted.
+fn view(state: &AppState, account: ConnectedAccount) -> ConnectedAccount {
+    match state.settings.connection(&account.connection) {
+        Some(settings) => account.with_required_scopes(&settings.scopes),
+        None => account,
+    }
+}
+
 /// Looks up a configured connection's existing account, or the API error that says why not.
 async fn existing_account(state: &AppState, connection: &str, identifier: &str) -> Result<ConnectedAccount, ApiError> {
     if state.settings.connection(connection).is_none() {
         return Err(ApiError::connection_unknown(connection));
     }
-    state.store.account(connection, identifier).await?.ok_or_else(|| {
+    state.store.account(connection, identifier).await?.map(|account| view(state, account)).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "account_not_found",
@@ -373,14 +394,7 @@ pub(crate) async fn refresh(
     State(state): State<AppState>,
     Path((connection, identifier)): Path<(String, String)>,
 ) -> Result<Json<ConnectedAccount>, ApiError> {
-    let account = existing_account(&state, &connection, &identifier).await?;
-    if !matches!(account.status, AccountStatus::Active | AccountStatus::Expired) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "account_not_active",
-            format!("the account is {}, so it has no tokens to refresh", account.status),
-        ));
-    }
+    existing_account(&state, &connection, &identifier).await?;
     crate::tokens::refresh(&state, &connection, &identifier).await?;
     Ok(Json(existing_account(&state, &connection, &identifier).await?))
 }
@@ -462,31 +476,20 @@ pub(crate) async fn get_token(
             ),
         ));
     }
-    let account = state.store.account(&connection, &identifier).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "account_not_found",
-            "no connected account for this connection and identifier",
-        )
-    })?;
-    if account.status != AccountStatus::Active {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "account_not_active",
-            format!("the account is {}, so it has no usable token", account.status),
-        ));
-    }
-    let tokens = crate::tokens::read(&state, &connection, &identifier).await?;
-    let expires_at = tokens.expires_at.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+    let usable = crate::tokens::usable(&state, &connection, &identifier, TOKEN_MIN_VALID).await?;
+    let expires_at = usable.tokens.expires_at.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
     Ok(Json(AccessToken {
-        access_token: tokens.access_token.expose().to_owned(),
-        token_type: tokens.token_type,
+        access_token: usable.tokens.access_token.expose().to_owned(),
+        token_type: usable.tokens.token_type,
         expires_at: expires_at.map(telemetry::rfc3339),
-        scopes: account.scopes,
+        scopes: usable.scopes,
         connection,
         identifier,
     }))
 }
+
+/// How long a token handed out by the token route stays valid at least, where the provider's tokens live that long.
+const TOKEN_MIN_VALID: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -575,6 +578,7 @@ pub(crate) async fn list_accounts(
     } else {
         None
     };
+    let data = data.into_iter().map(|account| view(&state, account)).collect();
     Ok(Json(AccountPage { data, next_cursor }))
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::flight::Flights;
 use crate::provider::Providers;
 use crate::store::Store;
 use crate::store::events::EventWriter;
@@ -22,4 +23,6 @@ pub struct Context {
     pub events: EventWriter,
     /// Work that must finish even when its request goes away (a claimed callback); waited for at shutdown.
     pub tasks: TaskTracker,
+    /// The token refreshes running in this process, one per account at a time.
+    pub refreshes: Arc<Flights>,
 }

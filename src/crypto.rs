@@ -34,6 +34,11 @@ pub fn random_token<const N: usize>() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<N>())
 }
 
+/// A uniformly random number in [0, 1), for jitter.
+pub fn random_fraction() -> f64 {
+    (u64::from_le_bytes(random_bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Whether a value has the shape of a [`random_token`] of 32 bytes (43 base64url characters): what browsers and
 /// apps send back for browser bindings and verification requests, checked before any lookup.
 pub fn is_random_token(value: &str) -> bool {

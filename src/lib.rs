@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod crypto;
 pub mod demo;
+pub mod flight;
 pub mod flow;
 pub mod i18n;
 pub mod limits;

@@ -345,7 +345,10 @@ pub fn exchange_cause(err: &ExchangeError) -> &'static str {
     match err {
         ExchangeError::Rejected { status, error, .. } => match error.as_str() {
             // GitHub says bad_verification_code and Slack invalid_code for what RFC 6749 calls invalid_grant.
-            "invalid_grant" | "bad_verification_code" | "invalid_code" | "code_already_used" => "invalid_grant",
+            // Slack answers a refresh with a spent or revoked refresh token with invalid_refresh_token.
+            "invalid_grant" | "bad_verification_code" | "invalid_code" | "code_already_used" | "invalid_refresh_token" => {
+                "invalid_grant"
+            }
             "invalid_client"
             | "incorrect_client_credentials"
             | "invalid_client_id"

@@ -119,7 +119,7 @@ impl Application {
         };
         let settings = Arc::new(settings);
         let tasks = TaskTracker::new();
-        let context = Context { settings, store, providers, metrics, events, tasks };
+        let context = Context { settings, store, providers, metrics, events, tasks, refreshes: Default::default() };
         let state = AppState { context, limits, assets, frame };
         let router = router(state.clone(), extra);
         Ok(Self { listener, metrics_listener, router, state, events: sink })
@@ -172,7 +172,12 @@ impl Application {
             max: self.state.settings.limits.max_connections,
             header_read_timeout: self.state.settings.header_read_timeout,
         };
+        let (stop_refreshing, refreshing_stopped) = watch::channel(false);
+        let refresher = tokio::spawn(refresh_forever(self.state.clone(), refreshing_stopped));
         serve(self.listener, self.router, connections, self.state.metrics.clone(), shutdown).await;
+        // No new background refreshes from here; those running finish with the other tasks.
+        let _ = stop_refreshing.send(true);
+        let _ = refresher.await;
         // Callbacks whose browser went away still finish and record their ending before the store closes.
         self.state.tasks.close();
         self.state.tasks.wait().await;
@@ -440,6 +445,21 @@ async fn sweep_forever(state: AppState, mut stop: watch::Receiver<bool>) {
             Err(err) => {
                 tracing::warn!(target: "callback_gate::store", error = %err, "sweep failed")
             }
+        }
+    }
+}
+
+/// Renews tokens before they expire: each second, the accounts that are due and that no refresh holds, a bounded
+/// number at once. With several instances on one database, each account's lease lets one of them refresh it.
+async fn refresh_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(crate::tokens::REFRESH_CONCURRENCY));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::tokens::REFRESH_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(err) = crate::tokens::refresh_due_accounts(&state, &slots).await {
+            tracing::warn!(target: "callback_gate::tokens", error = %err, "could not look for due refreshes");
         }
     }
 }

@@ -1,17 +1,32 @@
-//! A connected account's tokens after the flow: reading them, refreshing them at the provider, and disconnecting
-//! (revoking at the provider where it can, then deleting them).
+//! A connected account's tokens after the flow: reading them, keeping them fresh, and disconnecting (revoking at
+//! the provider where it can, then deleting them).
+//!
+//! Every refresh, whoever asks for it (the token route, the proxy, `POST .../refresh`, the background refresher),
+//! goes through one path that holds three rules, in any number of processes sharing one database:
+//!
+//! 1. **One refresh per account at a time.** In this process, callers that arrive while a refresh of the same
+//!    tokens runs share its result ([`crate::flight`]). Across processes, a refresh first takes the account's
+//!    lease row in the store; an instance that finds it held waits for the holder's result instead of calling
+//!    the provider with a refresh token the holder may be rotating.
+//! 2. **No lost updates.** Every write of an account's tokens or status increases its token version. A refresh
+//!    writes only while the account is still at the version it read and its lease is still the one it took, so
+//!    a refresh that finishes after a disconnect, a new flow or another refresh changes nothing, and a
+//!    DISCONNECTED account never becomes ACTIVE again but through a new flow.
+//! 3. **Only a refusal of the stored refresh token expires an account.** `invalid_grant` makes the account
+//!    EXPIRED under the same condition, so an answer about a refresh token that was replaced meanwhile is ignored.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::account::AccountStatus;
+use crate::account::{self, AccountStatus};
 use crate::context::Context;
 use crate::crypto::{self, Secret};
 use crate::flow::{self, FailureContext, Recorded};
 use crate::outcome::{self, Failure};
 use crate::provider::exchange::{self, Tokens};
-use crate::store::{StoreError, TokenWrite};
+use crate::store::{DueRefresh, Lease, RefreshEnd, StoreError, TokenState, TokenWrite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -21,6 +36,8 @@ pub enum TokenError {
     Unreadable,
     #[error("the account has no refresh token")]
     NoRefreshToken,
+    #[error("the access token expired and there is no refresh token to renew it")]
+    Expired(Box<Recorded>),
     #[error("the connection is not configured")]
     UnknownConnection,
     #[error("the provider refused the refresh")]
@@ -29,8 +46,29 @@ pub enum TokenError {
     AccountNotFound,
     #[error("the account is {0}, so it has no usable token")]
     NotActive(AccountStatus),
+    #[error("another refresh of this account did not finish in time")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl TokenError {
+    /// The same error, for a caller that shares another caller's refresh.
+    fn shared(err: &Arc<TokenError>) -> TokenError {
+        match &**err {
+            Self::Missing => Self::Missing,
+            Self::Unreadable => Self::Unreadable,
+            Self::NoRefreshToken => Self::NoRefreshToken,
+            Self::Expired(recorded) => Self::Expired(recorded.clone()),
+            Self::UnknownConnection => Self::UnknownConnection,
+            Self::Refused(recorded) => Self::Refused(recorded.clone()),
+            Self::AccountNotFound => Self::AccountNotFound,
+            Self::NotActive(status) => Self::NotActive(*status),
+            Self::Busy => Self::Busy,
+            Self::Store(err) if err.is_unavailable() => Self::Store(StoreError::Unavailable(err.to_string())),
+            Self::Store(err) => Self::Store(StoreError::Corrupt(err.to_string())),
+        }
+    }
 }
 
 /// An account's credential, ready to use, and the version of the account's tokens it was read at.
@@ -53,28 +91,51 @@ pub enum Rejection {
     InsufficientScope { missing: Vec<String>, provider_status: u16, provider_body: Option<String> },
 }
 
+/// How long a refresh holds an account's lease at most: longer than any provider call can take (the HTTP client
+/// gives up after `token_timeout_seconds`), so a lease ends early only when its holder died.
+fn lease_length(state: &Context) -> Duration {
+    state.settings.token_timeout + Duration::from_secs(10)
+}
+
+/// How often a refresh that found the lease held looks whether its holder is done.
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
+/// Backoff after transient refresh failures in a row: 30 s, doubling, at most an hour.
+fn backoff(failures: i64) -> Duration {
+    let doublings = u32::try_from(failures.clamp(0, 7)).unwrap_or(7);
+    Duration::from_secs(30 * 2u64.pow(doublings)).min(Duration::from_secs(3600))
+}
+
 /// The credential of an ACTIVE account, valid for at least `min_valid` more where the provider gave an expiry:
-/// refreshed first when needed. Of concurrent callers for one account, in any number of processes, one refreshes
-/// and the others share its result.
+/// refreshed first when needed (a provider whose tokens live shorter than `min_valid` gives what it gives). Of
+/// concurrent callers for one account, in any number of processes, one refreshes and the others share its result.
 pub async fn usable(
     state: &Context,
     connection: &str,
     identifier: &str,
-    min_valid: std::time::Duration,
+    min_valid: Duration,
 ) -> Result<Usable, TokenError> {
-    let account = state.store.account(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
-    if account.status != AccountStatus::Active {
-        return Err(TokenError::NotActive(account.status));
+    let current = state.store.token_state(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
+    if current.status != AccountStatus::Active {
+        return Err(TokenError::NotActive(current.status));
     }
-    let tokens = read(state, connection, identifier).await?;
-    let deadline = OffsetDateTime::now_utc().unix_timestamp() + min_valid.as_secs() as i64;
-    if tokens.expires_at.is_some_and(|at| at < deadline) && tokens.refresh_token.is_some() {
-        refresh(state, connection, identifier).await?;
-        let tokens = read(state, connection, identifier).await?;
-        let account = state.store.account(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
-        return Ok(Usable { tokens, version: 0, scopes: account.scopes });
+    let tokens = open(state, connection, identifier, &current)?;
+    let deadline = OffsetDateTime::now_utc() + min_valid;
+    if tokens.expires_at.is_some_and(|at| at < deadline.unix_timestamp()) {
+        return refresh_from(state, connection, identifier, current.version).await;
     }
-    Ok(Usable { tokens, version: 0, scopes: account.scopes })
+    Ok(Usable { tokens, version: current.version, scopes: current.scopes })
+}
+
+/// Refreshes an account's tokens now (`POST .../refresh`), for ACTIVE and EXPIRED accounts. A refusal is recorded
+/// under a reference; `invalid_grant` for the stored refresh token makes the account EXPIRED, anything else
+/// leaves it as it was and schedules a retry.
+pub async fn refresh(state: &Context, connection: &str, identifier: &str) -> Result<Usable, TokenError> {
+    let current = state.store.token_state(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
+    if !matches!(current.status, AccountStatus::Active | AccountStatus::Expired) {
+        return Err(TokenError::NotActive(current.status));
+    }
+    refresh_from(state, connection, identifier, current.version).await
 }
 
 /// Refreshes after the provider rejected `rejected` (a 401 to an API call), unless the stored tokens were
@@ -85,69 +146,110 @@ pub async fn refresh_after_rejection(
     identifier: &str,
     rejected: &Usable,
 ) -> Result<Usable, TokenError> {
-    let _ = rejected.version;
-    refresh(state, connection, identifier).await?;
-    usable(state, connection, identifier, std::time::Duration::ZERO).await
+    refresh_from(state, connection, identifier, rejected.version).await
 }
 
-/// Records what the provider said about an account's credential under a reference, and makes it the account's
-/// last error: `token_rejected`, or `insufficient_scope` with the missing scopes added to the account's
-/// `missing_scopes`. The account's status and tokens stay as they are.
-pub async fn report_rejection(state: &Context, connection: &str, identifier: &str, rejection: Rejection) -> Recorded {
-    let started = Instant::now();
-    let (failure, status, body) = match rejection {
-        Rejection::TokenRejected { provider_status, provider_body } => (
-            Failure::new("token_rejected").with_detail(format!(
-                "the provider answered HTTP {provider_status} to an API call made with a freshly refreshed token"
-            )),
-            provider_status,
-            provider_body,
-        ),
-        Rejection::InsufficientScope { missing, provider_status, provider_body } => (
-            Failure::new("insufficient_scope").with_detail(if missing.is_empty() {
-                format!(
-                    "the provider answered HTTP {provider_status} to an API call for a missing scope it did not name"
-                )
-            } else {
-                format!(
-                    "the provider answered HTTP {provider_status} to an API call; missing scopes: {}",
-                    missing.join(" ")
-                )
-            }),
-            provider_status,
-            provider_body,
-        ),
+/// Renews the tokens of one account the background refresher found due.
+pub async fn refresh_due(state: &Context, due: &DueRefresh) -> Result<Usable, TokenError> {
+    refresh_from(state, &due.connection, &due.identifier, due.version).await
+}
+
+/// Refreshes the tokens stored at `version`, or, when they were replaced since, returns what is stored now. Joins a
+/// refresh of the same tokens already running in this process.
+async fn refresh_from(state: &Context, connection: &str, identifier: &str, version: i64) -> Result<Usable, TokenError> {
+    let key = format!("{connection}\u{0}{identifier}\u{0}{version}");
+    let work = {
+        let (state, connection, identifier) = (state.clone(), connection.to_owned(), identifier.to_owned());
+        async move { refresh_once(&state, &connection, &identifier, version).await.map_err(Arc::new) }
     };
-    let mut failure = failure;
-    failure.provider_status = Some(status);
-    failure.provider_body = body;
-    let context = FailureContext {
-        connection: Some(connection.to_owned()),
-        identifier: Some(identifier.to_owned()),
-        touches_account: true,
-        ..FailureContext::default()
-    };
-    flow::record(state, failure, context, started).await
+    let landing = state.refreshes.run(key, &state.tasks, work).await;
+    let result = landing.and_then(|landed| landed.downcast::<Result<Usable, Arc<TokenError>>>().ok());
+    match result.as_deref() {
+        Some(Ok(usable)) => Ok(usable.clone()),
+        Some(Err(err)) => Err(TokenError::shared(err)),
+        None => Err(TokenError::Store(StoreError::Corrupt("the refresh task failed".into()))),
+    }
 }
 
-/// Opens an account's stored tokens.
-pub async fn read(state: &Context, connection: &str, identifier: &str) -> Result<Tokens, TokenError> {
-    let (sealed, key_id) = state.store.sealed_tokens(connection, identifier).await?.ok_or(TokenError::Missing)?;
-    let aad = crypto::account_associated_data(connection, identifier);
-    let plain = state.settings.secret_key.open_with_id(&sealed, &aad, &key_id).map_err(|_| {
-        tracing::error!(target: "callback_gate::tokens", connection, key_id = %key_id, "stored tokens could not be opened");
-        TokenError::Unreadable
-    })?;
-    serde_json::from_slice(&plain).map_err(|_| TokenError::Unreadable)
+/// One refresh of the tokens stored at `version`, holding the account's lease, or the result of the refresh
+/// another process holds it for.
+async fn refresh_once(state: &Context, connection: &str, identifier: &str, version: i64) -> Result<Usable, TokenError> {
+    let lease = crypto::random_token::<16>();
+    let mut waited = Duration::ZERO;
+    let most = lease_length(state) + Duration::from_secs(5);
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let taken =
+            state.store.take_refresh_lease(connection, identifier, version, &lease, now + lease_length(state), now).await?;
+        match taken {
+            Lease::Taken => return refresh_holding(state, connection, identifier, version, &lease).await,
+            Lease::Gone => return Err(TokenError::AccountNotFound),
+            Lease::Changed => return stored(state, connection, identifier).await,
+            Lease::Held { .. } => {
+                // Another process is refreshing these tokens: its result is ours once its write lands, or the
+                // lease is free again when it gave up or died.
+                if waited >= most {
+                    return Err(TokenError::Busy);
+                }
+                tokio::time::sleep(LEASE_POLL).await;
+                waited += LEASE_POLL;
+            }
+        }
+    }
 }
 
-/// Refreshes an account's tokens now. A refusal is recorded under a reference; `invalid_grant` (access revoked,
-/// refresh token expired) makes the account EXPIRED, anything else leaves it as it was.
-pub async fn refresh(state: &Context, connection: &str, identifier: &str) -> Result<(), TokenError> {
+/// What is stored now, as a usable credential.
+async fn stored(state: &Context, connection: &str, identifier: &str) -> Result<Usable, TokenError> {
+    let current = state.store.token_state(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
+    if current.status != AccountStatus::Active {
+        return Err(TokenError::NotActive(current.status));
+    }
+    let tokens = open(state, connection, identifier, &current)?;
+    Ok(Usable { tokens, version: current.version, scopes: current.scopes })
+}
+
+/// The refresh itself, by the holder of the account's lease. Every way out ends the lease.
+async fn refresh_holding(
+    state: &Context,
+    connection: &str,
+    identifier: &str,
+    version: i64,
+    lease: &str,
+) -> Result<Usable, TokenError> {
     let started = Instant::now();
-    let provider = state.providers.get(connection).ok_or(TokenError::UnknownConnection)?;
-    let current = read(state, connection, identifier).await?;
-    let refresh_token = current.refresh_token.clone().ok_or(TokenError::NoRefreshToken)?;
+    let release = |end: RefreshEnd| async move {
+        state.store.end_refresh(connection, identifier, version, lease, end, OffsetDateTime::now_utc()).await
+    };
+    let current = match state.store.token_state(connection, identifier).await? {
+        Some(current) if current.version == version => current,
+        // Replaced between the lease and this read (a disconnect clears the lease with the tokens).
+        _ => return stored(state, connection, identifier).await,
+    };
+    let retry_later = RefreshEnd::Retry { due_at: OffsetDateTime::now_utc() + backoff(current.refresh_failures) };
+    let Some(provider) = state.providers.get(connection) else {
+        release(RefreshEnd::Release).await?;
+        return Err(TokenError::UnknownConnection);
+    };
+    let tokens = match open(state, connection, identifier, &current) {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            release(retry_later).await?;
+            return Err(err);
+        }
+    };
+    let Some(refresh_token) = tokens.refresh_token.clone() else {
+        let expired = tokens.expires_at.is_some_and(|at| at <= OffsetDateTime::now_utc().unix_timestamp());
+        if !expired {
+            release(RefreshEnd::Release).await?;
+            return Err(TokenError::NoRefreshToken);
+        }
+        // Nothing can renew it: the account is EXPIRED, and says why.
+        let failure = Failure::new("token_expired")
+            .with_detail("the access token expired and the provider gave no refresh token with it");
+        let recorded = flow::record(state, failure, account_context(connection, identifier), started).await;
+        release(RefreshEnd::Expired).await?;
+        return Err(TokenError::Expired(Box::new(recorded)));
+    };
     let exchanged = exchange::refresh(&state.providers.http, &provider, &refresh_token).await;
     let result = exchanged.result.as_ref().map_or_else(outcome::exchange_cause, |_| "ok");
     state.metrics.observe_token_request(
@@ -167,40 +269,53 @@ pub async fn refresh(state: &Context, connection: &str, identifier: &str) -> Res
             failure.error_description = from_provider.error_description;
             failure.provider_status = from_provider.provider_status;
             failure.provider_body = from_provider.provider_body;
-            let context = FailureContext {
-                connection: Some(connection.to_owned()),
-                identifier: Some(identifier.to_owned()),
-                touches_account: true,
-                ..FailureContext::default()
+            let recorded = flow::record(state, failure, account_context(connection, identifier), started).await;
+            let end = if cause == "invalid_grant" {
+                RefreshEnd::Expired
+            } else {
+                let wait = backoff(current.refresh_failures).max(exchanged.retry_after.unwrap_or_default());
+                RefreshEnd::Retry { due_at: OffsetDateTime::now_utc() + wait.min(Duration::from_secs(3600)) }
             };
-            let recorded = flow::record(state, failure, context, started).await;
-            if cause == "invalid_grant" {
-                state
-                    .store
-                    .set_status(connection, identifier, AccountStatus::Expired, OffsetDateTime::now_utc())
-                    .await?;
+            if !release(end).await? {
+                tracing::info!(
+                    target: "callback_gate::tokens",
+                    connection,
+                    identifier = %crate::telemetry::escape(identifier),
+                    "the refused refresh token is no longer the stored one; the account is left as it is"
+                );
             }
             return Err(TokenError::Refused(Box::new(recorded)));
         }
     };
     // Providers that do not rotate refresh tokens omit them from the answer: the old one stays valid.
     let tokens = Tokens { refresh_token: fresh.refresh_token.clone().or(Some(refresh_token)), ..fresh };
-    let account = state.store.account(connection, identifier).await?.ok_or(TokenError::Missing)?;
     let scopes = match tokens.scope.as_deref() {
         Some(scope) => provider.parse_granted_scopes(Some(scope)),
-        None => account.scopes,
+        None => current.scopes,
     };
     let plain = serde_json::to_vec(&tokens).map_err(|_| TokenError::Unreadable)?;
+    let now = OffsetDateTime::now_utc();
     let write = TokenWrite {
         connection: connection.to_owned(),
         identifier: identifier.to_owned(),
         status: AccountStatus::Active,
-        scopes,
+        scopes: scopes.clone(),
         sealed_tokens: state.settings.secret_key.seal(&plain, &crypto::account_associated_data(connection, identifier)),
         key_id: state.settings.secret_key.id().to_owned(),
         token_expires_at: tokens.expires_at,
+        refresh_due_at: account::refresh_due(now, tokens.expires_at, true),
     };
-    state.store.replace_tokens(&write, OffsetDateTime::now_utc()).await?;
+    if !release(RefreshEnd::Refreshed(write)).await? {
+        // A disconnect or a new flow came first; what it left stands.
+        tracing::info!(
+            target: "callback_gate::tokens",
+            outcome = "refresh_discarded",
+            connection,
+            identifier = %crate::telemetry::escape(identifier),
+            "the account changed during the refresh; its result was discarded"
+        );
+        return stored(state, connection, identifier).await;
+    }
     tracing::info!(
         target: "callback_gate::tokens",
         outcome = "refreshed",
@@ -209,12 +324,110 @@ pub async fn refresh(state: &Context, connection: &str, identifier: &str) -> Res
         provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0,
         "tokens refreshed"
     );
-    Ok(())
+    Ok(Usable { tokens, version: version + 1, scopes })
+}
+
+fn account_context(connection: &str, identifier: &str) -> FailureContext {
+    FailureContext {
+        connection: Some(connection.to_owned()),
+        identifier: Some(identifier.to_owned()),
+        touches_account: true,
+        ..FailureContext::default()
+    }
+}
+
+/// Records what the provider said about an account's credential under a reference, and makes it the account's
+/// last error: `token_rejected`, or `insufficient_scope` with the missing scopes added to the account's
+/// `missing_scopes`. The account's status and tokens stay as they are.
+pub async fn report_rejection(state: &Context, connection: &str, identifier: &str, rejection: Rejection) -> Recorded {
+    report(state, connection, identifier, None, rejection).await
+}
+
+/// [`report_rejection`] for the credential read at `usable`: named missing scopes are noted on the account only
+/// while it still holds those tokens.
+pub async fn report_rejection_of(
+    state: &Context,
+    connection: &str,
+    identifier: &str,
+    usable: &Usable,
+    rejection: Rejection,
+) -> Recorded {
+    report(state, connection, identifier, Some(usable.version), rejection).await
+}
+
+async fn report(
+    state: &Context,
+    connection: &str,
+    identifier: &str,
+    version: Option<i64>,
+    rejection: Rejection,
+) -> Recorded {
+    let started = Instant::now();
+    let (mut failure, status, body, missing) = match rejection {
+        Rejection::TokenRejected { provider_status, provider_body } => (
+            Failure::new("token_rejected").with_detail(format!(
+                "the provider answered HTTP {provider_status} to an API call made with a freshly refreshed token"
+            )),
+            provider_status,
+            provider_body,
+            Vec::new(),
+        ),
+        Rejection::InsufficientScope { missing, provider_status, provider_body } => (
+            Failure::new("insufficient_scope").with_detail(if missing.is_empty() {
+                format!("the provider answered HTTP {provider_status} to an API call for a missing scope it did not name")
+            } else {
+                format!("the provider answered HTTP {provider_status} to an API call; missing scopes: {}", missing.join(" "))
+            }),
+            provider_status,
+            provider_body,
+            missing,
+        ),
+    };
+    failure.provider_status = Some(status);
+    failure.provider_body = body;
+    if !missing.is_empty() {
+        let version = match version {
+            Some(version) => Some(version),
+            None => state.store.token_state(connection, identifier).await.ok().flatten().map(|s| s.version),
+        };
+        if let Some(version) = version
+            && let Err(err) = state.store.note_missing_scopes(connection, identifier, version, missing).await
+        {
+            tracing::warn!(target: "callback_gate::store", error = %err, "could not note the account's missing scopes");
+        }
+    }
+    flow::record(state, failure, account_context(connection, identifier), started).await
+}
+
+/// Opens an account's stored tokens.
+pub async fn read(state: &Context, connection: &str, identifier: &str) -> Result<Tokens, TokenError> {
+    let (sealed, key_id) = state.store.sealed_tokens(connection, identifier).await?.ok_or(TokenError::Missing)?;
+    open_sealed(state, connection, identifier, &sealed, &key_id)
+}
+
+fn open(state: &Context, connection: &str, identifier: &str, current: &TokenState) -> Result<Tokens, TokenError> {
+    let (sealed, key_id) = current.sealed.as_ref().ok_or(TokenError::Missing)?;
+    open_sealed(state, connection, identifier, sealed, key_id)
+}
+
+fn open_sealed(
+    state: &Context,
+    connection: &str,
+    identifier: &str,
+    sealed: &[u8],
+    key_id: &str,
+) -> Result<Tokens, TokenError> {
+    let aad = crypto::account_associated_data(connection, identifier);
+    let plain = state.settings.secret_key.open_with_id(sealed, &aad, key_id).map_err(|_| {
+        tracing::error!(target: "callback_gate::tokens", connection, key_id = %key_id, "stored tokens could not be opened");
+        TokenError::Unreadable
+    })?;
+    serde_json::from_slice(&plain).map_err(|_| TokenError::Unreadable)
 }
 
 /// Disconnects an account: revokes its tokens at the provider where the provider supports it (RFC 7009), then
 /// deletes them. Returns whether the provider confirmed a revocation; a failed revocation is logged, and the
-/// account is disconnected all the same.
+/// account is disconnected all the same. A refresh running meanwhile finds the account changed and writes nothing.
 pub async fn disconnect(state: &Context, connection: &str, identifier: &str) -> Result<bool, TokenError> {
     let provider = state.providers.get(connection).ok_or(TokenError::UnknownConnection)?;
     let revoked = match read(state, connection, identifier).await {
@@ -238,4 +451,45 @@ pub async fn disconnect(state: &Context, connection: &str, identifier: &str) -> 
     state.store.set_status(connection, identifier, AccountStatus::Disconnected, OffsetDateTime::now_utc()).await?;
     tracing::info!(target: "callback_gate::tokens", outcome = "disconnected", connection, revoked, "account disconnected");
     Ok(revoked)
+}
+
+/// How many due accounts one pass of the background refresher takes.
+const REFRESH_BATCH: u32 = 64;
+/// How many background refreshes run at once in one process.
+pub const REFRESH_CONCURRENCY: usize = 8;
+/// How often the background refresher looks for due accounts.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// One pass of the background refresher: starts a refresh for each due account not already being refreshed in this
+/// process, at most `slots` at once. Returns how many it started.
+pub async fn refresh_due_accounts(state: &Context, slots: &Arc<tokio::sync::Semaphore>) -> Result<usize, TokenError> {
+    let due = state.store.due_refreshes(OffsetDateTime::now_utc(), REFRESH_BATCH).await?;
+    let mut started = 0;
+    for account in due {
+        let key = format!("{}\u{0}{}\u{0}{}", account.connection, account.identifier, account.version);
+        if state.refreshes.is_running(&key) {
+            continue;
+        }
+        let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
+            break;
+        };
+        let state = state.clone();
+        started += 1;
+        state.tasks.clone().spawn(async move {
+            let _slot = slot;
+            match refresh_due(&state, &account).await {
+                Ok(_) => {}
+                // Recorded under a reference where the provider refused; retried with backoff where transient.
+                Err(TokenError::Refused(_) | TokenError::Expired(_)) => {}
+                Err(err) => tracing::warn!(
+                    target: "callback_gate::tokens",
+                    connection = %account.connection,
+                    identifier = %crate::telemetry::escape(&account.identifier),
+                    error = %err,
+                    "background refresh failed"
+                ),
+            }
+        });
+    }
+    Ok(started)
 }

@@ -506,6 +506,11 @@ async fn finish_claimed(
         sealed_tokens: sealed,
         key_id: state.settings.secret_key.id().to_owned(),
         token_expires_at: tokens.expires_at,
+        refresh_due_at: crate::account::refresh_due(
+            OffsetDateTime::now_utc(),
+            tokens.expires_at,
+            tokens.refresh_token.is_some(),
+        ),
     };
     let post_auth = |err: StoreError| {
         Failure::from_entry(crate::outcome::entry("failed_to_exchange_token", Some("post_auth_hook")))
@@ -914,8 +919,7 @@ fn with_specifics(state: &Context, failure: Failure, context: &FailureContext) -
     }
 }
 
-/// OpenID scopes that providers expand or leave out of the granted list; their absence is not a narrower grant.
-const IMPLICIT_SCOPES: [&str; 6] = ["openid", "offline_access", "email", "profile", "address", "phone"];
+use crate::account::IMPLICIT_SCOPES;
 
 /// The configured scopes the provider did not grant, where it said what it granted.
 fn missing_scopes(required: &[String], granted: Option<&str>, parsed: &[String]) -> Vec<String> {

@@ -81,6 +81,8 @@ impl ExchangeError {
 pub struct Exchanged {
     pub result: Result<Tokens, ExchangeError>,
     pub provider_latency: Duration,
+    /// How long the provider asked to be left alone (`Retry-After` on a 429 or 503), where it said.
+    pub retry_after: Option<Duration>,
 }
 
 /// Exchanges `code` for tokens.
@@ -92,8 +94,8 @@ pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &S
         ("code_verifier", verifier.expose()),
     ];
     let started = Instant::now();
-    let result = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
-    Exchanged { result, provider_latency: started.elapsed() }
+    let (result, retry_after) = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
+    Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 
 /// Uses a refresh token (RFC 6749 section 6). A provider that does not rotate refresh tokens omits one from the
@@ -101,8 +103,8 @@ pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &S
 pub async fn refresh(http: &reqwest::Client, provider: &Provider, refresh_token: &Secret) -> Exchanged {
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
     let started = Instant::now();
-    let result = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
-    Exchanged { result, provider_latency: started.elapsed() }
+    let (result, retry_after) = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
+    Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 
 /// Revokes a token (RFC 7009) where the provider has a revocation endpoint. `Ok(false)` when it has none.
@@ -155,8 +157,23 @@ fn form_urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Result<Tokens, ExchangeError> {
-    let response = request.send().await.map_err(request_error)?;
+/// Sends a token request; with its answer, how long the provider asked to be left alone, where it said.
+async fn send(request: reqwest::RequestBuilder) -> (Result<Tokens, ExchangeError>, Option<Duration>) {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => return (Err(request_error(err)), None),
+    };
+    let retry_after = retry_after(response.headers());
+    (answer(response).await, retry_after)
+}
+
+/// `Retry-After` in seconds (RFC 9110 section 10.2.3; the HTTP-date form is rare from token endpoints and ignored).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+async fn answer(response: reqwest::Response) -> Result<Tokens, ExchangeError> {
     let status = response.status().as_u16();
     if response.status().is_redirection() {
         let location = response

@@ -28,14 +28,21 @@ macro_rules! flow_columns {
 macro_rules! account_columns {
     () => {
         "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
-         last_error_at"
+         last_error_at, missing_scopes"
+    };
+}
+
+/// Columns read for an account's tokens by a refresh.
+macro_rules! token_state_columns {
+    () => {
+        "status, token_version, sealed_tokens, key_id, scopes, refresh_lease_until, refresh_failures"
     };
 }
 
 /// Columns read for held tokens.
 macro_rules! pending_columns {
     () => {
-        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, expires_at"
+        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, refresh_due_at, expires_at"
     };
 }
 
@@ -177,7 +184,11 @@ pub struct TokenWrite {
     pub scopes: Vec<String>,
     pub sealed_tokens: Vec<u8>,
     pub key_id: String,
+    /// Unix seconds when the access token expires, where the provider said.
     pub token_expires_at: Option<i64>,
+    /// When the background refresher renews these tokens (see `tokens::refresh_due`); none for tokens that do not
+    /// expire.
+    pub refresh_due_at: Option<OffsetDateTime>,
 }
 
 impl TokenWrite {
@@ -185,6 +196,57 @@ impl TokenWrite {
     pub(crate) fn scopes_json(&self) -> Result<String, StoreError> {
         serde_json::to_string(&self.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))
     }
+}
+
+/// An account's tokens as a refresh reads them: what it must present, and the version its write is conditional on.
+#[derive(Debug, Clone)]
+pub struct TokenState {
+    pub status: AccountStatus,
+    /// Increases with every write of the account's tokens or status.
+    pub version: i64,
+    /// The sealed tokens and the id of the key that sealed them; none once disconnected.
+    pub sealed: Option<(Vec<u8>, String)>,
+    pub scopes: Vec<String>,
+    /// Until when another refresh holds the account, where one does.
+    pub lease_until: Option<OffsetDateTime>,
+    /// Transient refresh failures in a row, for backoff.
+    pub refresh_failures: i64,
+}
+
+/// What [`Store::take_refresh_lease`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This refresh holds the account until the lease's end: it alone may refresh it now.
+    Taken,
+    /// Another refresh, in this or another process, holds it until then.
+    Held { until: OffsetDateTime },
+    /// The account's tokens or status changed since they were read (a refresh, a flow or a disconnect finished):
+    /// whatever the caller wanted to refresh is no longer what is stored.
+    Changed,
+    /// The account no longer exists.
+    Gone,
+}
+
+/// How a refresh that held an account's lease ends.
+#[derive(Debug, Clone)]
+pub enum RefreshEnd {
+    /// New tokens: the account becomes ACTIVE with them.
+    Refreshed(TokenWrite),
+    /// The provider refused the stored refresh token for good (`invalid_grant`), or the tokens expired with no
+    /// refresh token: the account becomes EXPIRED.
+    Expired,
+    /// A transient failure: the account stays as it is, and the background refresher tries again at `due_at`.
+    Retry { due_at: OffsetDateTime },
+    /// Nothing to write (there was nothing to refresh with): the lease is released, the account left as it is.
+    Release,
+}
+
+/// An account whose tokens the background refresher should renew now.
+#[derive(Debug, Clone)]
+pub struct DueRefresh {
+    pub connection: String,
+    pub identifier: String,
+    pub version: i64,
 }
 
 /// Tokens held for user verification.
@@ -283,6 +345,25 @@ pub fn millis(at: OffsetDateTime) -> i64 {
 pub(crate) fn from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map_err(|_| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+/// A JSON array of scopes as stored; none is empty.
+pub(crate) fn parse_scopes(json: Option<&str>) -> Result<Vec<String>, StoreError> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json).map_err(|err| StoreError::Corrupt(err.to_string())),
+    }
+}
+
+/// `current` (a stored JSON array, or none) with `more` added, as the JSON array to store.
+pub(crate) fn merge_scopes(current: Option<&str>, more: Vec<String>) -> Result<String, StoreError> {
+    let mut scopes = parse_scopes(current)?;
+    for scope in more {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    serde_json::to_string(&scopes).map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
 /// Filters and position for listing accounts.
@@ -502,12 +583,59 @@ impl Store {
         dispatch!(self, "finish_verification", finish_verification(confirmation_hash, browser_hash, ending))
     }
 
-    /// Replaces an account's tokens after a refresh and makes it ACTIVE.
-    pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
-        dispatch!(self, "replace_tokens", replace_tokens(tokens, now))
+    /// An account's tokens, status and version, as a refresh reads them.
+    pub async fn token_state(&self, connection: &str, identifier: &str) -> Result<Option<TokenState>, StoreError> {
+        dispatch!(self, "token_state", token_state(connection, identifier))
     }
 
-    /// Sets an account's status; `DISCONNECTED` also deletes its tokens.
+    /// Takes the account's one refresh lease until `until`, when the account is still at `version`, ACTIVE or
+    /// EXPIRED, and no other lease is running. Of concurrent callers, in any number of processes, one takes it.
+    pub async fn take_refresh_lease(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        lease: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Lease, StoreError> {
+        dispatch!(self, "take_refresh_lease", take_refresh_lease(connection, identifier, version, lease, until, now))
+    }
+
+    /// Ends the refresh holding `lease`, and releases it. Writes only while the account is still at `version` and
+    /// the lease is still this one's: returns false, and changes nothing, when a disconnect, a new flow or
+    /// another refresh came first.
+    pub async fn end_refresh(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        lease: &str,
+        end: RefreshEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, "end_refresh", end_refresh(connection, identifier, version, lease, end, now))
+    }
+
+    /// ACTIVE accounts whose refresh is due by `now` and that no refresh holds, soonest first.
+    pub async fn due_refreshes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DueRefresh>, StoreError> {
+        dispatch!(self, "due_refreshes", due_refreshes(now, limit))
+    }
+
+    /// Adds scopes the provider said an API call lacked to the account's `missing_scopes`, while the account is
+    /// still at `version` (a new flow clears them).
+    pub async fn note_missing_scopes(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        scopes: Vec<String>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, "note_missing_scopes", note_missing_scopes(connection, identifier, version, scopes))
+    }
+
+    /// Sets an account's status; `DISCONNECTED` also deletes its tokens. A status change outdates whatever a
+    /// running refresh read: its write will change nothing.
     pub async fn set_status(
         &self,
         connection: &str,

@@ -17,8 +17,8 @@ use tokio_postgres::error::SqlState;
 
 use super::{
     Abandoned, AccountQuery, Arrival, Claim, Confirmation, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
-    LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, StoreError, Table, TokenWrite,
-    from_millis, millis,
+    DueRefresh, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
+    StoreError, Table, TokenState, TokenWrite, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -36,7 +36,10 @@ const LOCK_SWEEP: i64 = 0x6367_0002;
 const LOCK_TRIM_EVENTS: i64 = 0x6367_0003;
 
 /// The schema, in order: (version, SQL). The table `callback_gate_migrations` records which have run.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../../migrations/postgres/0002_token_lifecycle.sql")),
+];
 
 /// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
 pub fn options(url: &str) -> Result<tokio_postgres::Config, StoreError> {
@@ -388,8 +391,8 @@ impl PostgresStore {
         let hold = tx
             .prepare_cached(
                 "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
-                                                    key_id, token_expires_at, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                                    key_id, token_expires_at, refresh_due_at, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await?;
         tx.execute(
@@ -403,6 +406,7 @@ impl PostgresStore {
                 &tokens.sealed_tokens,
                 &tokens.key_id,
                 &tokens.token_expires_at,
+                &tokens.refresh_due_at.map(millis),
                 &millis(now),
                 &millis(expires_at),
             ],
@@ -506,30 +510,183 @@ impl PostgresStore {
         Ok(Some(Arrival::Refused { pending, other_browser: !same_browser }))
     }
 
-    pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
-        let scopes = tokens.scopes_json()?;
+    pub async fn token_state(&self, connection: &str, identifier: &str) -> Result<Option<TokenState>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                token_state_columns!(),
+                " FROM connected_accounts WHERE connection = $1 AND identifier = $2"
+            ))
+            .await?;
+        client.query_opt(&statement, &[&connection, &identifier]).await?.as_ref().map(token_state_from_row).transpose()
+    }
+
+    pub async fn take_refresh_lease(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        lease: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Lease, StoreError> {
+        let client = self.client().await?;
+        // One statement: the conditional update, and what the row holds when it did not apply. Row locks make
+        // concurrent takers in other instances wait for each other, and the loser re-reads the winner's lease.
+        let statement = client
+            .prepare_cached(
+                "WITH taken AS (
+                    UPDATE connected_accounts SET refresh_lease = $1, refresh_lease_until = $2
+                    WHERE connection = $3 AND identifier = $4 AND token_version = $5
+                      AND status IN ('ACTIVE', 'EXPIRED')
+                      AND (refresh_lease_until IS NULL OR refresh_lease_until <= $6)
+                    RETURNING 1
+                 )
+                 SELECT (SELECT COUNT(*) FROM taken) AS taken, token_version, status, refresh_lease_until
+                 FROM connected_accounts WHERE connection = $3 AND identifier = $4",
+            )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&lease, &millis(until), &connection, &identifier, &version, &millis(now)])
+            .await?;
+        let Some(row) = row else {
+            return Ok(Lease::Gone);
+        };
+        if row.try_get::<_, i64>("taken")? == 1 {
+            return Ok(Lease::Taken);
+        }
+        let current: i64 = row.try_get("token_version")?;
+        let status: String = row.try_get("status")?;
+        Ok(match row.try_get::<_, Option<i64>>("refresh_lease_until")? {
+            Some(until) if current == version && matches!(status.as_str(), "ACTIVE" | "EXPIRED") => {
+                Lease::Held { until: from_millis(until)? }
+            }
+            _ => Lease::Changed,
+        })
+    }
+
+    pub async fn end_refresh(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        lease: &str,
+        end: RefreshEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let at = millis(now);
+        let changed = match &end {
+            RefreshEnd::Refreshed(tokens) => {
+                let scopes = tokens.scopes_json()?;
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET status = 'ACTIVE', scopes = $6, sealed_tokens = $7, key_id = $8,
+                            token_expires_at = $9, refresh_due_at = $10, token_version = token_version + 1,
+                            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, updated_at = $5
+                         WHERE connection = $1 AND identifier = $2 AND token_version = $3 AND refresh_lease = $4",
+                    )
+                    .await?;
+                client
+                    .execute(
+                        &statement,
+                        &[
+                            &connection,
+                            &identifier,
+                            &version,
+                            &lease,
+                            &at,
+                            &scopes,
+                            &tokens.sealed_tokens,
+                            &tokens.key_id,
+                            &tokens.token_expires_at,
+                            &tokens.refresh_due_at.map(millis),
+                        ],
+                    )
+                    .await?
+            }
+            RefreshEnd::Expired => {
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET status = 'EXPIRED', refresh_due_at = NULL,
+                            token_version = token_version + 1, refresh_lease = NULL, refresh_lease_until = NULL,
+                            updated_at = $5
+                         WHERE connection = $1 AND identifier = $2 AND token_version = $3 AND refresh_lease = $4",
+                    )
+                    .await?;
+                client.execute(&statement, &[&connection, &identifier, &version, &lease, &at]).await?
+            }
+            RefreshEnd::Retry { due_at } => {
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET refresh_due_at = $5, refresh_failures = refresh_failures + 1,
+                            refresh_lease = NULL, refresh_lease_until = NULL
+                         WHERE connection = $1 AND identifier = $2 AND token_version = $3 AND refresh_lease = $4",
+                    )
+                    .await?;
+                client.execute(&statement, &[&connection, &identifier, &version, &lease, &millis(*due_at)]).await?
+            }
+            RefreshEnd::Release => {
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET refresh_lease = NULL, refresh_lease_until = NULL
+                         WHERE connection = $1 AND identifier = $2 AND token_version = $3 AND refresh_lease = $4",
+                    )
+                    .await?;
+                client.execute(&statement, &[&connection, &identifier, &version, &lease]).await?
+            }
+        };
+        Ok(changed == 1)
+    }
+
+    pub async fn due_refreshes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DueRefresh>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "UPDATE connected_accounts SET status = $1, scopes = $2, sealed_tokens = $3, key_id = $4,
-                    token_expires_at = $5, updated_at = $6 WHERE connection = $7 AND identifier = $8",
+                "SELECT connection, identifier, token_version FROM connected_accounts
+                 WHERE refresh_due_at <= $1 AND status = 'ACTIVE'
+                   AND (refresh_lease_until IS NULL OR refresh_lease_until <= $1)
+                 ORDER BY refresh_due_at LIMIT $2",
             )
             .await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &tokens.status.as_str(),
-                    &scopes,
-                    &tokens.sealed_tokens,
-                    &tokens.key_id,
-                    &tokens.token_expires_at,
-                    &millis(now),
-                    &tokens.connection,
-                    &tokens.identifier,
-                ],
+        let rows = client.query(&statement, &[&millis(now), &i64::from(limit)]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueRefresh {
+                    connection: row.try_get(0)?,
+                    identifier: row.try_get(1)?,
+                    version: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn note_missing_scopes(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        scopes: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let read = tx
+            .prepare_cached(
+                "SELECT missing_scopes FROM connected_accounts
+                 WHERE connection = $1 AND identifier = $2 AND token_version = $3 FOR UPDATE",
             )
             .await?;
+        let Some(row) = tx.query_opt(&read, &[&connection, &identifier, &version]).await? else {
+            return Ok(());
+        };
+        let current: Option<String> = row.try_get(0)?;
+        let merged = super::merge_scopes(current.as_deref(), scopes)?;
+        let write = tx
+            .prepare_cached("UPDATE connected_accounts SET missing_scopes = $1 WHERE connection = $2 AND identifier = $3")
+            .await?;
+        tx.execute(&write, &[&merged, &connection, &identifier]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -544,7 +701,8 @@ impl PostgresStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "UPDATE connected_accounts SET status = $1, updated_at = $2,
+                "UPDATE connected_accounts SET status = $1, updated_at = $2, token_version = token_version + 1,
+                    refresh_lease = NULL, refresh_lease_until = NULL, refresh_due_at = NULL,
                     sealed_tokens = CASE WHEN $3 THEN NULL ELSE sealed_tokens END,
                     key_id = CASE WHEN $3 THEN NULL ELSE key_id END
                  WHERE connection = $4 AND identifier = $5",
@@ -827,11 +985,13 @@ async fn complete_in(
     let account = tx
         .prepare_cached(
             "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
-                                             token_expires_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                                             token_expires_at, refresh_due_at, token_version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 1, $8, $8)
              ON CONFLICT (connection, identifier) DO UPDATE SET
                 status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
                 key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+                refresh_due_at = excluded.refresh_due_at, token_version = connected_accounts.token_version + 1,
+                refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, missing_scopes = NULL,
                 updated_at = excluded.updated_at",
         )
         .await?;
@@ -846,6 +1006,7 @@ async fn complete_in(
             &tokens.key_id,
             &tokens.token_expires_at,
             &millis(now),
+            &tokens.refresh_due_at.map(millis),
         ],
     )
     .await?;
@@ -914,6 +1075,7 @@ fn pending_from_row(row: &Row) -> Result<PendingVerification, StoreError> {
             sealed_tokens: row.try_get("sealed_tokens")?,
             key_id: row.try_get("key_id")?,
             token_expires_at: row.try_get("token_expires_at")?,
+            refresh_due_at: row.try_get::<_, Option<i64>>("refresh_due_at")?.map(from_millis).transpose()?,
         },
         expires_at: from_millis(row.try_get("expires_at")?)?,
     })
@@ -938,6 +1100,21 @@ fn account_from_row(row: &Row) -> Result<ConnectedAccount, StoreError> {
         created_at: from_millis(row.try_get("created_at")?)?,
         updated_at: from_millis(row.try_get("updated_at")?)?,
         last_error,
+        missing_scopes: super::parse_scopes(row.try_get::<_, Option<String>>("missing_scopes")?.as_deref())?,
+    })
+}
+
+fn token_state_from_row(row: &Row) -> Result<TokenState, StoreError> {
+    let status: String = row.try_get("status")?;
+    let sealed: Option<Vec<u8>> = row.try_get("sealed_tokens")?;
+    let key_id: Option<String> = row.try_get("key_id")?;
+    Ok(TokenState {
+        status: status.parse().map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
+        version: row.try_get("token_version")?,
+        sealed: sealed.map(|sealed| (sealed, key_id.unwrap_or_default())),
+        scopes: super::parse_scopes(Some(&row.try_get::<_, String>("scopes")?))?,
+        lease_until: row.try_get::<_, Option<i64>>("refresh_lease_until")?.map(from_millis).transpose()?,
+        refresh_failures: i64::from(row.try_get::<_, i32>("refresh_failures")?),
     })
 }
 

@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 
 use super::{
     Abandoned, AccountQuery, Arrival, Claim, Confirmation, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
-    LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, StoreError, Table, TokenWrite,
-    from_millis, millis,
+    DueRefresh, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
+    StoreError, Table, TokenState, TokenWrite, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -95,6 +95,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0001_initial.sql")),
         M::up(include_str!("../../migrations/sqlite/0002_user_verifications.sql")),
         M::up(include_str!("../../migrations/sqlite/0003_endings.sql")),
+        M::up(include_str!("../../migrations/sqlite/0004_token_lifecycle.sql")),
     ])
 }
 
@@ -409,8 +410,8 @@ impl SqliteStore {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
-                                                    key_id, token_expires_at, created_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                                    key_id, token_expires_at, refresh_due_at, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?
             .execute(params![
                 request_hash,
@@ -421,6 +422,7 @@ impl SqliteStore {
                 tokens.sealed_tokens,
                 tokens.key_id,
                 tokens.token_expires_at,
+                tokens.refresh_due_at.map(millis),
                 millis(now),
                 millis(expires_at)
             ])?;
@@ -535,31 +537,176 @@ impl SqliteStore {
         .await
     }
 
-    /// Replaces an account's tokens after a refresh and makes it ACTIVE.
-    pub async fn replace_tokens(&self, tokens: &TokenWrite, now: OffsetDateTime) -> Result<(), StoreError> {
-        let scopes = tokens.scopes_json()?;
-        let tokens = tokens.clone();
+    pub async fn token_state(&self, connection: &str, identifier: &str) -> Result<Option<TokenState>, StoreError> {
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.read(move |db| {
+            let sql = concat!(
+                "SELECT ",
+                token_state_columns!(),
+                " FROM connected_accounts WHERE connection = ? AND identifier = ?"
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query([connection, identifier])?;
+            rows.next()?.map(token_state_from_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn take_refresh_lease(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        lease: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Lease, StoreError> {
+        let (connection, identifier, lease) = (connection.to_owned(), identifier.to_owned(), lease.to_owned());
         self.write(move |db| {
-            db.prepare_cached(
-                "UPDATE connected_accounts SET status = ?, scopes = ?, sealed_tokens = ?, key_id = ?,
-                    token_expires_at = ?, updated_at = ? WHERE connection = ? AND identifier = ?",
+            let taken = db
+                .prepare_cached(
+                    "UPDATE connected_accounts SET refresh_lease = ?1, refresh_lease_until = ?2
+                     WHERE connection = ?3 AND identifier = ?4 AND token_version = ?5
+                       AND status IN ('ACTIVE', 'EXPIRED')
+                       AND (refresh_lease_until IS NULL OR refresh_lease_until <= ?6)",
+                )?
+                .execute(params![lease, millis(until), connection, identifier, version, millis(now)])?;
+            if taken == 1 {
+                return Ok(Lease::Taken);
+            }
+            let found = db
+                .prepare_cached(
+                    "SELECT token_version, status, refresh_lease_until FROM connected_accounts
+                     WHERE connection = ? AND identifier = ?",
+                )?
+                .query_row([&connection, &identifier], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<i64>>(2)?))
+                })
+                .optional()?;
+            Ok(match found {
+                None => Lease::Gone,
+                Some((current, status, Some(until)))
+                    if current == version && matches!(status.as_str(), "ACTIVE" | "EXPIRED") =>
+                {
+                    Lease::Held { until: from_millis(until)? }
+                }
+                Some(_) => Lease::Changed,
+            })
+        })
+        .await
+    }
+
+    pub async fn end_refresh(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        lease: &str,
+        end: RefreshEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (connection, identifier, lease) = (connection.to_owned(), identifier.to_owned(), lease.to_owned());
+        let scopes = match &end {
+            RefreshEnd::Refreshed(tokens) => Some(tokens.scopes_json()?),
+            _ => None,
+        };
+        self.write(move |db| {
+            let at = millis(now);
+            let changed = match (&end, scopes) {
+                (RefreshEnd::Refreshed(tokens), Some(scopes)) => db
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET status = 'ACTIVE', scopes = ?6, sealed_tokens = ?7, key_id = ?8,
+                            token_expires_at = ?9, refresh_due_at = ?10, token_version = token_version + 1,
+                            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, updated_at = ?5
+                         WHERE connection = ?1 AND identifier = ?2 AND token_version = ?3 AND refresh_lease = ?4",
+                    )?
+                    .execute(params![
+                        connection,
+                        identifier,
+                        version,
+                        lease,
+                        at,
+                        scopes,
+                        tokens.sealed_tokens,
+                        tokens.key_id,
+                        tokens.token_expires_at,
+                        tokens.refresh_due_at.map(millis)
+                    ])?,
+                (RefreshEnd::Expired, _) => db
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET status = 'EXPIRED', refresh_due_at = NULL,
+                            token_version = token_version + 1, refresh_lease = NULL, refresh_lease_until = NULL,
+                            updated_at = ?5
+                         WHERE connection = ?1 AND identifier = ?2 AND token_version = ?3 AND refresh_lease = ?4",
+                    )?
+                    .execute(params![connection, identifier, version, lease, at])?,
+                (RefreshEnd::Retry { due_at }, _) => db
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET refresh_due_at = ?5, refresh_failures = refresh_failures + 1,
+                            refresh_lease = NULL, refresh_lease_until = NULL
+                         WHERE connection = ?1 AND identifier = ?2 AND token_version = ?3 AND refresh_lease = ?4",
+                    )?
+                    .execute(params![connection, identifier, version, lease, millis(*due_at)])?,
+                (RefreshEnd::Release, _) => db
+                    .prepare_cached(
+                        "UPDATE connected_accounts SET refresh_lease = NULL, refresh_lease_until = NULL
+                         WHERE connection = ?1 AND identifier = ?2 AND token_version = ?3 AND refresh_lease = ?4",
+                    )?
+                    .execute(params![connection, identifier, version, lease])?,
+                (RefreshEnd::Refreshed(_), None) => 0,
+            };
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub async fn due_refreshes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DueRefresh>, StoreError> {
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT connection, identifier, token_version FROM connected_accounts
+                 WHERE refresh_due_at <= ?1 AND status = 'ACTIVE'
+                   AND (refresh_lease_until IS NULL OR refresh_lease_until <= ?1)
+                 ORDER BY refresh_due_at LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![millis(now), i64::from(limit)], |row| {
+                Ok(DueRefresh { connection: row.get(0)?, identifier: row.get(1)?, version: row.get(2)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn note_missing_scopes(
+        &self,
+        connection: &str,
+        identifier: &str,
+        version: i64,
+        scopes: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
+        self.write(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<Option<String>> = tx
+                .prepare_cached(
+                    "SELECT missing_scopes FROM connected_accounts
+                     WHERE connection = ? AND identifier = ? AND token_version = ?",
+                )?
+                .query_row(params![connection, identifier, version], |row| row.get(0))
+                .optional()?;
+            let Some(current) = current else {
+                return Ok(());
+            };
+            let merged = super::merge_scopes(current.as_deref(), scopes)?;
+            tx.prepare_cached(
+                "UPDATE connected_accounts SET missing_scopes = ? WHERE connection = ? AND identifier = ?",
             )?
-            .execute(params![
-                tokens.status.as_str(),
-                scopes,
-                tokens.sealed_tokens,
-                tokens.key_id,
-                tokens.token_expires_at,
-                millis(now),
-                tokens.connection,
-                tokens.identifier
-            ])?;
+            .execute(params![merged, connection, identifier])?;
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    /// Sets an account's status; `DISCONNECTED` also deletes its tokens.
     pub async fn set_status(
         &self,
         connection: &str,
@@ -571,7 +718,8 @@ impl SqliteStore {
         let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
         self.write(move |db| {
             db.prepare_cached(
-                "UPDATE connected_accounts SET status = ?1, updated_at = ?2,
+                "UPDATE connected_accounts SET status = ?1, updated_at = ?2, token_version = token_version + 1,
+                    refresh_lease = NULL, refresh_lease_until = NULL, refresh_due_at = NULL,
                     sealed_tokens = CASE WHEN ?3 THEN NULL ELSE sealed_tokens END,
                     key_id = CASE WHEN ?3 THEN NULL ELSE key_id END
                  WHERE connection = ?4 AND identifier = ?5",
@@ -858,11 +1006,13 @@ fn complete_in(
     }
     tx.prepare_cached(
         "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
-                                         token_expires_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                                         token_expires_at, refresh_due_at, token_version, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)
          ON CONFLICT (connection, identifier) DO UPDATE SET
             status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
             key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+            refresh_due_at = excluded.refresh_due_at, token_version = connected_accounts.token_version + 1,
+            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, missing_scopes = NULL,
             updated_at = excluded.updated_at",
     )?
     .execute(params![
@@ -873,6 +1023,7 @@ fn complete_in(
         tokens.sealed_tokens,
         tokens.key_id,
         tokens.token_expires_at,
+        tokens.refresh_due_at.map(millis),
         millis(now)
     ])?;
     // The link did its job: forwarded or reopened, it starts no further flow for this account.
@@ -933,6 +1084,7 @@ fn pending_from_row(row: &Row<'_>) -> Result<Result<PendingVerification, StoreEr
             sealed_tokens: row.get("sealed_tokens")?,
             key_id: row.get("key_id")?,
             token_expires_at: row.get("token_expires_at")?,
+            refresh_due_at: row.get::<_, Option<i64>>("refresh_due_at")?.and_then(|ms| from_millis(ms).ok()),
         })
     };
     let scopes = match serde_json::from_str(&scopes) {
@@ -963,6 +1115,21 @@ fn account_from_row(row: &Row<'_>) -> Result<ConnectedAccount, StoreError> {
         created_at: from_millis(row.get("created_at")?)?,
         updated_at: from_millis(row.get("updated_at")?)?,
         last_error,
+        missing_scopes: super::parse_scopes(row.get::<_, Option<String>>("missing_scopes")?.as_deref())?,
+    })
+}
+
+fn token_state_from_row(row: &Row<'_>) -> Result<TokenState, StoreError> {
+    let status: String = row.get("status")?;
+    let sealed: Option<Vec<u8>> = row.get("sealed_tokens")?;
+    let key_id: Option<String> = row.get("key_id")?;
+    Ok(TokenState {
+        status: status.parse().map_err(|()| StoreError::Corrupt(format!("unknown account status {status:?}")))?,
+        version: row.get("token_version")?,
+        sealed: sealed.map(|sealed| (sealed, key_id.unwrap_or_default())),
+        scopes: super::parse_scopes(Some(&row.get::<_, String>("scopes")?))?,
+        lease_until: row.get::<_, Option<i64>>("refresh_lease_until")?.map(from_millis).transpose()?,
+        refresh_failures: row.get("refresh_failures")?,
     })
 }
 
@@ -1051,7 +1218,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         store.close().await;
     }
 

@@ -155,12 +155,14 @@ mod tests {
     async fn a_panicking_flight_lands_empty() {
         let flights = Arc::new(Flights::default());
         let tasks = TaskTracker::new();
-        let landing = flights.run("account".into(), &tasks, async {
-            if tasks_panic() {
-                panic!("work failed");
-            }
-            0_u32
-        }).await;
+        let landing = flights
+            .run("account".into(), &tasks, async {
+                if tasks_panic() {
+                    panic!("work failed");
+                }
+                0_u32
+            })
+            .await;
         assert!(landing.is_none());
         assert!(!flights.is_running("account"));
     }

@@ -346,9 +346,11 @@ pub fn exchange_cause(err: &ExchangeError) -> &'static str {
         ExchangeError::Rejected { status, error, .. } => match error.as_str() {
             // GitHub says bad_verification_code and Slack invalid_code for what RFC 6749 calls invalid_grant.
             // Slack answers a refresh with a spent or revoked refresh token with invalid_refresh_token.
-            "invalid_grant" | "bad_verification_code" | "invalid_code" | "code_already_used" | "invalid_refresh_token" => {
-                "invalid_grant"
-            }
+            "invalid_grant"
+            | "bad_verification_code"
+            | "invalid_code"
+            | "code_already_used"
+            | "invalid_refresh_token" => "invalid_grant",
             "invalid_client"
             | "incorrect_client_credentials"
             | "invalid_client_id"
@@ -359,12 +361,13 @@ pub fn exchange_cause(err: &ExchangeError) -> &'static str {
             "redirect_uri_mismatch" | "bad_redirect_uri" => "redirect_uri_mismatch",
             "temporarily_unavailable" | "server_error" => "provider_unavailable",
             _ if *status == 401 => "invalid_client",
-            _ if *status >= 500 => "provider_unavailable",
+            // Rate limited: the provider is fine, just not now.
+            _ if *status >= 500 || *status == 429 => "provider_unavailable",
             _ => "invalid_grant",
         },
         ExchangeError::Timeout => "timeout",
         ExchangeError::Request(_) => "provider_unavailable",
-        ExchangeError::Status { status, .. } if *status >= 500 => "provider_unavailable",
+        ExchangeError::Status { status, .. } if *status >= 500 || *status == 429 => "provider_unavailable",
         ExchangeError::Status { status: 401, .. } => "invalid_client",
         ExchangeError::Status { .. }
         | ExchangeError::Redirect { .. }

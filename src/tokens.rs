@@ -120,8 +120,10 @@ pub async fn usable(
         return Err(TokenError::NotActive(current.status));
     }
     let tokens = open(state, connection, identifier, &current)?;
-    let deadline = OffsetDateTime::now_utc() + min_valid;
-    if tokens.expires_at.is_some_and(|at| at < deadline.unix_timestamp()) {
+    let now = OffsetDateTime::now_utc();
+    let due = |min_valid: Duration| tokens.expires_at.is_some_and(|at| at < (now + min_valid).unix_timestamp());
+    // Without a refresh token, a token is handed out as it is until it expires; then the account is EXPIRED.
+    if due(min_valid) && (tokens.refresh_token.is_some() || due(Duration::ZERO)) {
         return refresh_from(state, connection, identifier, current.version).await;
     }
     Ok(Usable { tokens, version: current.version, scopes: current.scopes })
@@ -179,8 +181,10 @@ async fn refresh_once(state: &Context, connection: &str, identifier: &str, versi
     let most = lease_length(state) + Duration::from_secs(5);
     loop {
         let now = OffsetDateTime::now_utc();
-        let taken =
-            state.store.take_refresh_lease(connection, identifier, version, &lease, now + lease_length(state), now).await?;
+        let taken = state
+            .store
+            .take_refresh_lease(connection, identifier, version, &lease, now + lease_length(state), now)
+            .await?;
         match taken {
             Lease::Taken => return refresh_holding(state, connection, identifier, version, &lease).await,
             Lease::Gone => return Err(TokenError::AccountNotFound),
@@ -270,7 +274,7 @@ async fn refresh_holding(
             failure.provider_status = from_provider.provider_status;
             failure.provider_body = from_provider.provider_body;
             let recorded = flow::record(state, failure, account_context(connection, identifier), started).await;
-            let end = if cause == "invalid_grant" {
+            let end = if refused_for_good(&err) {
                 RefreshEnd::Expired
             } else {
                 let wait = backoff(current.refresh_failures).max(exchanged.retry_after.unwrap_or_default());
@@ -327,6 +331,22 @@ async fn refresh_holding(
     Ok(Usable { tokens, version: version + 1, scopes })
 }
 
+/// Whether the provider refused the refresh token itself (it expired, was revoked, or was spent), rather than
+/// failing for now: only an explicit refusal expires an account, never an unknown error, a rate limit or an outage.
+fn refused_for_good(err: &exchange::ExchangeError) -> bool {
+    match err {
+        exchange::ExchangeError::Rejected { status, error, .. } => {
+            *status != 429
+                && *status < 500
+                && matches!(
+                    error.as_str(),
+                    "invalid_grant" | "invalid_refresh_token" | "token_revoked" | "token_expired"
+                )
+        }
+        _ => false,
+    }
+}
+
 fn account_context(connection: &str, identifier: &str) -> FailureContext {
     FailureContext {
         connection: Some(connection.to_owned()),
@@ -374,9 +394,14 @@ async fn report(
         ),
         Rejection::InsufficientScope { missing, provider_status, provider_body } => (
             Failure::new("insufficient_scope").with_detail(if missing.is_empty() {
-                format!("the provider answered HTTP {provider_status} to an API call for a missing scope it did not name")
+                format!(
+                    "the provider answered HTTP {provider_status} to an API call for a missing scope it did not name"
+                )
             } else {
-                format!("the provider answered HTTP {provider_status} to an API call; missing scopes: {}", missing.join(" "))
+                format!(
+                    "the provider answered HTTP {provider_status} to an API call; missing scopes: {}",
+                    missing.join(" ")
+                )
             }),
             provider_status,
             provider_body,

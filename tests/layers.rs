@@ -9,8 +9,19 @@ use std::path::Path;
 
 /// From the bottom up; a module may use only modules listed before it. The HTTP modules, at the top, are not
 /// ordered among themselves.
-const ORDERED: &[&str] =
-    &["flight", "crypto", "telemetry", "account", "store", "config", "provider", "context", "outcome", "flow", "tokens"];
+const ORDERED: &[&str] = &[
+    "flight",
+    "crypto",
+    "telemetry",
+    "account",
+    "store",
+    "config",
+    "provider",
+    "context",
+    "outcome",
+    "flow",
+    "tokens",
+];
 const HTTP: &[&str] = &["i18n", "assets", "limits", "pages", "api", "openapi", "server", "demo", "cli"];
 
 /// The top-level modules each module of `src/` names with `crate::…`.

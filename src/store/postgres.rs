@@ -16,8 +16,8 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    Abandoned, AccountQuery, Arrival, Claim, Confirmation, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
-    DueRefresh, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
+    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DueRefresh, FLOW_RETENTION, FlowEnding, FlowRecord,
+    FlowStatus, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
     StoreError, Table, TokenState, TokenWrite, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
@@ -653,11 +653,7 @@ impl PostgresStore {
         let rows = client.query(&statement, &[&millis(now), &i64::from(limit)]).await?;
         rows.iter()
             .map(|row| {
-                Ok(DueRefresh {
-                    connection: row.try_get(0)?,
-                    identifier: row.try_get(1)?,
-                    version: row.try_get(2)?,
-                })
+                Ok(DueRefresh { connection: row.try_get(0)?, identifier: row.try_get(1)?, version: row.try_get(2)? })
             })
             .collect()
     }
@@ -683,7 +679,9 @@ impl PostgresStore {
         let current: Option<String> = row.try_get(0)?;
         let merged = super::merge_scopes(current.as_deref(), scopes)?;
         let write = tx
-            .prepare_cached("UPDATE connected_accounts SET missing_scopes = $1 WHERE connection = $2 AND identifier = $3")
+            .prepare_cached(
+                "UPDATE connected_accounts SET missing_scopes = $1 WHERE connection = $2 AND identifier = $3",
+            )
             .await?;
         tx.execute(&write, &[&merged, &connection, &identifier]).await?;
         tx.commit().await?;

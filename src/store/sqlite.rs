@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::{
-    Abandoned, AccountQuery, Arrival, Claim, Confirmation, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
-    DueRefresh, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
+    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DueRefresh, FLOW_RETENTION, FlowEnding, FlowRecord,
+    FlowStatus, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
     StoreError, Table, TokenState, TokenWrite, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};

@@ -55,6 +55,8 @@ pub struct Options {
     pub header_read_timeout: Option<std::time::Duration>,
     /// Shuts the app down gracefully when cancelled (default: it runs until the test ends).
     pub shutdown: Option<tokio_util::sync::CancellationToken>,
+    /// `scopes` of the mock connection, as TOML.
+    pub scopes: &'static str,
 }
 
 impl Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             request_timeout: None,
             header_read_timeout: None,
             shutdown: None,
+            scopes: r#"["read", "write"]"#,
         }
     }
 }
@@ -193,7 +196,7 @@ client_id = "test-client"
 client_secret_env = "MOCK_CLIENT_SECRET"
 authorization_url = "{mock}/authorize"
 token_url = "{mock}/token"
-scopes = ["read", "write"]
+scopes = {scopes}
 user_verification = {user_verification}
 {extra}
 
@@ -213,6 +216,7 @@ user_verification = false
 {limits}
 "#,
         limits = options.limits,
+        scopes = options.scopes,
         extra_config = options.extra_config,
         user_verification = options.user_verification,
         verify_url = match (options.user_verify_url, options.mode) {

@@ -20,19 +20,23 @@ use callback_gate::store::Table;
 /// Two instances of the service on one new PostgreSQL database, sharing their secret key and provider, as a
 /// deployment behind a load balancer would.
 async fn two_instances() -> (TestApp, TestApp) {
+    two_instances_with(Options::default()).await
+}
+
+async fn two_instances_with(options: Options) -> (TestApp, TestApp) {
     let database = postgres_database().await;
     let secret_key = new_secret_key();
     let first = spawn_with(Options {
         database: Some(database.clone()),
         secret_key: Some(secret_key.clone()),
-        ..Options::default()
+        ..options.clone()
     })
     .await;
     let second = spawn_with(Options {
         database: Some(database),
         secret_key: Some(secret_key),
         provider_base: Some(first.provider.uri()),
-        ..Options::default()
+        ..options
     })
     .await;
     (first, second)
@@ -243,4 +247,62 @@ async fn a_database_that_goes_away_is_answered_with_a_reference_and_recovered_fr
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stored["code"], "internal_error", "{stored}");
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_split_across_two_instances_make_one_provider_call() {
+    use crate::lifecycle::{RotatingProvider, connect, exposing, refresh, token};
+    let (first, second) = two_instances_with(exposing()).await;
+    let provider = RotatingProvider::new(3600, 3600).slow(Duration::from_millis(500));
+    provider.mount(&first).await;
+    connect(&first, "user_1").await;
+
+    let answers = join_all((0..8).map(|n| refresh(if n % 2 == 0 { &first } else { &second }, "user_1"))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ACTIVE");
+    }
+    assert_eq!(provider.refreshes(), 1, "one refresh for both instances");
+    assert_eq!(provider.refused(), 0);
+    for app in [&first, &second] {
+        let (status, body) = token(app, "user_1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["access_token"], provider.last_access_token());
+    }
+}
+
+#[tokio::test]
+async fn the_token_route_on_two_instances_refreshes_an_expiring_token_once() {
+    use crate::lifecycle::{RotatingProvider, connect, exposing, token};
+    let (first, second) = two_instances_with(exposing()).await;
+    let provider = RotatingProvider::new(30, 3600).slow(Duration::from_millis(500));
+    provider.mount(&first).await;
+    connect(&first, "user_1").await;
+
+    let answers = join_all((0..8).map(|n| token(if n % 2 == 0 { &first } else { &second }, "user_1"))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["access_token"], provider.last_access_token());
+    }
+    assert_eq!(provider.refreshes(), 1);
+    assert_eq!(provider.refused(), 0);
+}
+
+#[tokio::test]
+async fn two_instances_refreshing_in_the_background_renew_each_token_once() {
+    use crate::lifecycle::{RotatingProvider, connect, eventually, exposing};
+    let (first, second) = two_instances_with(exposing()).await;
+    // Three-second tokens from every answer: both background refreshers find them due every second or so.
+    let provider = RotatingProvider::new(3, 3);
+    provider.mount(&first).await;
+    for n in 0..4 {
+        connect(&first, &format!("user_{n}")).await;
+    }
+    let renewed = eventually(Duration::from_secs(10), async || provider.refreshes() >= 12).await;
+    assert!(renewed, "refreshed repeatedly: {} refreshes, {} refused", provider.refreshes(), provider.refused());
+    // Whichever instance got there first, no refresh token was ever presented twice, and every account is fine.
+    assert_eq!(provider.refused(), 0, "no account was refreshed twice with one refresh token");
+    for n in 0..4 {
+        assert_eq!(second.account(&format!("user_{n}")).await["status"], "ACTIVE");
+    }
 }

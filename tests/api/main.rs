@@ -12,6 +12,7 @@ mod flow;
 mod hostile;
 mod id_token;
 mod instances;
+mod lifecycle;
 mod links;
 mod openapi;
 mod operations;

@@ -382,11 +382,12 @@ struct AccountPath {
     tag = "callback-gate",
     params(AccountPath),
     responses(
-        (status = 200, description = "Refreshed; the account as it is now", body = ConnectedAccount),
+        (status = 200, description = "Refreshed (or, when another refresh of the same tokens ran meanwhile, its result); the account as it is now", body = ConnectedAccount),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
-        (status = 409, description = "account_not_active, no_tokens or no_refresh_token", body = ErrorBody),
-        (status = 502, description = "token_refresh_failed: the provider refused; the message names the reference", body = ErrorBody),
+        (status = 409, description = "account_not_active (also when the account was disconnected during the refresh), no_tokens, no_refresh_token or token_expired", body = ErrorBody),
+        (status = 502, description = "token_refresh_failed: the provider refused; the message names the reference and the cause. invalid_grant makes the account EXPIRED; other causes leave it as it was", body = ErrorBody),
+        (status = 503, description = "refresh_busy: another instance's refresh of this account did not finish in time, or store_unavailable", body = ErrorBody),
         (status = "default", description = "Any other failure", body = ErrorBody),
     )
 )]
@@ -435,11 +436,13 @@ pub(crate) struct DisconnectedAccount {
 pub(crate) struct AccessToken {
     connection: String,
     identifier: String,
-    /// Valid for at least 60 seconds more.
+    /// Valid for at least 60 seconds more, where the provider's tokens live that long.
     access_token: String,
     token_type: Option<String>,
+    /// When the access token expires, where the provider said.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The scopes granted to the account.
     scopes: Vec<String>,
 }
 
@@ -451,12 +454,13 @@ pub(crate) struct AccessToken {
     tag = "callback-gate",
     params(AccountPath),
     responses(
-        (status = 200, description = "The raw access token", body = AccessToken),
+        (status = 200, description = "The raw access token, valid for at least 60 seconds more where the provider's tokens live that long (refreshed first when needed)", body = AccessToken),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "tokens_not_exposed: the connection does not have expose_tokens = true", body = ErrorBody),
         (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
-        (status = 409, description = "account_not_active, no_tokens or no_refresh_token", body = ErrorBody),
-        (status = 502, description = "token_refresh_failed", body = ErrorBody),
+        (status = 409, description = "account_not_active (the message names the status and what to do), no_tokens, or token_expired (expired with no refresh token: the account is now EXPIRED)", body = ErrorBody),
+        (status = 502, description = "token_refresh_failed: the refresh it needed was refused; the message names the reference", body = ErrorBody),
+        (status = 503, description = "refresh_busy or store_unavailable", body = ErrorBody),
         (status = "default", description = "Any other failure", body = ErrorBody),
     )
 )]

@@ -3,7 +3,7 @@
 //!
 //! The work runs as its own task on the given [`TaskTracker`], not inside any caller: a caller that goes away (a
 //! client that disconnects) does not cancel it halfway, which for a token refresh would lose a refresh token the
-//! provider has already rotated. Results are type-erased so that the [`crate::context::Context`] holding the
+//! provider has already rotated. Results are type-erased so that the context holding the
 //! flights need not know the types of the modules above it that use them.
 
 use std::any::Any;

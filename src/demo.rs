@@ -117,7 +117,11 @@ scopes = ["profile", "email"]
         }
     };
     let settings = config::from_toml(&document, &secrets)?;
-    let provider = Arc::new(DemoProvider { client_secret, codes: Mutex::new(HashMap::new()) });
+    let provider = Arc::new(DemoProvider {
+        client_secret,
+        codes: Mutex::new(HashMap::new()),
+        refresh_tokens: Mutex::new(HashMap::new()),
+    });
     let app = Application::build(settings, listener, routes(provider))
         .await?
         .layer(middleware::from_fn_with_state(port, loopback_names_only));
@@ -262,6 +266,9 @@ async fn connect(_: OwnOrigin, State(state): State<AppState>, Form(form): Form<C
 struct DemoProvider {
     client_secret: String,
     codes: Mutex<HashMap<String, Grant>>,
+    /// Refresh tokens it accepts now, with their grant's scope. Each works once: like Microsoft's and
+    /// Atlassian's, the answer to a refresh carries its successor.
+    refresh_tokens: Mutex<HashMap<String, String>>,
 }
 
 struct Grant {
@@ -425,9 +432,14 @@ async fn decide(
 #[derive(Deserialize)]
 struct TokenRequest {
     grant_type: String,
+    #[serde(default)]
     code: String,
+    #[serde(default)]
     redirect_uri: String,
+    #[serde(default)]
     code_verifier: String,
+    #[serde(default)]
+    refresh_token: String,
 }
 
 fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -448,8 +460,23 @@ async fn token(
     if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed");
     }
+    if request.grant_type == "refresh_token" {
+        let scope = provider.refresh_tokens.lock().ok().and_then(|mut tokens| tokens.remove(&request.refresh_token));
+        return match scope {
+            Some(scope) => issue_tokens(&provider, scope),
+            None => token_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "The refresh token is unknown or was already used",
+            ),
+        };
+    }
     if request.grant_type != "authorization_code" {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Only authorization_code is supported");
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Only authorization_code and refresh_token are supported",
+        );
     }
     let grant = provider.codes.lock().ok().and_then(|mut codes| codes.remove(&request.code));
     let Some(grant) = grant.filter(|g| g.issued.elapsed() < CODE_LIFETIME) else {
@@ -479,12 +506,21 @@ async fn token(
             return ([(header::CONTENT_TYPE, "application/json")], "{\"access_token\": ").into_response();
         }
     }
+    issue_tokens(&provider, grant.scope)
+}
+
+/// New tokens for a grant, with a refresh token that works once.
+fn issue_tokens(provider: &DemoProvider, scope: String) -> Response {
+    let refresh_token = format!("demo_rt_{}", crypto::random_token::<24>());
+    if let Ok(mut tokens) = provider.refresh_tokens.lock() {
+        tokens.insert(refresh_token.clone(), scope.clone());
+    }
     Json(json!({
         "access_token": format!("demo_at_{}", crypto::random_token::<24>()),
-        "refresh_token": format!("demo_rt_{}", crypto::random_token::<24>()),
+        "refresh_token": refresh_token,
         "token_type": "Bearer",
         "expires_in": 3600,
-        "scope": grant.scope,
+        "scope": scope,
     }))
     .into_response()
 }

@@ -165,6 +165,23 @@ async fn approve_connects_and_deny_explains() {
     assert_eq!(account["identifier"], "user_demo");
     assert!(account["last_error"].is_null(), "{account}");
 
+    // The demo provider refreshes like providers that rotate refresh tokens: twice in a row works, each time
+    // with the refresh token the previous answer gave.
+    for _ in 0..2 {
+        let response = demo
+            .client
+            .post(demo.url("/v1/connected-accounts/demo/user_demo/refresh"))
+            .bearer_auth(&demo.api_key)
+            .send()
+            .await
+            .expect("refresh");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ACTIVE");
+        assert!(body["last_error"].is_null(), "{body}");
+    }
+
     // The API wants its key.
     let response = demo.client.get(demo.url("/v1/connected-accounts/demo/user_demo")).send().await.expect("API");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);

@@ -558,12 +558,13 @@ impl PostgresStore {
         }
         let current: i64 = row.try_get("token_version")?;
         let status: String = row.try_get("status")?;
-        Ok(match row.try_get::<_, Option<i64>>("refresh_lease_until")? {
-            Some(until) if current == version && matches!(status.as_str(), "ACTIVE" | "EXPIRED") => {
-                Lease::Held { until: from_millis(until)? }
-            }
-            _ => Lease::Changed,
-        })
+        if current != version || !matches!(status.as_str(), "ACTIVE" | "EXPIRED") {
+            return Ok(Lease::Changed);
+        }
+        // The row as this statement's snapshot saw it: when another instance took the lease just before, the
+        // update waited for it and found it held, while the snapshot may still show no lease. Held either way.
+        let until = row.try_get::<_, Option<i64>>("refresh_lease_until")?.unwrap_or(millis(now));
+        Ok(Lease::Held { until: from_millis(until)? })
     }
 
     pub async fn end_refresh(

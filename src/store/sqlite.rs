@@ -585,10 +585,10 @@ impl SqliteStore {
                 .optional()?;
             Ok(match found {
                 None => Lease::Gone,
-                Some((current, status, Some(until)))
+                Some((current, status, until))
                     if current == version && matches!(status.as_str(), "ACTIVE" | "EXPIRED") =>
                 {
-                    Lease::Held { until: from_millis(until)? }
+                    Lease::Held { until: from_millis(until.unwrap_or(millis(now)))? }
                 }
                 Some(_) => Lease::Changed,
             })

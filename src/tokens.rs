@@ -309,7 +309,20 @@ async fn refresh_holding(
         token_expires_at: tokens.expires_at,
         refresh_due_at: account::refresh_due(now, tokens.expires_at, true),
     };
-    if !release(RefreshEnd::Refreshed(write)).await? {
+    // The provider may have rotated the refresh token: its successor must not be lost to a database that is away
+    // for a moment, so the write is retried for as long as the lease lasts.
+    let mut attempt = 0;
+    let written = loop {
+        match release(RefreshEnd::Refreshed(write.clone())).await {
+            Err(err) if err.is_unavailable() && attempt < 4 => {
+                attempt += 1;
+                tracing::warn!(target: "callback_gate::tokens", connection, error = %err, attempt, "could not store refreshed tokens; retrying");
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+            result => break result?,
+        }
+    };
+    if !written {
         // A disconnect or a new flow came first; what it left stands.
         tracing::info!(
             target: "callback_gate::tokens",

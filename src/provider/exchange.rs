@@ -94,7 +94,8 @@ pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &S
         ("code_verifier", verifier.expose()),
     ];
     let started = Instant::now();
-    let (result, retry_after) = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
+    let (result, retry_after) =
+        send(authenticated(http, provider, provider.token_url.clone(), &form), provider.token_types).await;
     Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 
@@ -103,7 +104,8 @@ pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &S
 pub async fn refresh(http: &reqwest::Client, provider: &Provider, refresh_token: &Secret) -> Exchanged {
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
     let started = Instant::now();
-    let (result, retry_after) = send(authenticated(http, provider, provider.token_url.clone(), &form)).await;
+    let (result, retry_after) =
+        send(authenticated(http, provider, provider.token_url.clone(), &form), provider.token_types).await;
     Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 
@@ -158,13 +160,16 @@ fn form_urlencode(value: &str) -> String {
 }
 
 /// Sends a token request; with its answer, how long the provider asked to be left alone, where it said.
-async fn send(request: reqwest::RequestBuilder) -> (Result<Tokens, ExchangeError>, Option<Duration>) {
+async fn send(
+    request: reqwest::RequestBuilder,
+    token_types: &[&str],
+) -> (Result<Tokens, ExchangeError>, Option<Duration>) {
     let response = match request.send().await {
         Ok(response) => response,
         Err(err) => return (Err(request_error(err)), None),
     };
     let retry_after = retry_after(response.headers());
-    (answer(response).await, retry_after)
+    (answer(response, token_types).await, retry_after)
 }
 
 /// `Retry-After` in seconds (RFC 9110 section 10.2.3; the HTTP-date form is rare from token endpoints and ignored).
@@ -173,7 +178,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-async fn answer(response: reqwest::Response) -> Result<Tokens, ExchangeError> {
+async fn answer(response: reqwest::Response, token_types: &[&str]) -> Result<Tokens, ExchangeError> {
     let status = response.status().as_u16();
     if response.status().is_redirection() {
         let location = response
@@ -194,7 +199,7 @@ async fn answer(response: reqwest::Response) -> Result<Tokens, ExchangeError> {
         Err(ReadError::TooLarge) => return Err(ExchangeError::TooLarge { status }),
         Err(ReadError::Request(err)) => return Err(request_error(err)),
     };
-    parse_token_response(status, &body, is_form)
+    parse_answer(status, &body, is_form, token_types)
 }
 
 fn request_error(err: reqwest::Error) -> ExchangeError {
@@ -226,8 +231,14 @@ pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Resul
 }
 
 /// Parses a token endpoint's answer. JSON is the standard; a form-encoded body is accepted from providers that
-/// still send one (GitHub without `Accept`).
+/// still send one (GitHub without `Accept`). The only `token_type` accepted is `bearer` (RFC 6750; any case).
 pub fn parse_token_response(status: u16, body: &[u8], is_form: bool) -> Result<Tokens, ExchangeError> {
+    parse_answer(status, body, is_form, &[])
+}
+
+/// [`parse_token_response`] for a provider that documents `token_types` besides `bearer` (Slack's `bot` and
+/// `user`, which are bearer tokens by another name).
+pub fn parse_answer(status: u16, body: &[u8], is_form: bool, token_types: &[&str]) -> Result<Tokens, ExchangeError> {
     let text = String::from_utf8_lossy(body);
     let parsed: Option<serde_json::Map<String, Value>> = if is_form {
         Some(url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect())
@@ -265,20 +276,69 @@ pub fn parse_token_response(status: u16, body: &[u8], is_form: bool) -> Result<T
     let Some(access_token) = string("access_token").filter(|t| !t.is_empty()) else {
         return Err(ExchangeError::Malformed { status, reason: "no access_token".into(), body: redacted() });
     };
+    // A field of the wrong type is never guessed at: silently dropping a refresh token loses the grant, and a
+    // scope or token type read the wrong way makes unusable tokens look usable.
+    let malformed = |reason: String| ExchangeError::Malformed { status, reason, body: redacted() };
+    let text = |key: &str| -> Result<Option<String>, ExchangeError> {
+        match fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value.clone())),
+            Some(other) => Err(malformed(format!("{key} is {}, not a string", kind_of(other)))),
+        }
+    };
+    let scope = text("scope").map_err(|_| {
+        let kind = fields.get("scope").map_or("missing", kind_of);
+        malformed(format!("scope is {kind}, not a space-separated string"))
+    })?;
+    let token_type = text("token_type")?;
+    if let Some(token_type) = &token_type {
+        let known = token_type.eq_ignore_ascii_case("bearer")
+            || token_types.iter().any(|accepted| token_type.eq_ignore_ascii_case(accepted));
+        if !known {
+            return Err(malformed(format!(
+                "token_type \"{}\" is not bearer, the only type this service can use",
+                crate::telemetry::escape(&excerpt(token_type, 32))
+            )));
+        }
+    }
+    let refresh_token = text("refresh_token")?.filter(|t| !t.is_empty()).map(Secret::new);
+    let id_token = text("id_token")?.filter(|t| !t.is_empty()).map(Secret::new);
     let expires_in = match fields.get("expires_in") {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)) {
+            Some(seconds) if seconds >= 0 => Some(seconds),
+            _ => return Err(malformed(format!("expires_in {n} is not a number of seconds"))),
+        },
+        Some(Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(seconds) if seconds >= 0 => Some(seconds),
+            _ => {
+                let shown = crate::telemetry::escape(&excerpt(s, 32));
+                return Err(malformed(format!("expires_in \"{shown}\" is not a number of seconds")));
+            }
+        },
+        Some(other) => return Err(malformed(format!("expires_in is {}, not a number", kind_of(other)))),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(Tokens {
         access_token: Secret::new(access_token),
-        refresh_token: string("refresh_token").filter(|t| !t.is_empty()).map(Secret::new),
-        id_token: string("id_token").filter(|t| !t.is_empty()).map(Secret::new),
-        token_type: string("token_type"),
+        refresh_token,
+        id_token,
+        token_type,
         expires_at: expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s)),
-        scope: string("scope"),
+        scope,
     })
+}
+
+/// How a JSON value's type reads in a message.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Keys whose values are secrets wherever they appear in a provider body.
@@ -443,6 +503,51 @@ mod tests {
             assert!(!redacted.contains("s3cret"), "{almost:?} gave {redacted:?}");
         }
         assert!(redact_body(&"a".repeat(100_000)).len() < BODY_EXCERPT_CHARS + 64);
+    }
+
+    fn reason(body: &str, token_types: &[&str]) -> Option<String> {
+        match parse_answer(200, body.as_bytes(), false, token_types) {
+            Ok(_) => None,
+            Err(ExchangeError::Malformed { reason, .. }) => Some(reason),
+            Err(other) => panic!("{body}: {other}"),
+        }
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type_make_an_answer_malformed() {
+        let refused = [
+            (r#"{"access_token":"at","scope":["read","write"]}"#, "scope is an array, not a space-separated string"),
+            (r#"{"access_token":"at","scope":7}"#, "scope is a number, not a space-separated string"),
+            (r#"{"access_token":"at","scope":{"read":true}}"#, "scope is an object"),
+            (r#"{"access_token":"at","token_type":"mac"}"#, "token_type \"mac\" is not bearer"),
+            (r#"{"access_token":"at","token_type":"bot"}"#, "token_type \"bot\" is not bearer"),
+            (r#"{"access_token":"at","token_type":1}"#, "token_type is a number, not a string"),
+            (r#"{"access_token":"at","refresh_token":["rt"]}"#, "refresh_token is an array, not a string"),
+            (r#"{"access_token":"at","expires_in":-5}"#, "expires_in -5 is not a number of seconds"),
+            (r#"{"access_token":"at","expires_in":"soon"}"#, "expires_in \"soon\" is not a number of seconds"),
+            (r#"{"access_token":"at","expires_in":{"s":1}}"#, "expires_in is an object, not a number"),
+        ];
+        for (body, expected) in refused {
+            let reason = reason(body, &[]).unwrap_or_else(|| panic!("{body} was accepted"));
+            assert!(reason.contains(expected), "{body}: {reason}");
+        }
+        let accepted = [
+            r#"{"access_token":"at","token_type":"Bearer","scope":"read write","expires_in":3600}"#,
+            r#"{"access_token":"at","token_type":"BEARER","expires_in":"3600"}"#,
+            r#"{"access_token":"at","token_type":"bearer","scope":null,"refresh_token":null}"#,
+            r#"{"access_token":"at","expires_in":3599.0}"#,
+            r#"{"access_token":"at"}"#,
+        ];
+        for body in accepted {
+            assert_eq!(reason(body, &[]), None, "{body}");
+        }
+        // Slack's own types, from Slack only.
+        assert_eq!(reason(r#"{"ok":true,"access_token":"xoxb-1","token_type":"bot"}"#, &["bot", "user"]), None);
+        assert_eq!(reason(r#"{"ok":true,"access_token":"xoxp-1","token_type":"user"}"#, &["bot", "user"]), None);
+        assert!(reason(r#"{"access_token":"at","token_type":"mac"}"#, &["bot", "user"]).is_some());
+        // Form answers carry strings only.
+        assert!(parse_token_response(200, b"access_token=gho_x&token_type=bearer&scope=repo", true).is_ok());
+        assert!(parse_token_response(200, b"access_token=gho_x&token_type=mac", true).is_err());
     }
 
     #[test]

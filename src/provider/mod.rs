@@ -26,17 +26,19 @@ struct Preset {
     scope_separator: &'static str,
     /// Extra authorization parameters, e.g. Google's `access_type=offline` to receive a refresh token.
     extra_params: &'static [(&'static str, &'static str)],
+    /// `token_type` values the provider documents besides `bearer`.
+    token_types: &'static [&'static str],
 }
 
 use TokenAuthMethod::ClientSecretPost as Post;
 
 #[rustfmt::skip]
 const PRESETS: [Preset; 5] = [
-    Preset { kind: ProviderKind::Google,    authorization_url: "https://accounts.google.com/o/oauth2/v2/auth",              token_url: "https://oauth2.googleapis.com/token",                      revocation_url: Some("https://oauth2.googleapis.com/revoke"), auth_method: Post, scope_separator: " ", extra_params: &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")] },
-    Preset { kind: ProviderKind::Microsoft, authorization_url: "https://login.microsoftonline.com/common/oauth2/v2.0/authorize", token_url: "https://login.microsoftonline.com/common/oauth2/v2.0/token", revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("response_mode", "query")] },
-    Preset { kind: ProviderKind::Slack,     authorization_url: "https://slack.com/oauth/v2/authorize",                       token_url: "https://slack.com/api/oauth.v2.access",                    revocation_url: Some("https://slack.com/api/auth.revoke"),     auth_method: Post, scope_separator: ",", extra_params: &[] },
-    Preset { kind: ProviderKind::Github,    authorization_url: "https://github.com/login/oauth/authorize",                   token_url: "https://github.com/login/oauth/access_token",              revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("allow_signup", "false")] },
-    Preset { kind: ProviderKind::Atlassian, authorization_url: "https://auth.atlassian.com/authorize",                       token_url: "https://auth.atlassian.com/oauth/token",                   revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("audience", "api.atlassian.com"), ("prompt", "consent")] },
+    Preset { kind: ProviderKind::Google,    authorization_url: "https://accounts.google.com/o/oauth2/v2/auth",              token_url: "https://oauth2.googleapis.com/token",                      revocation_url: Some("https://oauth2.googleapis.com/revoke"), auth_method: Post, scope_separator: " ", extra_params: &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")], token_types: &[] },
+    Preset { kind: ProviderKind::Microsoft, authorization_url: "https://login.microsoftonline.com/common/oauth2/v2.0/authorize", token_url: "https://login.microsoftonline.com/common/oauth2/v2.0/token", revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("response_mode", "query")], token_types: &[] },
+    Preset { kind: ProviderKind::Slack,     authorization_url: "https://slack.com/oauth/v2/authorize",                       token_url: "https://slack.com/api/oauth.v2.access",                    revocation_url: Some("https://slack.com/api/auth.revoke"),     auth_method: Post, scope_separator: ",", extra_params: &[], token_types: &["bot", "user"] },
+    Preset { kind: ProviderKind::Github,    authorization_url: "https://github.com/login/oauth/authorize",                   token_url: "https://github.com/login/oauth/access_token",              revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("allow_signup", "false")], token_types: &[] },
+    Preset { kind: ProviderKind::Atlassian, authorization_url: "https://auth.atlassian.com/authorize",                       token_url: "https://auth.atlassian.com/oauth/token",                   revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("audience", "api.atlassian.com"), ("prompt", "consent")], token_types: &[] },
 ];
 
 /// A connection resolved against its preset or its issuer's discovery document: everything a flow needs.
@@ -49,6 +51,8 @@ pub struct Provider {
     pub auth_method: TokenAuthMethod,
     pub scope_separator: &'static str,
     pub extra_params: Vec<(String, String)>,
+    /// `token_type` values accepted in token answers besides `bearer` (Slack's `bot` and `user`).
+    pub token_types: &'static [&'static str],
     /// The issuer the provider identifies as, where known: checked against RFC 9207 `iss` and ID tokens.
     pub issuer: Option<String>,
     /// Whether the provider promises `iss` in every authorization response (RFC 9207), so a missing one is an error.
@@ -179,6 +183,7 @@ async fn resolve_one(
         extra_params: preset
             .map(|p| p.extra_params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
             .unwrap_or_default(),
+        token_types: preset.map_or(&[], |p| p.token_types),
         issuer: connection.issuer.as_ref().map(|u| trim_issuer(u.as_str())),
         iss_required: false,
         jwks: None,
@@ -244,6 +249,7 @@ async fn discover(
         auth_method,
         scope_separator: " ",
         extra_params: Vec::new(),
+        token_types: &[],
         issuer: Some(doc.issuer),
         iss_required: doc.authorization_response_iss_parameter_supported,
         jwks: Some(Jwks::new(doc.jwks_uri, token_timeout)),

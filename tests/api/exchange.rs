@@ -352,3 +352,144 @@ async fn a_failed_exchange_on_reauthentication_keeps_the_active_tokens() {
     assert_eq!(token_requests(&app).await, 2);
     app.provider.verify().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Answers that look like tokens but are not usable
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_scope_that_is_not_a_string_is_malformed_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let failed = connect_against(
+        &app,
+        json_body(
+            200,
+            json!({ "access_token": "at-array-scope-0001", "token_type": "Bearer", "scope": ["read", "write"] }),
+        ),
+    )
+    .await;
+    assert_eq!(failed.cause(), "malformed_response");
+    assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
+    let detail = failed.record["detail"].as_str().unwrap();
+    assert!(detail.contains("scope is an array, not a space-separated string"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_token_type_other_than_bearer_is_malformed_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let failed = connect_against(
+        &app,
+        json_body(200, json!({ "access_token": "at-mac-token-0001", "token_type": "mac", "scope": "read write" })),
+    )
+    .await;
+    assert_eq!(failed.cause(), "malformed_response");
+    assert!(
+        failed.record["detail"].as_str().unwrap().contains("token_type \"mac\" is not bearer"),
+        "{}",
+        failed.record
+    );
+}
+
+#[tokio::test]
+async fn bearer_in_any_case_connects() {
+    let app = spawn_app().await;
+    app.mock_token(json_body(
+        200,
+        json!({ "access_token": "at-bearer-case-0001", "token_type": "BEARER", "scope": "read write" }),
+    ))
+    .await;
+    let (browser, started) = app.begin("user_1").await;
+    let callback = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
+    let (status, page) = app.follow(&browser, callback).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(app.account("user_1").await["status"], "ACTIVE");
+}
+
+/// An app with a Slack connection whose endpoints are the wiremock provider's (under `/slack/`).
+async fn with_slack() -> TestApp {
+    let slack = "[[connections]]\nname = \"slack\"\nprovider = \"slack\"\nclient_id = \"slack-client\"\n\
+                 client_secret_env = \"MOCK_CLIENT_SECRET\"\nauthorization_url = \"{mock}/slack/authorize\"\n\
+                 token_url = \"{mock}/slack/token\"\nscopes = [\"chat:write\"]\nuser_verification = false\n";
+    spawn_with(Options { extra_config: slack.into(), ..Options::default() }).await
+}
+
+/// Runs a flow on `connection` whose token endpoint (`token_path`) answers `body`; returns the result page.
+async fn connect_on(app: &TestApp, connection: &str, token_path: &str, body: Value) -> (StatusCode, String) {
+    Mock::given(method("POST")).and(path(token_path)).respond_with(json_body(200, body)).mount(&app.provider).await;
+    let response = app
+        .api
+        .post(app.url("/v1/authorization-links"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "connection": connection, "identifier": "user_1" }))
+        .send()
+        .await
+        .unwrap();
+    let link = response.json::<Value>().await.unwrap()["link"].as_str().unwrap().to_owned();
+    let browser = crate::helpers::Browser::new();
+    let started = app.start(&browser, &link).await;
+    let callback = app.callback_on(&browser, connection, &format!("code=the-code&state={}", started.state)).await;
+    app.follow(&browser, callback).await
+}
+
+#[tokio::test]
+async fn slack_bot_tokens_connect_from_slack_only() {
+    let app = with_slack().await;
+    // Slack's oauth.v2.access answers token_type "bot": a bearer token by another name, from Slack.
+    let bot = json!({ "ok": true, "access_token": "xoxb-bot-token-0001", "token_type": "bot", "scope": "chat:write" });
+    let (status, page) = connect_on(&app, "slack", "/slack/token", bot.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let account = app
+        .api
+        .get(app.url("/v1/connected-accounts/slack/user_1"))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(account["status"], "ACTIVE", "{account}");
+    // The same answer from a generic OAuth 2.0 provider is not a token this service can use.
+    let (status, page) = connect_on(&app, CONNECTION, "/token", bot).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
+    assert_eq!(code_on(&page), "failed_to_exchange_token");
+    let record = app.reference(&reference_on(&page)).await;
+    assert_eq!(record["cause"], "malformed_response");
+    assert!(app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.is_none());
+}
+
+#[tokio::test]
+async fn a_refresh_answered_with_an_array_scope_leaves_the_account_as_it_was() {
+    use wiremock::matchers::body_string_contains;
+    let app = spawn_with(Options { connection_extra: "expose_tokens = true".into(), ..Options::default() }).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(json_body(
+            200,
+            json!({ "access_token": "at-never-stored-0002", "token_type": "Bearer", "scope": ["read", "write"] }),
+        ))
+        .with_priority(1)
+        .mount(&app.provider)
+        .await;
+    app.mock_token_success(1).await;
+    let (browser, started) = app.begin("user_1").await;
+    let callback = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
+    assert_eq!(app.follow(&browser, callback).await.0, StatusCode::OK);
+
+    let response = app
+        .api
+        .post(app.url("/v1/connected-accounts/mock/user_1/refresh"))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_refresh_failed");
+    assert!(body["error"]["message"].as_str().unwrap().contains("malformed_response"), "{body}");
+    let account = app.account("user_1").await;
+    assert_eq!(account["status"], "ACTIVE");
+    let tokens = app.open_tokens(CONNECTION, "user_1", CONNECTION, "user_1").await.unwrap();
+    assert_eq!(tokens["access_token"], "at-secret-value-0001", "the stored token is unchanged");
+}

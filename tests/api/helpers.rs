@@ -217,7 +217,7 @@ user_verification = false
 "#,
         limits = options.limits,
         scopes = options.scopes,
-        extra_config = options.extra_config,
+        extra_config = options.extra_config.replace("{mock}", &provider.uri()),
         user_verification = options.user_verification,
         verify_url = match (options.user_verify_url, options.mode) {
             (false, _) => String::new(),

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/connected-accounts/{connection}/{identifier}", get(get_account).delete(disconnect))
         .route("/connected-accounts/{connection}/{identifier}/refresh", post(refresh))
         .route("/connected-accounts/{connection}/{identifier}/token", get(get_token))
+        .route("/proxy/{connection}/{identifier}/{*path}", any(crate::proxy::forward))
         .route("/references/{reference}", get(get_reference))
         .route("/user-verifications", post(verify_user))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
@@ -71,18 +72,20 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<&'static str>,
+    /// The account's status, where the error is about it (`account_not_active`).
+    account_status: Option<AccountStatus>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, account_status: None }
     }
 
     fn invalid_field(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), field: Some(field) }
+        Self { field: Some(field), ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message) }
     }
 
-    fn connection_unknown(connection: &str) -> Self {
+    pub(crate) fn connection_unknown(connection: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "connection_unknown",
@@ -110,6 +113,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(field) = self.field {
             error["field"] = json!(field);
+        }
+        if let Some(status) = self.account_status {
+            error["status"] = json!(status);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -289,16 +295,15 @@ impl From<TokenError> for ApiError {
             TokenError::UnknownConnection => {
                 ApiError::new(StatusCode::NOT_FOUND, "connection_unknown", "the connection is not configured")
             }
-            TokenError::Refused(recorded) => ApiError {
-                status: StatusCode::BAD_GATEWAY,
-                code: "token_refresh_failed",
-                message: format!(
+            TokenError::Refused(recorded) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "token_refresh_failed",
+                format!(
                     "the provider refused the refresh ({}); details under reference {}",
                     recorded.failure.detail.split(':').next().unwrap_or("unknown"),
                     recorded.reference
                 ),
-                field: None,
-            },
+            ),
             TokenError::Expired(recorded) => ApiError::new(
                 StatusCode::CONFLICT,
                 "token_expired",
@@ -317,11 +322,14 @@ impl From<TokenError> for ApiError {
                 "account_not_found",
                 "no connected account for this connection and identifier",
             ),
-            TokenError::NotActive(status) => ApiError::new(
-                StatusCode::CONFLICT,
-                "account_not_active",
-                format!("the account is {status}, so it has no usable token: {}", status_next_step(status)),
-            ),
+            TokenError::NotActive(status) => ApiError {
+                account_status: Some(status),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "account_not_active",
+                    format!("the account is {status}, so it has no usable token: {}", status_next_step(status)),
+                )
+            },
             TokenError::Store(err) => err.into(),
         }
     }

@@ -188,6 +188,9 @@ pub struct RawConnection {
     pub token_auth_method: Option<String>,
     pub user_verification: Option<bool>,
     pub expose_tokens: Option<bool>,
+    /// Where `/v1/proxy` sends calls; presets set it.
+    #[serde(default, deserialize_with = "text")]
+    pub api_base_url: Option<String>,
 }
 
 mod toml_value {
@@ -383,6 +386,8 @@ pub struct ConnectionSettings {
     pub token_auth_method: Option<TokenAuthMethod>,
     pub user_verification: bool,
     pub expose_tokens: bool,
+    /// Where `/v1/proxy` sends this connection's calls, when set here rather than by a preset.
+    pub api_base_url: Option<Url>,
     /// `{public_url}/connect/callback/{name}`: the one redirect URI registered in the provider console.
     pub redirect_uri: Url,
 }
@@ -1006,6 +1011,17 @@ fn validate_connection(
     let token_url = url_field("token_url", raw.token_url, problems);
     let issuer = url_field("issuer", raw.issuer, problems);
     let revocation_url = url_field("revocation_url", raw.revocation_url, problems);
+    let api_base_url = url_field("api_base_url", raw.api_base_url.clone(), problems).and_then(|url| {
+        let value = raw.api_base_url.as_deref().unwrap_or_default();
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some()
+        {
+            problems.push(format!(
+                "{label}: api_base_url \"{value}\" must be a scheme, host and optional path, without a query, fragment or user name"
+            ));
+            return None;
+        }
+        Some(url)
+    });
     match provider {
         Some(ProviderKind::OAuth2) => {
             for (key, present) in
@@ -1063,6 +1079,7 @@ fn validate_connection(
         token_auth_method,
         user_verification: raw.user_verification.unwrap_or(mode == Mode::Production),
         expose_tokens: raw.expose_tokens.unwrap_or(false),
+        api_base_url,
         redirect_uri,
     })
 }

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod outcome;
 pub mod pages;
 pub mod provider;
+pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod telemetry;

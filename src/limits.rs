@@ -38,6 +38,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body accepted for a call through `/v1/proxy`.
+pub const MAX_PROXY_BODY_BYTES: usize = crate::proxy::MAX_REQUEST_BYTES;
 
 /// Refuses requests whose target, headers or declared body are too large.
 pub async fn refuse_oversized(State(frame): State<Arc<Frame>>, request: Request, next: Next) -> Response {
@@ -54,7 +56,9 @@ pub async fn refuse_oversized(State(frame): State<Arc<Frame>>, request: Request,
     }
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    // Calls through the proxy carry the app's payloads for the provider's API (a message, an attachment).
+    let most = if request.uri().path().starts_with("/v1/proxy/") { MAX_PROXY_BODY_BYTES } else { MAX_BODY_BYTES };
+    if declared.is_some_and(|len| len > most as u64) {
         return too_large(&frame, &language, api, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
     next.run(request).await

@@ -26,6 +26,7 @@ use crate::api;
         api::disconnect,
         api::refresh,
         api::get_token,
+        crate::proxy::forward,
         api::get_reference,
         api::verify_user,
         api::openapi_json,
@@ -66,6 +67,9 @@ pub struct ErrorDetail {
     /// The request field at fault, where there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `account_not_active`: the account's status (`PENDING_AUTH`, `EXPIRED`, `DISCONNECTED`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// The raw details and the developer hint behind a reference (the shape of the stored outcome event).

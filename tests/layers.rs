@@ -22,7 +22,7 @@ const ORDERED: &[&str] = &[
     "flow",
     "tokens",
 ];
-const HTTP: &[&str] = &["i18n", "assets", "limits", "pages", "api", "openapi", "server", "demo", "cli"];
+const HTTP: &[&str] = &["i18n", "assets", "limits", "pages", "api", "proxy", "openapi", "server", "demo", "cli"];
 
 /// The top-level modules each module of `src/` names with `crate::…`.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {

@@ -28,17 +28,19 @@ struct Preset {
     extra_params: &'static [(&'static str, &'static str)],
     /// `token_type` values the provider documents besides `bearer`.
     token_types: &'static [&'static str],
+    /// Where `/v1/proxy` sends calls.
+    api_base_url: &'static str,
 }
 
 use TokenAuthMethod::ClientSecretPost as Post;
 
 #[rustfmt::skip]
 const PRESETS: [Preset; 5] = [
-    Preset { kind: ProviderKind::Google,    authorization_url: "https://accounts.google.com/o/oauth2/v2/auth",              token_url: "https://oauth2.googleapis.com/token",                      revocation_url: Some("https://oauth2.googleapis.com/revoke"), auth_method: Post, scope_separator: " ", extra_params: &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")], token_types: &[] },
-    Preset { kind: ProviderKind::Microsoft, authorization_url: "https://login.microsoftonline.com/common/oauth2/v2.0/authorize", token_url: "https://login.microsoftonline.com/common/oauth2/v2.0/token", revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("response_mode", "query")], token_types: &[] },
-    Preset { kind: ProviderKind::Slack,     authorization_url: "https://slack.com/oauth/v2/authorize",                       token_url: "https://slack.com/api/oauth.v2.access",                    revocation_url: Some("https://slack.com/api/auth.revoke"),     auth_method: Post, scope_separator: ",", extra_params: &[], token_types: &["bot", "user"] },
-    Preset { kind: ProviderKind::Github,    authorization_url: "https://github.com/login/oauth/authorize",                   token_url: "https://github.com/login/oauth/access_token",              revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("allow_signup", "false")], token_types: &[] },
-    Preset { kind: ProviderKind::Atlassian, authorization_url: "https://auth.atlassian.com/authorize",                       token_url: "https://auth.atlassian.com/oauth/token",                   revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("audience", "api.atlassian.com"), ("prompt", "consent")], token_types: &[] },
+    Preset { kind: ProviderKind::Google,    authorization_url: "https://accounts.google.com/o/oauth2/v2/auth",              token_url: "https://oauth2.googleapis.com/token",                      revocation_url: Some("https://oauth2.googleapis.com/revoke"), auth_method: Post, scope_separator: " ", extra_params: &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")], token_types: &[], api_base_url: "https://gmail.googleapis.com" },
+    Preset { kind: ProviderKind::Microsoft, authorization_url: "https://login.microsoftonline.com/common/oauth2/v2.0/authorize", token_url: "https://login.microsoftonline.com/common/oauth2/v2.0/token", revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("response_mode", "query")], token_types: &[], api_base_url: "https://graph.microsoft.com" },
+    Preset { kind: ProviderKind::Slack,     authorization_url: "https://slack.com/oauth/v2/authorize",                       token_url: "https://slack.com/api/oauth.v2.access",                    revocation_url: Some("https://slack.com/api/auth.revoke"),     auth_method: Post, scope_separator: ",", extra_params: &[], token_types: &["bot", "user"], api_base_url: "https://slack.com/api" },
+    Preset { kind: ProviderKind::Github,    authorization_url: "https://github.com/login/oauth/authorize",                   token_url: "https://github.com/login/oauth/access_token",              revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("allow_signup", "false")], token_types: &[], api_base_url: "https://api.github.com" },
+    Preset { kind: ProviderKind::Atlassian, authorization_url: "https://auth.atlassian.com/authorize",                       token_url: "https://auth.atlassian.com/oauth/token",                   revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("audience", "api.atlassian.com"), ("prompt", "consent")], token_types: &[], api_base_url: "https://api.atlassian.com" },
 ];
 
 /// A connection resolved against its preset or its issuer's discovery document: everything a flow needs.
@@ -53,6 +55,8 @@ pub struct Provider {
     pub extra_params: Vec<(String, String)>,
     /// `token_type` values accepted in token answers besides `bearer` (Slack's `bot` and `user`).
     pub token_types: &'static [&'static str],
+    /// Where `/v1/proxy` sends calls: the connection's `api_base_url`, else its preset's.
+    pub api_base_url: Option<Url>,
     /// The issuer the provider identifies as, where known: checked against RFC 9207 `iss` and ID tokens.
     pub issuer: Option<String>,
     /// Whether the provider promises `iss` in every authorization response (RFC 9207), so a missing one is an error.
@@ -184,6 +188,7 @@ async fn resolve_one(
             .map(|p| p.extra_params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
             .unwrap_or_default(),
         token_types: preset.map_or(&[], |p| p.token_types),
+        api_base_url: connection.api_base_url.clone().or_else(|| preset.and_then(|p| parse(p.api_base_url))),
         issuer: connection.issuer.as_ref().map(|u| trim_issuer(u.as_str())),
         iss_required: false,
         jwks: None,
@@ -250,6 +255,7 @@ async fn discover(
         scope_separator: " ",
         extra_params: Vec::new(),
         token_types: &[],
+        api_base_url: connection.api_base_url.clone(),
         issuer: Some(doc.issuer),
         iss_required: doc.authorization_response_iss_parameter_supported,
         jwks: Some(Jwks::new(doc.jwks_uri, token_timeout)),

@@ -121,7 +121,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Where this test binary's log and the secrets its tests used are written; `scripts/scan-logs` checks after the
 /// run that no secret reached the log.
-fn scan_dir() -> std::path::PathBuf {
+pub fn scan_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("secret-scan")
 }
 
@@ -137,6 +137,13 @@ fn capture_logs() {
             std::sync::Mutex::new(file),
         );
     });
+}
+
+/// The log lines this test binary's apps wrote so far (JSON, one event per line) that contain `marker`.
+pub fn log_lines_with(marker: &str) -> Vec<Value> {
+    let path = scan_dir().join(format!("api-{}.log", std::process::id()));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter(|line| line.contains(marker)).filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
 /// Remembers a secret a test used, so the log scan can look for it. Short values (test codes like "c") would match

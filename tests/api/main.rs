@@ -18,6 +18,7 @@ mod openapi;
 mod operations;
 mod outcomes;
 mod pages;
+mod proxy;
 mod robustness;
 mod tokens;
 mod verification;

@@ -1237,6 +1237,39 @@ token_url = "http://idp.example.com/token"
     }
 
     #[test]
+    fn api_base_url_is_an_https_base_without_query_fragment_or_user() {
+        let with = |base: &str| {
+            format!(
+                r#"
+public_url = "https://app.example.com"
+[app]
+return_url = "https://app.example.com/"
+user_verify_url = "https://app.example.com/verify"
+[[connections]]
+name = "gmail"
+provider = "google"
+client_id = "c"
+client_secret_env = "SECRET"
+api_base_url = "{base}"
+"#
+            )
+        };
+        let settings = from_toml(&with("https://www.googleapis.com/"), &secrets).unwrap();
+        assert_eq!(settings.connections[0].api_base_url.as_ref().map(Url::as_str), Some("https://www.googleapis.com/"));
+        for (base, says) in [
+            ("http://api.example.com", "must use https in production mode"),
+            ("https://api.example.com/v1?key=1", "without a query, fragment or user name"),
+            ("https://api.example.com/#x", "without a query, fragment or user name"),
+            ("https://user:pass@api.example.com", "without a query, fragment or user name"),
+            ("api.example.com", "is not an absolute https URL"),
+        ] {
+            let problems = from_toml(&with(base), &secrets).unwrap_err();
+            assert!(problems.0.iter().any(|p| p.contains("api_base_url") && p.contains(says)), "{base}: {problems}");
+            assert_eq!(problems.0.len(), 1, "one line per problem: {problems}");
+        }
+    }
+
+    #[test]
     fn accent_colours_must_reach_aa_contrast() {
         assert!((Rgb(0, 0, 0).contrast(Rgb(255, 255, 255)) - 21.0).abs() < 0.01);
         assert!(Rgb::parse("#0b57d0").unwrap().contrast(LIGHT_BACKGROUND) >= AA_CONTRAST);

@@ -277,3 +277,20 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_names_where_the_proxy_sends_calls() {
+        for preset in &PRESETS {
+            let url = Url::parse(preset.api_base_url).expect("a URL");
+            assert_eq!(url.scheme(), "https", "{:?}", preset.kind);
+            assert!(url.query().is_none() && url.fragment().is_none(), "{:?}", preset.kind);
+        }
+        let by_kind = |kind| PRESETS.iter().find(|p| p.kind == kind).map(|p| p.api_base_url);
+        assert_eq!(by_kind(ProviderKind::Microsoft), Some("https://graph.microsoft.com"));
+        assert_eq!(by_kind(ProviderKind::Slack), Some("https://slack.com/api"));
+    }
+}

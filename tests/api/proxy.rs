@@ -415,3 +415,50 @@ async fn each_call_is_logged_without_its_query_values_or_bodies() {
         assert!(!line.contains(private), "{private} in {line}");
     }
 }
+
+#[tokio::test]
+async fn refreshes_tokens_and_proxied_calls_at_once_share_one_refresh_and_a_disconnect_ends_them_all() {
+    use crate::lifecycle::{RotatingProvider, refresh, token};
+    let app = spawn_with(Options {
+        connection_extra: "api_base_url = \"{mock}/api\"\nexpose_tokens = true".into(),
+        ..Options::default()
+    })
+    .await;
+    // Tokens that live 20 seconds: the token route (60 s) and the proxy (30 s) both want a fresh one.
+    let provider = RotatingProvider::new(20, 3600).slow(Duration::from_millis(400));
+    provider.mount(&app).await;
+    Mock::given(method("GET")).and(path("/api/me")).respond_with(ResponseTemplate::new(200)).mount(&app.provider).await;
+    connect(&app, "user_1").await;
+
+    let refreshes = join_all((0..3).map(|_| refresh(&app, "user_1")));
+    let tokens = join_all((0..3).map(|_| token(&app, "user_1")));
+    let calls = join_all((0..3).map(|_| app.api.get(proxy_url(&app, "me")).bearer_auth(&app.api_key).send()));
+    let (refreshes, tokens, calls) = tokio::join!(refreshes, tokens, calls);
+    for (status, body) in refreshes.iter().chain(tokens.iter()) {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    for (_, body) in &tokens {
+        assert_eq!(body["access_token"], provider.last_access_token());
+    }
+    for call in calls {
+        assert_eq!(call.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(provider.refreshes(), 1, "nine callers, one refresh");
+    assert_eq!(provider.refused(), 0);
+    for sent in api_requests(&app).await {
+        assert_eq!(sent.headers["authorization"], format!("Bearer {}", provider.last_access_token()).as_str());
+    }
+
+    // After a disconnect, none of the three routes gets a token or calls the provider.
+    let (status, _) =
+        crate::lifecycle::call(&app, Method::DELETE, &format!("/v1/connected-accounts/{CONNECTION}/user_1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let before = api_requests(&app).await.len();
+    assert_eq!(refresh(&app, "user_1").await.0, StatusCode::CONFLICT);
+    assert_eq!(token(&app, "user_1").await.0, StatusCode::CONFLICT);
+    let call = app.api.get(proxy_url(&app, "me")).bearer_auth(&app.api_key).send().await.unwrap();
+    assert_eq!(call.status(), StatusCode::CONFLICT);
+    assert_eq!(api_requests(&app).await.len(), before);
+    assert_eq!(provider.refreshes(), 1);
+    assert_eq!(app.account("user_1").await["status"], "DISCONNECTED");
+}

@@ -263,6 +263,7 @@ pub async fn forward(
         other => other,
     };
     let status = answer.status();
+    state.metrics.record_proxy_call(&connection, status);
     tracing::info!(
         target: "callback_gate::proxy",
         connection = %connection,

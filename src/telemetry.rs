@@ -144,6 +144,15 @@ struct OutcomeLabels {
     connection: String,
 }
 
+/// One call through the proxy.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    /// A configured connection's name.
+    connection: String,
+    /// The provider's status class (`2xx`, `3xx`, `4xx`, `5xx`), `401` and `403` on their own, or `unanswered`.
+    status: &'static str,
+}
+
 /// One token endpoint request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenRequestLabels {
@@ -173,6 +182,7 @@ pub struct Metrics {
     outcomes: Family<OutcomeLabels, Counter>,
     token_requests: HistogramFamily<TokenRequestLabels>,
     store_operations: HistogramFamily<StoreLabels>,
+    proxy_calls: Family<ProxyLabels, Counter>,
     open_connections: Gauge,
 }
 
@@ -206,6 +216,12 @@ impl Metrics {
             Unit::Seconds,
             store_operations.clone(),
         );
+        let proxy_calls = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "callback_gate_proxy_calls",
+            "Calls through /v1/proxy, by connection and the provider's status (its class; 401 and 403 on their own)",
+            proxy_calls.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "callback_gate_open_connections",
@@ -219,6 +235,7 @@ impl Metrics {
             outcomes,
             token_requests,
             store_operations,
+            proxy_calls,
             open_connections,
         }
     }
@@ -246,6 +263,21 @@ impl Metrics {
     /// never anything a request carries.
     pub fn observe_store(&self, operation: &'static str, elapsed: Duration) {
         self.store_operations.get_or_create(&StoreLabels { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one call through the proxy, by the provider's status (none when it did not answer).
+    pub fn record_proxy_call(&self, connection: &str, provider_status: Option<u16>) {
+        let status = match provider_status {
+            None => "unanswered",
+            Some(401) => "401",
+            Some(403) => "403",
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(_) => "5xx",
+        };
+        let connection = if self.connections.contains(connection) { connection.to_owned() } else { String::new() };
+        self.proxy_calls.get_or_create(&ProxyLabels { connection, status }).inc();
     }
 
     /// Counts one open client connection until the returned guard is dropped: the accept loop holds one for each

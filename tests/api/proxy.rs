@@ -296,6 +296,8 @@ async fn a_429_is_passed_through_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "30");
     assert_eq!(response.text().await.unwrap(), "slow down");
     assert_eq!(app.account("user_1").await["last_error"], Value::Null);
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"callback_gate_proxy_calls_total{connection="mock",status="4xx"} 1"#), "{metrics}");
 }
 
 #[tokio::test]

@@ -393,8 +393,7 @@ impl Call<'_> {
         };
         let rejection =
             Rejection::TokenRejected { provider_status: status.as_u16(), provider_body: Some(excerpt_of(body)) };
-        let recorded =
-            tokens::report_rejection_of(self.state, self.connection, self.identifier, usable, rejection).await;
+        let recorded = tokens::report_rejection(self.state, self.connection, self.identifier, usable, rejection).await;
         answer.with_reference(recorded.reference)
     }
 
@@ -413,8 +412,7 @@ impl Call<'_> {
             provider_status: status.as_u16(),
             provider_body: Some(excerpt_of(body)),
         };
-        let recorded =
-            tokens::report_rejection_of(self.state, self.connection, self.identifier, usable, rejection).await;
+        let recorded = tokens::report_rejection(self.state, self.connection, self.identifier, usable, rejection).await;
         answer.with_reference(recorded.reference)
     }
 }
@@ -515,6 +513,16 @@ fn auth_param(challenge: &str, name: &str) -> Option<String> {
 
 /// The caller's headers that go on to the provider.
 fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    without(headers, |name| DROPPED_REQUEST_HEADERS.contains(&name) || name.starts_with("x-forwarded-"))
+}
+
+/// The provider's headers that go back to the caller.
+fn returned_headers(headers: &HeaderMap) -> HeaderMap {
+    without(headers, |name| DROPPED_RESPONSE_HEADERS.contains(&name))
+}
+
+/// `headers` without those `dropped` names and those the `Connection` header names (hop-by-hop by declaration).
+fn without(headers: &HeaderMap, dropped: impl Fn(&str) -> bool) -> HeaderMap {
     let named_by_connection: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -523,30 +531,7 @@ fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
         .collect();
     headers
         .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !DROPPED_REQUEST_HEADERS.contains(&name)
-                && !name.starts_with("x-forwarded-")
-                && !named_by_connection.iter().any(|named| named == name)
-        })
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
-}
-
-/// The provider's headers that go back to the caller.
-fn returned_headers(headers: &reqwest::header::HeaderMap) -> HeaderMap {
-    let named_by_connection: Vec<String> = headers
-        .get_all(reqwest::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|name| name.trim().to_ascii_lowercase()))
-        .collect();
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !DROPPED_RESPONSE_HEADERS.contains(&name) && !named_by_connection.iter().any(|named| named == name)
-        })
+        .filter(|(name, _)| !dropped(name.as_str()) && !named_by_connection.iter().any(|named| named == name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
 }

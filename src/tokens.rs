@@ -85,7 +85,7 @@ pub struct Usable {
 /// What a provider said about a credential it was sent through the proxy.
 #[derive(Debug, Clone)]
 pub enum Rejection {
-    /// 401 even with a freshly refreshed token.
+    /// 401 even with a freshly refreshed token, or with one that has no refresh token to renew it.
     TokenRejected { provider_status: u16, provider_body: Option<String> },
     /// 403 for a missing scope; the scopes the provider named, where it named any.
     InsufficientScope { missing: Vec<String>, provider_status: u16, provider_body: Option<String> },
@@ -369,37 +369,21 @@ fn account_context(connection: &str, identifier: &str) -> FailureContext {
     }
 }
 
-/// Records what the provider said about an account's credential under a reference, and makes it the account's
-/// last error: `token_rejected`, or `insufficient_scope` with the missing scopes added to the account's
-/// `missing_scopes`. The account's status and tokens stay as they are.
-pub async fn report_rejection(state: &Context, connection: &str, identifier: &str, rejection: Rejection) -> Recorded {
-    report(state, connection, identifier, None, rejection).await
-}
-
-/// [`report_rejection`] for the credential read at `usable`: named missing scopes are noted on the account only
-/// while it still holds those tokens.
-pub async fn report_rejection_of(
+/// Records what the provider said about the credential read at `usable` under a reference, and makes it the
+/// account's last error: `token_rejected`, or `insufficient_scope` with the scopes the provider named added to the
+/// account's `missing_scopes` (while it still holds those tokens). The account's status and tokens stay as they are.
+pub async fn report_rejection(
     state: &Context,
     connection: &str,
     identifier: &str,
     usable: &Usable,
     rejection: Rejection,
 ) -> Recorded {
-    report(state, connection, identifier, Some(usable.version), rejection).await
-}
-
-async fn report(
-    state: &Context,
-    connection: &str,
-    identifier: &str,
-    version: Option<i64>,
-    rejection: Rejection,
-) -> Recorded {
     let started = Instant::now();
     let (mut failure, status, body, missing) = match rejection {
         Rejection::TokenRejected { provider_status, provider_body } => (
             Failure::new("token_rejected").with_detail(format!(
-                "the provider answered HTTP {provider_status} to an API call made with a freshly refreshed token"
+                "the provider answered HTTP {provider_status} to an API call with a freshly refreshed token, or with one that could not be refreshed"
             )),
             provider_status,
             provider_body,
@@ -423,16 +407,10 @@ async fn report(
     };
     failure.provider_status = Some(status);
     failure.provider_body = body;
-    if !missing.is_empty() {
-        let version = match version {
-            Some(version) => Some(version),
-            None => state.store.token_state(connection, identifier).await.ok().flatten().map(|s| s.version),
-        };
-        if let Some(version) = version
-            && let Err(err) = state.store.note_missing_scopes(connection, identifier, version, missing).await
-        {
-            tracing::warn!(target: "callback_gate::store", error = %err, "could not note the account's missing scopes");
-        }
+    if !missing.is_empty()
+        && let Err(err) = state.store.note_missing_scopes(connection, identifier, usable.version, missing).await
+    {
+        tracing::warn!(target: "callback_gate::store", error = %err, "could not note the account's missing scopes");
     }
     flow::record(state, failure, account_context(connection, identifier), started).await
 }

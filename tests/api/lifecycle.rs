@@ -143,6 +143,13 @@ pub async fn token(app: &TestApp, identifier: &str) -> (StatusCode, Value) {
     call(app, Method::GET, &format!("/v1/connected-accounts/{CONNECTION}/{identifier}/token")).await
 }
 
+/// Starts `POST .../refresh` for `identifier` without waiting for it.
+fn refresh_in_background(app: &TestApp, identifier: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    let url = app.url(&format!("/v1/connected-accounts/{CONNECTION}/{identifier}/refresh"));
+    let (api, key) = (app.api.clone(), app.api_key.clone());
+    tokio::spawn(async move { api.post(url).bearer_auth(key).send().await.unwrap() })
+}
+
 /// The access token stored for an account, read from the store.
 pub async fn stored_access_token(app: &TestApp, identifier: &str) -> Option<String> {
     let tokens = app.open_tokens(CONNECTION, identifier, CONNECTION, identifier).await?;
@@ -220,14 +227,7 @@ async fn a_refresh_that_overlaps_a_disconnect_leaves_the_account_disconnected() 
     provider.mount(&app).await;
     connect(&app, "user_1").await;
     // The refresh is at the provider when the app disconnects the account.
-    let refreshing = tokio::spawn({
-        let (api, url, key) = (
-            app.api.clone(),
-            app.url(&format!("/v1/connected-accounts/{CONNECTION}/user_1/refresh")),
-            app.api_key.clone(),
-        );
-        async move { api.post(url).bearer_auth(key).send().await.unwrap() }
-    });
+    let refreshing = refresh_in_background(&app, "user_1");
     assert!(eventually(Duration::from_secs(3), async || provider.refreshes() == 1).await);
     let (status, body) = call(&app, Method::DELETE, &format!("/v1/connected-accounts/{CONNECTION}/user_1")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -257,19 +257,12 @@ async fn a_refresh_that_finishes_after_a_reconnect_changes_nothing() {
     let provider = RotatingProvider::new(3600, 3600).slow(Duration::from_millis(800));
     provider.mount(&app).await;
     connect(&app, "user_1").await;
-    let refreshing = tokio::spawn({
-        let (api, url, key) = (
-            app.api.clone(),
-            app.url(&format!("/v1/connected-accounts/{CONNECTION}/user_1/refresh")),
-            app.api_key.clone(),
-        );
-        async move { api.post(url).bearer_auth(key).send().await.unwrap().status() }
-    });
+    let refreshing = refresh_in_background(&app, "user_1");
     assert!(eventually(Duration::from_secs(3), async || provider.refreshes() == 1).await);
     // The user connects again while the refresh is at the provider: the new flow's tokens are the account's.
     connect(&app, "user_1").await;
     let reconnected = provider.last_access_token();
-    assert_eq!(refreshing.await.unwrap(), StatusCode::OK, "the refresh answers with what is stored");
+    assert_eq!(refreshing.await.unwrap().status(), StatusCode::OK, "the refresh answers with what is stored");
     assert_eq!(stored_access_token(&app, "user_1").await.as_deref(), Some(reconnected.as_str()));
     assert_eq!(app.account("user_1").await["status"], "ACTIVE");
 }
@@ -297,17 +290,10 @@ async fn invalid_grant_for_a_refresh_token_that_was_replaced_meanwhile_does_not_
         .mount(&app.provider)
         .await;
     connect(&app, "user_1").await;
-    let refreshing = tokio::spawn({
-        let (api, url, key) = (
-            app.api.clone(),
-            app.url(&format!("/v1/connected-accounts/{CONNECTION}/user_1/refresh")),
-            app.api_key.clone(),
-        );
-        async move { api.post(url).bearer_auth(key).send().await.unwrap().status() }
-    });
+    let refreshing = refresh_in_background(&app, "user_1");
     tokio::time::sleep(Duration::from_millis(200)).await;
     connect(&app, "user_1").await;
-    assert_eq!(refreshing.await.unwrap(), StatusCode::BAD_GATEWAY);
+    assert_eq!(refreshing.await.unwrap().status(), StatusCode::BAD_GATEWAY);
     // The refusal was about the refresh token the reconnect replaced: the account keeps its new tokens.
     let account = app.account("user_1").await;
     assert_eq!(account["status"], "ACTIVE", "{account}");

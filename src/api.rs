@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, on, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/connected-accounts/{connection}/{identifier}", get(get_account).delete(disconnect))
         .route("/connected-accounts/{connection}/{identifier}/refresh", post(refresh))
         .route("/connected-accounts/{connection}/{identifier}/token", get(get_token))
-        .route("/proxy/{connection}/{identifier}/{*path}", any(crate::proxy::forward))
+        // A fixed list of methods: TRACE would have a provider echo the request, the account's token with it.
+        .route("/proxy/{connection}/{identifier}/{*path}", on(crate::proxy::METHODS, crate::proxy::forward))
         .route("/references/{reference}", get(get_reference))
         .route("/user-verifications", post(verify_user))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })

@@ -1,4 +1,4 @@
-//! `ANY /v1/proxy/{connection}/{identifier}/{path}`: calls the provider's API with a connected account's
+//! `/v1/proxy/{connection}/{identifier}/{path}`: calls the provider's API with a connected account's
 //! credential, so the app can use an account without ever holding its token.
 //!
 //! The call goes to `{api_base_url}/{path}?{query}` and nowhere else: the path is checked as the client sent it,
@@ -21,11 +21,20 @@ use crate::server::AppState;
 use crate::telemetry;
 use crate::tokens::{self, Rejection, TokenError, Usable};
 
+/// The methods the proxy forwards (HEAD with GET). Never TRACE, whose answer would echo the request and the
+/// account's token in it, nor CONNECT.
+pub const METHODS: axum::routing::MethodFilter = axum::routing::MethodFilter::GET
+    .or(axum::routing::MethodFilter::POST)
+    .or(axum::routing::MethodFilter::PUT)
+    .or(axum::routing::MethodFilter::PATCH)
+    .or(axum::routing::MethodFilter::DELETE);
+
 /// Largest request body forwarded; the body is held in memory because a 401 is retried with it.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 /// Largest response body passed back; a longer one is cut off (the connection is closed mid-body).
 pub const MAX_RESPONSE_BYTES: usize = 50 * 1024 * 1024;
-/// How long one call to the provider may take, its body included: below the service's request timeout.
+/// How long a proxied call may take in all, a refresh and a retry after a 401 included, up to the end of the
+/// provider's answer: below the service's request timeout.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long the account's token must stay valid for a call: refreshed first otherwise.
 const MIN_VALID: Duration = Duration::from_secs(30);
@@ -178,8 +187,8 @@ struct ProxyPath {
     path: String,
 }
 
-/// `ANY /v1/proxy/{connection}/{identifier}/{path}`: calls `{api_base_url}/{path}?{query}` with the account's
-/// credential and answers with the provider's status, headers and body. Any method is forwarded.
+/// `/v1/proxy/{connection}/{identifier}/{path}`: calls `{api_base_url}/{path}?{query}` with the account's
+/// credential and answers with the provider's status, headers and body, for the [`METHODS`] forwarded.
 #[utoipa::path(
     method(get, post, put, patch, delete),
     path = "/v1/proxy/{connection}/{identifier}/{path}",
@@ -248,7 +257,9 @@ pub async fn forward(
         Ok(usable) => usable,
         Err(err) => return ApiError::from(err).into_response(),
     };
-    let call = Call { state: &state, connection: &connection, identifier: &identifier, method, url, headers, body };
+    let deadline = started + CALL_TIMEOUT;
+    let call =
+        Call { state: &state, connection: &connection, identifier: &identifier, method, url, headers, body, deadline };
     let (response, retried) = match call.send(&usable).await {
         Ok(first) if first.status() == reqwest::StatusCode::UNAUTHORIZED => {
             call.after_unauthorized(first, &usable).await
@@ -287,6 +298,8 @@ struct Call<'a> {
     url: Url,
     headers: HeaderMap,
     body: Bytes,
+    /// When the whole call must be over, retry included.
+    deadline: Instant,
 }
 
 /// What goes back to the caller.
@@ -338,10 +351,14 @@ impl IntoResponse for Answer {
                 "provider_timeout",
                 format!("the provider's API did not answer within {} seconds", CALL_TIMEOUT.as_secs()),
             ),
+            // Without the URL: its query is the caller's, and may carry what should not be echoed in errors.
             Self::Failed(err) => api_error(
                 StatusCode::BAD_GATEWAY,
                 "provider_unreachable",
-                format!("the provider's API could not be reached: {}", crate::provider::error_chain(&err)),
+                format!(
+                    "the provider's API could not be reached: {}",
+                    crate::provider::error_chain(&err.without_url())
+                ),
             ),
         }
     }
@@ -349,16 +366,21 @@ impl IntoResponse for Answer {
 
 impl Call<'_> {
     async fn send(&self, usable: &Usable) -> Result<reqwest::Response, reqwest::Error> {
+        // What is left of the call's time; a retry that would start with none left still gets a second.
+        let left = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         let mut request = self
             .state
             .providers
             .http
             .request(self.method.clone(), self.url.clone())
-            .timeout(CALL_TIMEOUT)
+            .timeout(left)
             .headers(self.headers.clone())
             .bearer_auth(usable.tokens.access_token.expose());
         if !self.body.is_empty() {
             request = request.body(self.body.clone());
+        } else if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+            // An empty body goes out without a length otherwise, which some front ends (Google's) answer with 411.
+            request = request.header(header::CONTENT_LENGTH, "0");
         }
         request.send().await
     }
@@ -464,7 +486,7 @@ fn excerpt_of(body: &[u8]) -> String {
 pub fn missing_scopes(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<Vec<String>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(challenge) = header("www-authenticate")
-        && challenge.contains("insufficient_scope")
+        && auth_param(&challenge, "error").is_some_and(|error| error == "insufficient_scope")
     {
         let scopes = auth_param(&challenge, "scope").unwrap_or_default();
         return Some(scopes.split_whitespace().map(str::to_owned).collect());

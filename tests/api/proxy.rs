@@ -464,3 +464,27 @@ async fn refreshes_tokens_and_proxied_calls_at_once_share_one_refresh_and_a_disc
     assert_eq!(provider.refreshes(), 1);
     assert_eq!(app.account("user_1").await["status"], "DISCONNECTED");
 }
+
+#[tokio::test]
+async fn trace_is_never_forwarded_and_an_empty_post_says_its_length() {
+    let app = connected().await;
+    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&app.provider).await;
+    // A provider answering TRACE would echo the request, the account's token in it.
+    for method in ["TRACE", "CONNECT"] {
+        let response = app
+            .api
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), proxy_url(&app, "me"))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .unwrap();
+        // CONNECT names an authority, not a path: refused before routing.
+        assert!(matches!(response.status().as_u16(), 404 | 405), "{method}: {}", response.status());
+    }
+    assert!(api_requests(&app).await.is_empty(), "nothing was sent");
+    // Gmail's `POST .../trash` has no body; Google's front end wants a length all the same.
+    let response = app.api.post(proxy_url(&app, "messages/m1/trash")).bearer_auth(&app.api_key).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = &api_requests(&app).await[0];
+    assert_eq!(sent.headers.get("content-length").map(|v| v.to_str().unwrap()), Some("0"));
+}

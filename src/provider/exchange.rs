@@ -305,10 +305,12 @@ pub fn parse_answer(status: u16, body: &[u8], is_form: bool, token_types: &[&str
     let id_token = text("id_token")?.filter(|t| !t.is_empty()).map(Secret::new);
     let expires_in = match fields.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)) {
-            Some(seconds) if seconds >= 0 => Some(seconds),
-            _ => return Err(malformed(format!("expires_in {n} is not a number of seconds"))),
-        },
+        Some(Value::Number(n)) => {
+            match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as i64)) {
+                Some(seconds) if seconds >= 0 => Some(seconds),
+                _ => return Err(malformed(format!("expires_in {n} is not a number of seconds"))),
+            }
+        }
         Some(Value::String(s)) => match s.trim().parse::<i64>() {
             Ok(seconds) if seconds >= 0 => Some(seconds),
             _ => {
@@ -524,6 +526,7 @@ mod tests {
             (r#"{"access_token":"at","token_type":1}"#, "token_type is a number, not a string"),
             (r#"{"access_token":"at","refresh_token":["rt"]}"#, "refresh_token is an array, not a string"),
             (r#"{"access_token":"at","expires_in":-5}"#, "expires_in -5 is not a number of seconds"),
+            (r#"{"access_token":"at","expires_in":-0.5}"#, "expires_in -0.5 is not a number of seconds"),
             (r#"{"access_token":"at","expires_in":"soon"}"#, "expires_in \"soon\" is not a number of seconds"),
             (r#"{"access_token":"at","expires_in":{"s":1}}"#, "expires_in is an object, not a number"),
         ];

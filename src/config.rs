@@ -72,6 +72,20 @@ pub struct RawConfig {
     pub branding: RawBranding,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub webhooks: RawWebhooks,
+}
+
+/// `[webhooks]`: where events about accounts and flows are delivered. Optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    #[serde(default, deserialize_with = "text")]
+    pub url: Option<String>,
+    /// The environment variable holding the signing secret, `whsec_` and base64; several separated by spaces
+    /// while rotating (each delivery is signed with every one).
+    #[serde(default, deserialize_with = "text")]
+    pub secret_env: Option<String>,
 }
 
 /// `[metrics]`: how `/metrics` is reached. Without it, `/metrics` answers only requests that carry a `/v1` API key.
@@ -254,8 +268,118 @@ pub struct Settings {
     pub branding: Branding,
     /// `metrics.listen`: where `/metrics` is served without an API key, if anywhere.
     pub metrics_listen: Option<String>,
+    /// `[webhooks]`, when configured.
+    pub webhooks: Option<WebhookSettings>,
     /// Choices that are allowed but weaken a guarantee, one line each: `check` prints them and `serve` logs them.
     pub warnings: Vec<String>,
+}
+
+/// Where webhooks go, and the keys that sign them.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub url: Url,
+    /// The decoded keys, newest first; never shown.
+    pub keys: Vec<WebhookKey>,
+}
+
+/// One Standard Webhooks signing key (the bytes after `whsec_`, decoded). `Debug` leaves it out.
+#[derive(Clone)]
+pub struct WebhookKey(Vec<u8>);
+
+impl WebhookKey {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for WebhookKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookKey([redacted])")
+    }
+}
+
+/// Reads `[webhooks]`: an https URL (plain http to a loopback host in development), and the signing keys from the
+/// environment variable `secret_env` names.
+fn validate_webhooks(
+    raw: RawWebhooks,
+    mode: Mode,
+    secrets: &dyn SecretSource,
+    problems: &mut Vec<String>,
+) -> Option<WebhookSettings> {
+    let url = raw.url.filter(|u| !u.trim().is_empty());
+    let Some(value) = url else {
+        if raw.secret_env.is_some() {
+            problems
+                .push("webhooks.secret_env is set but webhooks.url is not: set the URL that receives events".into());
+        }
+        return None;
+    };
+    let before = problems.len();
+    let url = match Url::parse(&value) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() => Some(url),
+        Ok(url) if url.scheme() == "http" && mode.is_development() && is_loopback_url(&url) => Some(url),
+        Ok(url) if url.scheme() == "http" => {
+            problems.push(format!(
+                "webhooks.url \"{value}\" must use https (plain http only to a loopback host in development mode)"
+            ));
+            None
+        }
+        _ => {
+            problems.push(format!("webhooks.url \"{value}\" is not an absolute https URL"));
+            None
+        }
+    };
+    let keys = match raw.secret_env.as_deref() {
+        None => {
+            problems.push(
+                "webhooks.secret_env is required: the name of the environment variable holding the signing secret (whsec_ and base64)".into(),
+            );
+            Vec::new()
+        }
+        Some(var) => match secrets.var(var) {
+            None => {
+                problems.push(format!("environment variable {var} (webhooks.secret_env) is not set"));
+                Vec::new()
+            }
+            Some(value) => {
+                let mut keys = Vec::new();
+                for secret in value.split([' ', ',', '\n']).filter(|s| !s.trim().is_empty()) {
+                    let decoded = secret
+                        .trim()
+                        .strip_prefix("whsec_")
+                        .and_then(|b64| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok());
+                    match decoded {
+                        Some(key) if key.len() >= 16 => keys.push(WebhookKey(key)),
+                        _ => problems.push(format!(
+                            "environment variable {var} (webhooks.secret_env) must hold whsec_ followed by the base64 of at least 16 random bytes (several separated by spaces while rotating)"
+                        )),
+                    }
+                }
+                if keys.is_empty() && problems.len() == before {
+                    problems.push(format!("environment variable {var} (webhooks.secret_env) is empty"));
+                }
+                keys
+            }
+        },
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(WebhookSettings { url: url?, keys })
+}
+
+fn is_loopback_url(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        None => false,
+    }
 }
 
 /// Validated branding, files already read.
@@ -604,6 +728,8 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
         ));
     }
 
+    let webhooks = validate_webhooks(raw.webhooks, mode, secrets, &mut problems);
+
     match (public_url, secret_key, problems.is_empty()) {
         (Some(public_url), Some(secret_key), true) => Ok(Settings {
             secret_key: Keyring::new(secret_key, previous_keys),
@@ -624,6 +750,7 @@ pub fn validate(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Settings, 
             limits,
             branding,
             metrics_listen,
+            webhooks,
             warnings,
         }),
         _ => Err(ConfigProblems(problems)),
@@ -1098,12 +1225,7 @@ impl Settings {
     /// Whether `url` may be used as a "back to the app" target: https (plain http only to a loopback host in
     /// development), no user name or password, on one of `app.allowed_return_origins`.
     pub fn is_allowed_return(&self, url: &Url) -> bool {
-        let loopback = match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(domain)) => domain == "localhost",
-            None => false,
-        };
+        let loopback = is_loopback_url(url);
         let scheme_ok = url.scheme() == "https" || url.scheme() == "http" && loopback && self.mode.is_development();
         scheme_ok
             && url.username().is_empty()
@@ -1267,6 +1389,56 @@ api_base_url = "{base}"
             assert!(problems.0.iter().any(|p| p.contains("api_base_url") && p.contains(says)), "{base}: {problems}");
             assert_eq!(problems.0.len(), 1, "one line per problem: {problems}");
         }
+    }
+
+    #[test]
+    fn webhooks_need_an_https_url_and_whsec_keys_from_the_environment() {
+        let document = |mode: &str, url: &str| {
+            format!(
+                r#"
+public_url = "https://app.example.com"
+mode = "{mode}"
+[app]
+return_url = "https://app.example.com/"
+user_verify_url = "https://app.example.com/verify"
+[webhooks]
+url = "{url}"
+secret_env = "HOOK_SECRET"
+[[connections]]
+name = "gmail"
+provider = "google"
+client_id = "c"
+client_secret_env = "SECRET"
+"#
+            )
+        };
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let with = |value: &'static str| {
+            move |name: &str| if name == "HOOK_SECRET" { Some(value.to_owned()) } else { secrets(name) }
+        };
+        let settings = from_toml(&document("production", "https://app.example.com/hooks"), &with(key)).unwrap();
+        let webhooks = settings.webhooks.unwrap();
+        assert_eq!(webhooks.keys.len(), 1);
+        assert!(!format!("{webhooks:?}").contains("MfKQ9r8G"), "keys never shown");
+        let two = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            from_toml(&document("production", "https://x.example/h"), &with(two)).unwrap().webhooks.unwrap().keys.len(),
+            2
+        );
+        for (mode, url, secret, says) in [
+            ("production", "http://hooks.example.com/", key, "must use https"),
+            ("development", "http://hooks.example.com/", key, "must use https"),
+            ("production", "https://x.example/h", "not-whsec", "must hold whsec_"),
+            ("production", "https://x.example/h", "whsec_c2hvcnQ=", "at least 16 random bytes"),
+        ] {
+            let problems = from_toml(&document(mode, url), &with(secret)).unwrap_err();
+            assert!(problems.0.iter().any(|p| p.contains(says)), "{url} {secret}: {problems}");
+        }
+        let loopback =
+            document("development", "http://127.0.0.1:9000/hooks").replace("https://app", "http://localhost");
+        assert!(from_toml(&loopback, &with(key)).is_ok(), "plain http to loopback in development");
+        let problems = from_toml(&document("production", "https://x.example/h"), &secrets).unwrap_err();
+        assert!(problems.0.iter().any(|p| p.contains("HOOK_SECRET") && p.contains("not set")), "{problems}");
     }
 
     #[test]

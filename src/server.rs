@@ -97,6 +97,8 @@ impl Application {
         extra: Router<AppState>,
     ) -> Result<Self, StartupError> {
         let store = Store::connect(settings.database_url.expose()).await?;
+        // Events are written by the store itself, in the transaction of each change, once webhooks are configured.
+        store.enable_webhooks(settings.webhooks.is_some()).await?;
         let http = provider::http_client(&settings)?;
         let providers = Providers::resolve(&settings, http).await?;
         let assets = Arc::new(Assets::build(&settings.branding));
@@ -167,6 +169,7 @@ impl Application {
                 axum::serve(listener, router).with_graceful_shutdown(stopped).await
             })
         });
+        let deliveries = tokio::spawn(deliver_forever(self.state.clone(), stop_rx.clone()));
         let events = tokio::spawn(self.events.run(self.state.store.clone(), stop_rx));
         let connections = Connections {
             max: self.state.settings.limits.max_connections,
@@ -184,6 +187,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = checkpointer.await;
+        let _ = deliveries.await;
         if let Some(metrics) = metrics
             && let Ok(Err(err)) = metrics.await
         {
@@ -460,6 +464,33 @@ async fn refresh_forever(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         if let Err(err) = crate::tokens::refresh_due_accounts(&state, &slots).await {
             tracing::warn!(target: "callback_gate::tokens", error = %err, "could not look for due refreshes");
+        }
+    }
+}
+
+/// Delivers webhook events from the outbox while the service runs, a few times a second, and keeps the outbox depth
+/// metric current. Does nothing without `[webhooks]`.
+async fn deliver_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+    let Some(settings) = state.settings.webhooks.clone() else {
+        return;
+    };
+    let mut looks = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::webhooks::DELIVER_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match crate::webhooks::deliver_due(&state, &settings).await {
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(target: "callback_gate::webhooks", error = %err, "could not claim webhook deliveries")
+            }
+        }
+        looks = looks.wrapping_add(1);
+        if looks % 20 == 1
+            && let Ok(depth) = state.store.pending_deliveries().await
+        {
+            state.metrics.set_outbox_depth(depth);
         }
     }
 }

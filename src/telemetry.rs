@@ -144,6 +144,13 @@ struct OutcomeLabels {
     connection: String,
 }
 
+/// One webhook delivery attempt.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    /// `delivered`, `retried` (not delivered, tried again later) or `failed` (given up).
+    result: &'static str,
+}
+
 /// One call through the proxy.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyLabels {
@@ -183,6 +190,8 @@ pub struct Metrics {
     token_requests: HistogramFamily<TokenRequestLabels>,
     store_operations: HistogramFamily<StoreLabels>,
     proxy_calls: Family<ProxyLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    outbox_depth: Gauge,
     open_connections: Gauge,
 }
 
@@ -222,6 +231,18 @@ impl Metrics {
             "Calls through /v1/proxy, by connection and the provider's status (its class; 401 and 403 on their own)",
             proxy_calls.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "callback_gate_webhook_deliveries",
+            "Webhook delivery attempts, by result: delivered, retried (not delivered, tried again later) or failed",
+            deliveries.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "callback_gate_webhook_outbox_depth",
+            "Webhook events waiting for delivery, as this instance last counted them",
+            outbox_depth.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "callback_gate_open_connections",
@@ -236,6 +257,8 @@ impl Metrics {
             token_requests,
             store_operations,
             proxy_calls,
+            deliveries,
+            outbox_depth,
             open_connections,
         }
     }
@@ -278,6 +301,16 @@ impl Metrics {
         };
         let connection = if self.connections.contains(connection) { connection.to_owned() } else { String::new() };
         self.proxy_calls.get_or_create(&ProxyLabels { connection, status }).inc();
+    }
+
+    /// Counts one webhook delivery attempt by its result.
+    pub fn record_delivery(&self, result: &'static str) {
+        self.deliveries.get_or_create(&DeliveryLabels { result }).inc();
+    }
+
+    /// Sets how many webhook events wait for delivery.
+    pub fn set_outbox_depth(&self, depth: i64) {
+        self.outbox_depth.set(depth);
     }
 
     /// Counts one open client connection until the returned guard is dropped: the accept loop holds one for each

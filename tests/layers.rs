@@ -21,6 +21,7 @@ const ORDERED: &[&str] = &[
     "outcome",
     "flow",
     "tokens",
+    "webhooks",
 ];
 const HTTP: &[&str] = &["i18n", "assets", "limits", "pages", "api", "proxy", "openapi", "server", "demo", "cli"];
 

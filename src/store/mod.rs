@@ -39,6 +39,13 @@ macro_rules! token_state_columns {
     };
 }
 
+/// Columns read for a delivery.
+macro_rules! delivery_columns {
+    () => {
+        "id, event_type, payload, status, attempts, created_at, next_attempt_at, last_status, last_error, delivered_at"
+    };
+}
+
 /// Columns read for held tokens.
 macro_rules! pending_columns {
     () => {
@@ -249,6 +256,96 @@ pub struct DueRefresh {
     pub version: i64,
 }
 
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (or being attempted now).
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every attempt for a day failed; `POST /v1/webhook-deliveries/{id}/retry` tries again.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(value: &str) -> Result<Self, StoreError> {
+        match value {
+            "pending" => Ok(Self::Pending),
+            "delivered" => Ok(Self::Delivered),
+            "failed" => Ok(Self::Failed),
+            other => Err(StoreError::Corrupt(format!("unknown delivery status {other:?}"))),
+        }
+    }
+}
+
+/// One event in the webhook outbox, as operators see it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    /// The `webhook-id`, the same on every attempt.
+    pub id: String,
+    pub event_type: String,
+    /// The JSON body, exactly as signed and sent.
+    pub payload: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub created_at: OffsetDateTime,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum DeliveryEnd {
+    Delivered {
+        status: i64,
+    },
+    /// Not delivered; tried again at `next_at`.
+    Retry {
+        status: Option<i64>,
+        error: String,
+        next_at: OffsetDateTime,
+    },
+    /// Not delivered, and no more attempts.
+    Failed {
+        status: Option<i64>,
+        error: String,
+    },
+}
+
+/// The column values an attempt's end writes: status, last HTTP status, last error, next attempt, delivered at.
+pub(crate) fn delivery_end_values(
+    end: &DeliveryEnd,
+    now: OffsetDateTime,
+) -> (&'static str, Option<i64>, Option<String>, Option<i64>, Option<i64>) {
+    match end {
+        DeliveryEnd::Delivered { status } => ("delivered", Some(*status), None, None, Some(millis(now))),
+        DeliveryEnd::Retry { status, error, next_at } => {
+            ("pending", *status, Some(error.clone()), Some(millis(*next_at)), None)
+        }
+        DeliveryEnd::Failed { status, error } => ("failed", *status, Some(error.clone()), None, None),
+    }
+}
+
+/// Filters and position for listing deliveries, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub status: Option<DeliveryStatus>,
+    /// Keyset position: list deliveries before this (created_at in ms, id).
+    pub before: Option<(i64, String)>,
+    pub limit: u32,
+}
+
 /// Tokens held for user verification.
 #[derive(Debug, Clone)]
 pub struct PendingVerification {
@@ -378,6 +475,10 @@ pub struct AccountQuery {
 
 /// How long finished flows are kept so their result page stays refreshable.
 pub const FLOW_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long delivered webhook events are kept for operators to look at.
+pub const DELIVERED_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long failed webhook events are kept for a retry.
+pub const FAILED_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// How long outcome events (references) are kept.
 pub const REFERENCE_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
@@ -389,6 +490,7 @@ pub enum Table {
     Accounts,
     OutcomeEvents,
     PendingVerifications,
+    WebhookOutbox,
 }
 
 /// Which kind of database a `database_url` names, or why it names none.
@@ -709,6 +811,49 @@ impl Store {
     /// on one database, one sweeps at a time; the others find nothing to do.
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         dispatch!(self, "sweep", sweep(now))
+    }
+
+    /// Whether the triggers write webhook events from now on (each instance says so at start-up, from its config).
+    pub async fn enable_webhooks(&self, enabled: bool) -> Result<(), StoreError> {
+        dispatch!(self, "enable_webhooks", enable_webhooks(enabled))
+    }
+
+    /// Takes up to `limit` deliveries that are due and that no attempt holds, for one attempt each until `until`.
+    /// Of several workers at once, in any number of processes, each delivery goes to one.
+    pub async fn claim_deliveries(
+        &self,
+        lease: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        dispatch!(self, "claim_deliveries", claim_deliveries(lease, until, now, limit))
+    }
+
+    /// Records how an attempt holding `lease` ended. False when the lease was lost (the attempt overran it).
+    pub async fn end_delivery(
+        &self,
+        id: &str,
+        lease: &str,
+        end: DeliveryEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, "end_delivery", end_delivery(id, lease, end, now))
+    }
+
+    /// Deliveries, newest first.
+    pub async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        dispatch!(self, "list_deliveries", list_deliveries(query))
+    }
+
+    /// Makes a delivery pending again, due now; none when there is no such delivery.
+    pub async fn retry_delivery(&self, id: &str, now: OffsetDateTime) -> Result<Option<DeliveryRecord>, StoreError> {
+        dispatch!(self, "retry_delivery", retry_delivery(id, now))
+    }
+
+    /// How many deliveries wait for an attempt: the outbox depth.
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        dispatch!(self, "pending_deliveries", pending_deliveries())
     }
 
     /// Counts rows per table, for tests and metrics.

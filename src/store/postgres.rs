@@ -16,9 +16,10 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DueRefresh, FLOW_RETENTION, FlowEnding, FlowRecord,
-    FlowStatus, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
-    StoreError, Table, TokenState, TokenWrite, from_millis, millis,
+    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
+    DeliveryRecord, DeliveryStatus, DueRefresh, FAILED_RETENTION, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
+    Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StoreError, Table,
+    TokenState, TokenWrite, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -39,6 +40,7 @@ const LOCK_TRIM_EVENTS: i64 = 0x6367_0003;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../../migrations/postgres/0002_token_lifecycle.sql")),
+    (3, include_str!("../../migrations/postgres/0003_webhooks.sql")),
 ];
 
 /// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
@@ -900,8 +902,15 @@ impl PostgresStore {
         let references = tx
             .execute("DELETE FROM outcome_events WHERE created_at < $1", &[&millis(now - REFERENCE_RETENTION)])
             .await?;
+        let deliveries = tx
+            .execute(
+                "DELETE FROM webhook_outbox WHERE (status = 'delivered' AND created_at < $1)
+                                               OR (status = 'failed' AND created_at < $2)",
+                &[&millis(now - DELIVERED_RETENTION), &millis(now - FAILED_RETENTION)],
+            )
+            .await?;
         tx.commit().await?;
-        Ok(links + flows + held + references)
+        Ok(links + flows + held + references + deliveries)
     }
 
     pub async fn count(&self, table: Table) -> Result<i64, StoreError> {
@@ -911,10 +920,119 @@ impl PostgresStore {
             Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
             Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
+            Table::WebhookOutbox => "SELECT COUNT(*) FROM webhook_outbox",
         };
         let client = self.client().await?;
         Ok(client.query_one(sql, &[]).await?.try_get(0)?)
     }
+
+    pub async fn enable_webhooks(&self, enabled: bool) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("UPDATE webhook_settings SET enabled = $1 WHERE id = 1", &[&enabled]).await?;
+        Ok(())
+    }
+
+    pub async fn claim_deliveries(
+        &self,
+        lease: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let client = self.client().await?;
+        // SKIP LOCKED: workers in other instances claiming at the same moment take other rows, never these.
+        let statement = client
+            .prepare_cached(concat!(
+                "UPDATE webhook_outbox SET lease = $1, lease_until = $2
+                 WHERE id IN (SELECT id FROM webhook_outbox
+                              WHERE status = 'pending' AND next_attempt_at <= $3
+                                AND (lease_until IS NULL OR lease_until <= $3)
+                              ORDER BY next_attempt_at LIMIT $4
+                              FOR UPDATE SKIP LOCKED)
+                 RETURNING ",
+                delivery_columns!()
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&lease, &millis(until), &millis(now), &i64::from(limit)]).await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    pub async fn end_delivery(
+        &self,
+        id: &str,
+        lease: &str,
+        end: DeliveryEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (status, last_status, last_error, next_at, delivered_at) = super::delivery_end_values(&end, now);
+        let last_status = last_status.map(|s| i32::try_from(s).unwrap_or(0));
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE webhook_outbox SET status = $1, attempts = attempts + 1, last_status = $2,
+                    last_error = $3, next_attempt_at = COALESCE($4, next_attempt_at), delivered_at = $5,
+                    lease = NULL, lease_until = NULL
+                 WHERE id = $6 AND lease = $7",
+            )
+            .await?;
+        let changed = client
+            .execute(&statement, &[&status, &last_status, &last_error, &next_at, &delivered_at, &id, &lease])
+            .await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let status = query.status.map(DeliveryStatus::as_str);
+        let (before_at, before_id) = query.before.clone().unwrap_or((i64::MAX, String::new()));
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM webhook_outbox
+                 WHERE ($1::text IS NULL OR status = $1) AND (created_at < $2 OR (created_at = $2 AND id < $3))
+                 ORDER BY created_at DESC, id DESC LIMIT $4"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&status, &before_at, &before_id, &i64::from(query.limit)]).await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    pub async fn retry_delivery(&self, id: &str, now: OffsetDateTime) -> Result<Option<DeliveryRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(concat!(
+                "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = $1, lease = NULL, lease_until = NULL
+                 WHERE id = $2 RETURNING ",
+                delivery_columns!()
+            ))
+            .await?;
+        client.query_opt(&statement, &[&millis(now), &id]).await?.as_ref().map(delivery_from_row).transpose()
+    }
+
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client.query_one("SELECT COUNT(*) FROM webhook_outbox WHERE status = 'pending'", &[]).await?.try_get(0)?)
+    }
+}
+
+fn delivery_from_row(row: &Row) -> Result<DeliveryRecord, StoreError> {
+    let status = DeliveryStatus::parse(&row.try_get::<_, String>("status")?)?;
+    Ok(DeliveryRecord {
+        id: row.try_get("id")?,
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get("payload")?,
+        status,
+        attempts: i64::from(row.try_get::<_, i32>("attempts")?),
+        created_at: from_millis(row.try_get("created_at")?)?,
+        next_attempt_at: match status {
+            DeliveryStatus::Pending => Some(from_millis(row.try_get("next_attempt_at")?)?),
+            _ => None,
+        },
+        last_status: row.try_get::<_, Option<i32>>("last_status")?.map(i64::from),
+        last_error: row.try_get("last_error")?,
+        delivered_at: row.try_get::<_, Option<i64>>("delivered_at")?.map(from_millis).transpose()?,
+    })
 }
 
 /// Inserts one outcome event; a reference already stored is left as it is.

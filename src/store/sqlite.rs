@@ -16,9 +16,10 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::{
-    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DueRefresh, FLOW_RETENTION, FlowEnding, FlowRecord,
-    FlowStatus, Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd,
-    StoreError, Table, TokenState, TokenWrite, from_millis, millis,
+    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
+    DeliveryRecord, DeliveryStatus, DueRefresh, FAILED_RETENTION, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
+    Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StoreError, Table,
+    TokenState, TokenWrite, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -96,6 +97,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0002_user_verifications.sql")),
         M::up(include_str!("../../migrations/sqlite/0003_endings.sql")),
         M::up(include_str!("../../migrations/sqlite/0004_token_lifecycle.sql")),
+        M::up(include_str!("../../migrations/sqlite/0005_webhooks.sql")),
     ])
 }
 
@@ -938,8 +940,13 @@ impl SqliteStore {
             }
             let references =
                 tx.execute("DELETE FROM outcome_events WHERE created_at < ?", [millis(now - REFERENCE_RETENTION)])?;
+            let deliveries = tx.execute(
+                "DELETE FROM webhook_outbox WHERE (status = 'delivered' AND created_at < ?1)
+                                               OR (status = 'failed' AND created_at < ?2)",
+                [millis(now - DELIVERED_RETENTION), millis(now - FAILED_RETENTION)],
+            )?;
             tx.commit()?;
-            Ok((links + flows + held + references) as u64)
+            Ok((links + flows + held + references + deliveries) as u64)
         })
         .await
     }
@@ -952,9 +959,135 @@ impl SqliteStore {
             Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
             Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
+            Table::WebhookOutbox => "SELECT COUNT(*) FROM webhook_outbox",
         };
         self.read(move |db| Ok(db.query_row(sql, [], |row| row.get(0))?)).await
     }
+
+    pub async fn enable_webhooks(&self, enabled: bool) -> Result<(), StoreError> {
+        self.write(move |db| {
+            db.execute("UPDATE webhook_settings SET enabled = ? WHERE id = 1", [enabled])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn claim_deliveries(
+        &self,
+        lease: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let lease = lease.to_owned();
+        self.write(move |db| {
+            let sql = concat!(
+                "UPDATE webhook_outbox SET lease = ?1, lease_until = ?2
+                 WHERE id IN (SELECT id FROM webhook_outbox
+                              WHERE status = 'pending' AND next_attempt_at <= ?3
+                                AND (lease_until IS NULL OR lease_until <= ?3)
+                              ORDER BY next_attempt_at LIMIT ?4)
+                 RETURNING ",
+                delivery_columns!()
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query(params![lease, millis(until), millis(now), i64::from(limit)])?;
+            let mut claimed = Vec::new();
+            while let Some(row) = rows.next()? {
+                claimed.push(delivery_from_row(row)?);
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    pub async fn end_delivery(
+        &self,
+        id: &str,
+        lease: &str,
+        end: DeliveryEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (id, lease) = (id.to_owned(), lease.to_owned());
+        self.write(move |db| {
+            let (status, last_status, last_error, next_at, delivered_at) = super::delivery_end_values(&end, now);
+            let changed = db
+                .prepare_cached(
+                    "UPDATE webhook_outbox SET status = ?1, attempts = attempts + 1, last_status = ?2,
+                        last_error = ?3, next_attempt_at = COALESCE(?4, next_attempt_at), delivered_at = ?5,
+                        lease = NULL, lease_until = NULL
+                     WHERE id = ?6 AND lease = ?7",
+                )?
+                .execute(params![status, last_status, last_error, next_at, delivered_at, id, lease])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let status = query.status.map(DeliveryStatus::as_str);
+        let (before_at, before_id) = query.before.clone().unwrap_or((i64::MAX, String::new()));
+        let limit = i64::from(query.limit);
+        self.read(move |db| {
+            let sql = concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM webhook_outbox
+                 WHERE (?1 IS NULL OR status = ?1) AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                 ORDER BY created_at DESC, id DESC LIMIT ?4"
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query(params![status, before_at, before_id, limit])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(delivery_from_row(row)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn retry_delivery(&self, id: &str, now: OffsetDateTime) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |db| {
+            let sql = concat!(
+                "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = ?1, lease = NULL, lease_until = NULL
+                 WHERE id = ?2 RETURNING ",
+                delivery_columns!()
+            );
+            let mut statement = db.prepare_cached(sql)?;
+            let mut rows = statement.query(params![millis(now), id])?;
+            rows.next()?.map(delivery_from_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        self.read(|db| {
+            Ok(db.query_row("SELECT COUNT(*) FROM webhook_outbox WHERE status = 'pending'", [], |r| r.get(0))?)
+        })
+        .await
+    }
+}
+
+fn delivery_from_row(row: &Row<'_>) -> Result<DeliveryRecord, StoreError> {
+    let status: String = row.get("status")?;
+    let status = DeliveryStatus::parse(&status)?;
+    Ok(DeliveryRecord {
+        id: row.get("id")?,
+        event_type: row.get("event_type")?,
+        payload: row.get("payload")?,
+        status,
+        attempts: row.get("attempts")?,
+        created_at: from_millis(row.get("created_at")?)?,
+        next_attempt_at: match status {
+            DeliveryStatus::Pending => Some(from_millis(row.get("next_attempt_at")?)?),
+            _ => None,
+        },
+        last_status: row.get("last_status")?,
+        last_error: row.get("last_error")?,
+        delivered_at: row.get::<_, Option<i64>>("delivered_at")?.map(from_millis).transpose()?,
+    })
 }
 
 /// Inserts one outcome event; a reference already stored is left as it is.
@@ -1218,7 +1351,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         store.close().await;
     }
 

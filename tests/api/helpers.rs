@@ -57,6 +57,8 @@ pub struct Options {
     pub shutdown: Option<tokio_util::sync::CancellationToken>,
     /// `scopes` of the mock connection, as TOML.
     pub scopes: &'static str,
+    /// More environment variables the config may name (e.g. a webhook secret).
+    pub secrets: Vec<(&'static str, String)>,
 }
 
 impl Options {
@@ -94,6 +96,7 @@ impl Default for Options {
             header_read_timeout: None,
             shutdown: None,
             scopes: r#"["read", "write"]"#,
+            secrets: Vec::new(),
         }
     }
 }
@@ -249,6 +252,9 @@ user_verification = false
     for secret in [api_key.as_str(), secret_key.as_str(), CLIENT_SECRET, "at-secret-value-0001", "rt-secret-value-0001"]
     {
         record_secret(secret);
+    }
+    for (name, value) in &options.secrets {
+        secrets.insert(name, value.clone());
     }
     if let Some(previous) = &options.previous_keys {
         secrets.insert("CALLBACK_GATE_SECRET_KEY_PREVIOUS", previous.clone());

@@ -22,3 +22,4 @@ mod proxy;
 mod robustness;
 mod tokens;
 mod verification;
+mod webhooks;

@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::crypto::constant_time_eq;
 use crate::openapi::{ErrorBody, ReferenceDetails};
 use crate::server::AppState;
-use crate::store::{AccountQuery, StoreError};
+use crate::store::{AccountQuery, DeliveryQuery, DeliveryRecord, DeliveryStatus, StoreError};
 use crate::tokens::TokenError;
 use crate::{flow, telemetry};
 
@@ -38,6 +38,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         // A fixed list of methods: TRACE would have a provider echo the request, the account's token with it.
         .route("/proxy/{connection}/{identifier}/{*path}", on(crate::proxy::METHODS, crate::proxy::forward))
         .route("/references/{reference}", get(get_reference))
+        .route("/webhook-deliveries", get(list_deliveries))
+        .route("/webhook-deliveries/{id}/retry", post(retry_delivery))
         .route("/user-verifications", post(verify_user))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
         .layer(middleware::from_fn_with_state(state, require_api_key));
@@ -715,4 +717,149 @@ pub(crate) async fn get_reference(
     }
     let event = flow::stored_event(&state, &reference).await?.ok_or_else(not_found)?;
     Ok(Json(event).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeliveryParams {
+    /// Only deliveries with this status: `pending`, `delivered` or `failed`.
+    status: Option<String>,
+    /// At most this many (1 to 200, default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// One webhook event and how its delivery stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Delivery {
+    /// The `webhook-id` header, the same on every attempt.
+    id: String,
+    /// `account.status_changed`, `account.refresh_failed` or `flow.failed`.
+    #[serde(rename = "type")]
+    event_type: String,
+    status: DeliveryStatus,
+    attempts: i64,
+    /// The receiver's HTTP status at the last attempt, where it answered.
+    last_status: Option<i64>,
+    /// Why the last attempt did not deliver (an HTTP status, a timeout, a refused connection).
+    last_error: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When the next attempt is due, for pending deliveries.
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
+    delivered_at: Option<String>,
+    /// The body sent, exactly as signed.
+    #[schema(value_type = Object)]
+    event: serde_json::Value,
+}
+
+impl From<DeliveryRecord> for Delivery {
+    fn from(record: DeliveryRecord) -> Self {
+        Self {
+            event: serde_json::from_str(&record.payload).unwrap_or(serde_json::Value::Null),
+            id: record.id,
+            event_type: record.event_type,
+            status: record.status,
+            attempts: record.attempts,
+            last_status: record.last_status,
+            last_error: record.last_error,
+            created_at: telemetry::rfc3339(record.created_at),
+            next_attempt_at: record.next_attempt_at.map(telemetry::rfc3339),
+            delivered_at: record.delivered_at.map(telemetry::rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveryPage {
+    /// Newest first.
+    data: Vec<Delivery>,
+    /// Pass it back as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/webhook-deliveries?status=&limit=&cursor=`: the outbox, newest first, for operators.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-deliveries",
+    tag = "callback-gate",
+    params(DeliveryParams),
+    responses(
+        (status = 200, description = "One page of webhook deliveries, newest first", body = DeliveryPage),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid (`field` names it)", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_deliveries(
+    State(state): State<AppState>,
+    params: Result<Query<DeliveryParams>, QueryRejection>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let Query(params) =
+        params.map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.body_text()))?;
+    let status = match params.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some("pending") => Some(DeliveryStatus::Pending),
+        Some("delivered") => Some(DeliveryStatus::Delivered),
+        Some("failed") => Some(DeliveryStatus::Failed),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "status",
+                "invalid_status",
+                "status must be one of pending, delivered, failed",
+            ));
+        }
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let before = params
+        .cursor
+        .map(|c| {
+            let bytes = URL_SAFE_NO_PAD.decode(&c).ok();
+            bytes.and_then(|b| serde_json::from_slice::<(i64, String)>(&b).ok()).ok_or_else(|| {
+                ApiError::invalid_field("cursor", "invalid_cursor", "cursor is not one this API returned")
+            })
+        })
+        .transpose()?;
+    let mut data = state.store.list_deliveries(&DeliveryQuery { status, before, limit: limit + 1 }).await?;
+    let next_cursor = if data.len() > limit as usize {
+        data.truncate(limit as usize);
+        data.last()
+            .map(|last| URL_SAFE_NO_PAD.encode(json!([crate::store::millis(last.created_at), last.id]).to_string()))
+    } else {
+        None
+    };
+    Ok(Json(DeliveryPage { data: data.into_iter().map(Delivery::from).collect(), next_cursor }))
+}
+
+/// `POST /v1/webhook-deliveries/{id}/retry`: attempts a delivery again now, whatever its status.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-deliveries/{id}/retry",
+    tag = "callback-gate",
+    params(("id" = String, Path, description = "The delivery's id (its webhook-id)")),
+    responses(
+        (status = 200, description = "Pending again, due now", body = Delivery),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "delivery_not_found", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn retry_delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    let retried = state.store.retry_delivery(&id, OffsetDateTime::now_utc()).await?;
+    retried
+        .map(|record| Json(Delivery::from(record)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "delivery_not_found", "no webhook delivery has this id"))
 }

@@ -29,6 +29,8 @@ use crate::api;
         crate::proxy::forward,
         api::get_reference,
         api::verify_user,
+        api::list_deliveries,
+        api::retry_delivery,
         api::openapi_json,
     ),
     modifiers(&BearerKey),

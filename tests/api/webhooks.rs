@@ -235,3 +235,83 @@ async fn two_instances_on_one_database_deliver_each_event_once() {
     let (received, distinct) = distinct_ids(&receiver);
     assert_eq!((received, distinct), (40, 40), "each of the 40 events delivered once");
 }
+
+#[tokio::test]
+async fn operators_see_each_delivery_and_can_retry_it_now() {
+    let keys = [new_key()];
+    let receiver = Receiver::new(&keys).refusing(1);
+    let server = receiver.serve().await;
+    let app = spawn_with(with_webhooks(exposing(), &server, &keys)).await;
+    app.mint_link("user_1").await;
+    // The first attempt is refused: the delivery waits for its next attempt, about 5 seconds out.
+    assert!(eventually(Duration::from_secs(5), async || server.received_requests().await.unwrap().len() == 1).await);
+    let (status, page) =
+        crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=pending").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let delivery = &page["data"][0];
+    assert_eq!(delivery["type"], "account.status_changed");
+    assert_eq!(delivery["attempts"], 1);
+    assert_eq!(delivery["last_status"], 503);
+    assert_eq!(delivery["last_error"], "HTTP 503");
+    assert!(delivery["next_attempt_at"].is_string(), "{delivery}");
+    assert_eq!(delivery["event"]["data"]["identifier"], "user_1");
+    let id = delivery["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("msg_"), "{id}");
+
+    // Retried now rather than in 5 seconds.
+    let (status, retried) =
+        crate::lifecycle::call(&app, reqwest::Method::POST, &format!("/v1/webhook-deliveries/{id}/retry")).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert!(eventually(Duration::from_secs(3), async || receiver.events().len() == 1).await, "delivered on retry");
+    let (_, page) = crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=delivered").await;
+    assert_eq!(page["data"][0]["id"], id.as_str());
+    assert_eq!(page["data"][0]["attempts"], 2);
+    assert!(page["data"][0]["delivered_at"].is_string());
+
+    let (status, body) = crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=lost").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "status");
+    let (status, body) =
+        crate::lifecycle::call(&app, reqwest::Method::POST, "/v1/webhook-deliveries/msg_nope/retry").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "delivery_not_found");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"callback_gate_webhook_deliveries_total{result="retried"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"callback_gate_webhook_deliveries_total{result="delivered"} 1"#), "{metrics}");
+    assert!(metrics.contains("callback_gate_webhook_outbox_depth"), "{metrics}");
+}
+
+#[tokio::test]
+async fn deliveries_are_listed_a_page_at_a_time() {
+    let keys = [new_key()];
+    let receiver = Receiver::new(&keys);
+    let server = receiver.serve().await;
+    let app = spawn_with(with_webhooks(exposing(), &server, &keys)).await;
+    for n in 0..5 {
+        app.mint_link(&format!("user_{n}")).await;
+    }
+    assert!(eventually(Duration::from_secs(5), async || receiver.events().len() == 5).await);
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = crate::lifecycle::call(
+            &app,
+            reqwest::Method::GET,
+            &format!(
+                "/v1/webhook-deliveries?limit=2{}",
+                if cursor.is_empty() { String::new() } else { format!("&cursor={cursor}") }
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for delivery in page["data"].as_array().unwrap() {
+            seen.push(delivery["event"]["data"]["identifier"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["user_0", "user_1", "user_2", "user_3", "user_4"]);
+}

@@ -315,3 +315,38 @@ async fn deliveries_are_listed_a_page_at_a_time() {
     seen.sort();
     assert_eq!(seen, ["user_0", "user_1", "user_2", "user_3", "user_4"]);
 }
+
+#[tokio::test]
+async fn a_slow_or_redirecting_receiver_never_slows_a_flow_and_is_not_followed() {
+    let keys = [new_key()];
+    let server = MockServer::start().await;
+    // A receiver that takes longer than an attempt may, then one that redirects elsewhere.
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(30)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", format!("{}/elsewhere", server.uri())))
+        .mount(&server)
+        .await;
+    let app = spawn_with(with_webhooks(exposing(), &server, &keys)).await;
+    app.mock_token_success(3).await;
+    for n in 0..3 {
+        let started = std::time::Instant::now();
+        connect(&app, &format!("user_{n}")).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "a flow does not wait for webhooks");
+    }
+    // The redirect is recorded as a failed attempt, never followed.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let rows = app.sql_rows("SELECT last_error FROM webhook_outbox WHERE last_error LIKE '%redirect%'").await;
+            !rows.is_empty()
+        })
+        .await
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests.iter().all(|r| r.url.path() == "/hooks"), "the redirect was not followed");
+}

@@ -475,17 +475,26 @@ async fn deliver_forever(state: AppState, mut stop: watch::Receiver<bool>) {
         return;
     };
     let mut looks = 0u32;
+    let mut busy = false;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(crate::webhooks::DELIVER_EVERY) => {}
-            _ = stop.changed() => return,
-        }
-        match crate::webhooks::deliver_due(&state, &settings).await {
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(target: "callback_gate::webhooks", error = %err, "could not claim webhook deliveries")
+        // After a full batch more are likely due: the next pass starts at once.
+        if busy {
+            if *stop.borrow() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::webhooks::DELIVER_EVERY) => {}
+                _ = stop.changed() => return,
             }
         }
+        busy = match crate::webhooks::deliver_due(&state, &settings).await {
+            Ok(attempted) => attempted >= crate::webhooks::BATCH as usize,
+            Err(err) => {
+                tracing::warn!(target: "callback_gate::webhooks", error = %err, "could not claim webhook deliveries");
+                false
+            }
+        };
         looks = looks.wrapping_add(1);
         if looks % 20 == 1
             && let Ok(depth) = state.store.pending_deliveries().await

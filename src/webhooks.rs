@@ -27,7 +27,7 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024;
 /// How long a claim lasts: longer than an attempt can take, so it ends early only when its worker died.
 const LEASE: Duration = Duration::from_secs(30);
 /// How many events one pass claims, and so attempts at once, per instance.
-const BATCH: u32 = 16;
+pub const BATCH: u32 = 16;
 /// How often the worker looks for due events.
 pub const DELIVER_EVERY: Duration = Duration::from_millis(250);
 /// How long an event is retried before it is marked failed.

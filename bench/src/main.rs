@@ -17,6 +17,7 @@ mod provider;
 mod report;
 mod scenario;
 mod servers;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +53,24 @@ enum Role {
         /// How long the token endpoint waits before answering.
         #[arg(long, default_value_t = 0)]
         token_delay_ms: u64,
+    },
+    /// Webhook delivery: mint `--events` links (each writes one event) and time each event from the API's answer
+    /// to a local receiver's receipt; prints the throughput and latency, and writes them to OUT/webhooks.md.
+    Webhooks {
+        /// Use this callback-gate binary instead of building one (release).
+        #[arg(long)]
+        gate_bin: Option<PathBuf>,
+        /// Where the database, config, log and results go (default: bench/out/webhooks).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 2_000)]
+        events: usize,
+        /// Links minted at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Run callback-gate on a fresh PostgreSQL database on this server (as for the main run).
+        #[arg(long, value_name = "URL")]
+        database_url_admin: Option<String>,
     },
     /// Closed-loop load on one running server, for profiling it: `GET` the failure-page callbacks (or `--path`)
     /// on keep-alive connections and print the rate and latency.
@@ -194,6 +213,15 @@ fn main() -> ExitCode {
             println!("{measured}");
             ExitCode::SUCCESS
         }
+        Some(Role::Webhooks { gate_bin, out, events, concurrency, database_url_admin }) => {
+            match run_webhooks(gate_bin, out, events, concurrency, database_url_admin, &runtime) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => match run(&cli.run, &runtime) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -272,6 +300,41 @@ fn run(options: &RunOptions, runtime: &tokio::runtime::Runtime) -> Result<(), St
     if report.mode == "smoke" {
         report.works().map_err(|problems| format!("the smoke run found problems:\n{problems}"))?;
         eprintln!("[bench] smoke run: every scenario worked");
+    }
+    Ok(())
+}
+
+fn run_webhooks(
+    gate_bin: Option<PathBuf>,
+    out: Option<PathBuf>,
+    events: usize,
+    concurrency: usize,
+    database_url_admin: Option<String>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), String> {
+    let repo = repository_root();
+    let out = out.unwrap_or_else(|| repo.join("bench").join("out"));
+    std::fs::create_dir_all(&out).map_err(|err| format!("{}: {err}", out.display()))?;
+    let backend = match &database_url_admin {
+        None => Backend::Sqlite,
+        Some(admin) => Backend::Postgres(PostgresAdmin::connect(admin)?),
+    };
+    let (binary, profile) = match gate_bin {
+        Some(path) => (path, "given binary".to_owned()),
+        None => build_gate(&repo, true)?,
+    };
+    eprintln!("[bench] webhooks: {events} events, {concurrency} links minted at once, {}", backend.describe());
+    let measured = runtime.block_on(webhooks::run(&binary, &out, &backend, events, concurrency))?;
+    let markdown = format!(
+        "# Webhook delivery\n\ncommit {}, {profile}, {}\n\n{}",
+        commit(&repo),
+        process::machine(),
+        measured.markdown()
+    );
+    std::fs::write(out.join("webhooks.md"), &markdown).map_err(|err| err.to_string())?;
+    println!("{markdown}");
+    if measured.duplicates > 0 {
+        return Err(format!("{} events were delivered more than once", measured.duplicates));
     }
     Ok(())
 }

@@ -213,7 +213,12 @@ pub struct GateSetup {
     pub limits: bool,
     /// The scenario's database: `None` for a SQLite file in `dir`, else its PostgreSQL URL (password included).
     postgres: Option<(PostgresAdmin, url::Url)>,
+    /// `[webhooks]`: the receiver's URL and the `whsec_` signing secret, for the webhook measurement.
+    pub webhooks: Option<(String, String)>,
 }
+
+/// The environment variable the generated config names for the webhook signing secret.
+const WEBHOOK_SECRET_ENV: &str = "BENCH_WEBHOOK_SECRET";
 
 /// Per-client rate limits raised out of the way: every simulated browser connects from 127.0.0.1, where real
 /// users come from many addresses. The limiter itself still runs on every request it guards.
@@ -247,6 +252,7 @@ impl GateSetup {
             secret_key: STANDARD.encode(key),
             limits: true,
             postgres,
+            webhooks: None,
         })
     }
 
@@ -283,6 +289,9 @@ impl GateSetup {
         command.set("CALLBACK_GATE_LOG_FORMAT", "json");
         command.set("RUST_LOG", "info");
         command.set(CLIENT_SECRET_ENV, "bench-client-secret-0123456789");
+        if let Some((_, secret)) = &self.webhooks {
+            command.set(WEBHOOK_SECRET_ENV, secret);
+        }
         // The config file names the database without its password; the full URL comes through the environment,
         // as callback-gate's README says to pass one with a password.
         if let Some((_, database)) = &self.postgres {
@@ -339,10 +348,14 @@ authorization_url = "{provider}/authorize"
 token_url = "{provider}/token"
 scopes = ["read", "write"]
 user_verification = false
-{limits}"#,
+{limits}{webhooks}"#,
             database_url = self.database_url(),
             provider = self.provider,
             limits = if self.limits { LIMITS } else { "" },
+            webhooks = match &self.webhooks {
+                Some((url, _)) => format!("\n[webhooks]\nurl = \"{url}\"\nsecret_env = \"{WEBHOOK_SECRET_ENV}\"\n"),
+                None => String::new(),
+            },
         );
         let path = self.dir.join("callback-gate.toml");
         std::fs::write(&path, document)?;

@@ -353,3 +353,40 @@ async fn a_slow_or_redirecting_receiver_never_slows_a_flow_and_is_not_followed()
     let requests = server.received_requests().await.unwrap();
     assert!(requests.iter().all(|r| r.url.path() == "/hooks"), "the redirect was not followed");
 }
+
+#[tokio::test]
+async fn an_event_refused_for_a_day_is_marked_failed_and_can_be_retried() {
+    let keys = [new_key()];
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hooks")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    let app = spawn_with(with_webhooks(exposing(), &server, &keys)).await;
+    app.mint_link("user_1").await;
+    assert!(eventually(Duration::from_secs(5), async || server.received_requests().await.unwrap().len() == 1).await);
+    // The event has been refused since a day ago: its next refusal is its last.
+    let a_day_ago = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 24 * 60 * 60 * 1000 - 60_000;
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    app.sql(&format!("UPDATE webhook_outbox SET created_at = {a_day_ago}, next_attempt_at = {now_ms}")).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            app.sql_rows("SELECT status FROM webhook_outbox").await[0][0].as_deref() == Some("failed")
+        })
+        .await,
+        "marked failed"
+    );
+    let (_, page) = crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=failed").await;
+    let delivery = &page["data"][0];
+    assert_eq!(delivery["attempts"], 2);
+    assert_eq!(delivery["last_status"], 500);
+    assert!(delivery["next_attempt_at"].is_null(), "{delivery}");
+    let attempts = server.received_requests().await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.received_requests().await.unwrap().len(), attempts, "no more attempts once failed");
+    // An operator retries it by hand.
+    let id = delivery["id"].as_str().unwrap();
+    let (status, _) =
+        crate::lifecycle::call(&app, reqwest::Method::POST, &format!("/v1/webhook-deliveries/{id}/retry")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(3), async || server.received_requests().await.unwrap().len() > attempts).await
+    );
+}

@@ -47,6 +47,9 @@ impl RotatingProvider {
         Self { seen: Arc::default(), delay: Duration::ZERO, code_expires_in, refresh_expires_in }
     }
 
+    /// Answers refreshes after `delay`. Races use 1.5 s: long enough that every concurrent caller asks while the
+    /// refresh is at the provider, even on a loaded machine (a caller arriving after it landed rightly refreshes
+    /// again).
     pub fn slow(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
@@ -171,7 +174,7 @@ pub async fn eventually(most: Duration, mut done: impl AsyncFnMut() -> bool) -> 
 #[tokio::test]
 async fn eight_concurrent_refreshes_make_one_provider_call_and_all_get_its_tokens() {
     let app = spawn_with(exposing()).await;
-    let provider = RotatingProvider::new(3600, 3600).slow(Duration::from_millis(300));
+    let provider = RotatingProvider::new(3600, 3600).slow(Duration::from_millis(1500));
     provider.mount(&app).await;
     connect(&app, "user_1").await;
 
@@ -195,7 +198,7 @@ async fn eight_concurrent_refreshes_make_one_provider_call_and_all_get_its_token
 async fn the_token_route_refreshes_a_token_with_less_than_a_minute_left_once_for_every_caller() {
     let app = spawn_with(exposing()).await;
     // The first token lives 30 seconds, less than the minute the token route promises.
-    let provider = RotatingProvider::new(30, 3600).slow(Duration::from_millis(200));
+    let provider = RotatingProvider::new(30, 3600).slow(Duration::from_millis(1500));
     provider.mount(&app).await;
     connect(&app, "user_1").await;
     let first = provider.last_access_token();

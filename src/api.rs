@@ -584,18 +584,11 @@ pub(crate) async fn list_accounts(
         })
         .transpose()?;
     let limit = page_limit(params.limit)?;
-    let after = params
-        .cursor
-        .map(|c| {
-            decode_cursor(&c).ok_or_else(|| {
-                ApiError::invalid_field("cursor", "invalid_cursor", "cursor is not one this API returned")
-            })
-        })
-        .transpose()?;
+    let after = params.cursor.map(|c| decode_cursor::<(String, String)>(&c)).transpose()?;
     let mut data = state.store.list_accounts(&AccountQuery { connection, status, after, limit: limit + 1 }).await?;
     let next_cursor = if data.len() > limit as usize {
         data.truncate(limit as usize);
-        data.last().map(|last| encode_cursor(&last.connection, &last.identifier))
+        data.last().map(|last| encode_cursor(&(&last.connection, &last.identifier)))
     } else {
         None
     };
@@ -603,13 +596,18 @@ pub(crate) async fn list_accounts(
     Ok(Json(AccountPage { data, next_cursor }))
 }
 
-fn encode_cursor(connection: &str, identifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(json!([connection, identifier]).to_string())
+/// A list route's keyset position as an opaque `cursor`: base64url of its JSON.
+fn encode_cursor(position: &impl Serialize) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_string(position).unwrap_or_default())
 }
 
-fn decode_cursor(cursor: &str) -> Option<(String, String)> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    serde_json::from_slice::<(String, String)>(&bytes).ok()
+/// The position a `cursor` this API returned encodes, or the error for one it did not return.
+fn decode_cursor<T: serde::de::DeserializeOwned>(cursor: &str) -> Result<T, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::invalid_field("cursor", "invalid_cursor", "cursor is not one this API returned"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -820,20 +818,11 @@ pub(crate) async fn list_deliveries(
         }
     };
     let limit = page_limit(params.limit)?;
-    let before = params
-        .cursor
-        .map(|c| {
-            let bytes = URL_SAFE_NO_PAD.decode(&c).ok();
-            bytes.and_then(|b| serde_json::from_slice::<(i64, String)>(&b).ok()).ok_or_else(|| {
-                ApiError::invalid_field("cursor", "invalid_cursor", "cursor is not one this API returned")
-            })
-        })
-        .transpose()?;
+    let before = params.cursor.map(|c| decode_cursor::<(i64, String)>(&c)).transpose()?;
     let mut data = state.store.list_deliveries(&DeliveryQuery { status, before, limit: limit + 1 }).await?;
     let next_cursor = if data.len() > limit as usize {
         data.truncate(limit as usize);
-        data.last()
-            .map(|last| URL_SAFE_NO_PAD.encode(json!([crate::store::millis(last.created_at), last.id]).to_string()))
+        data.last().map(|last| encode_cursor(&(crate::store::millis(last.created_at), &last.id)))
     } else {
         None
     };

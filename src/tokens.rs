@@ -115,18 +115,15 @@ pub async fn usable(
     identifier: &str,
     min_valid: Duration,
 ) -> Result<Usable, TokenError> {
-    let current = state.store.token_state(connection, identifier).await?.ok_or(TokenError::AccountNotFound)?;
-    if current.status != AccountStatus::Active {
-        return Err(TokenError::NotActive(current.status));
-    }
-    let tokens = open(state, connection, identifier, &current)?;
+    let current = stored(state, connection, identifier).await?;
     let now = OffsetDateTime::now_utc();
-    let due = |min_valid: Duration| tokens.expires_at.is_some_and(|at| at < (now + min_valid).unix_timestamp());
+    let expires_at = current.tokens.expires_at;
+    let due = |min_valid: Duration| expires_at.is_some_and(|at| at < (now + min_valid).unix_timestamp());
     // Without a refresh token, a token is handed out as it is until it expires; then the account is EXPIRED.
-    if due(min_valid) && (tokens.refresh_token.is_some() || due(Duration::ZERO)) {
+    if due(min_valid) && (current.tokens.refresh_token.is_some() || due(Duration::ZERO)) {
         return refresh_from(state, connection, identifier, current.version).await;
     }
-    Ok(Usable { tokens, version: current.version, scopes: current.scopes })
+    Ok(current)
 }
 
 /// Refreshes an account's tokens now (`POST .../refresh`), for ACTIVE and EXPIRED accounts. A refusal is recorded
@@ -159,7 +156,7 @@ pub async fn refresh_due(state: &Context, due: &DueRefresh) -> Result<Usable, To
 /// Refreshes the tokens stored at `version`, or, when they were replaced since, returns what is stored now. Joins a
 /// refresh of the same tokens already running in this process.
 async fn refresh_from(state: &Context, connection: &str, identifier: &str, version: i64) -> Result<Usable, TokenError> {
-    let key = format!("{connection}\u{0}{identifier}\u{0}{version}");
+    let key = flight_key(connection, identifier, version);
     let work = {
         let (state, connection, identifier) = (state.clone(), connection.to_owned(), identifier.to_owned());
         async move { refresh_once(&state, &connection, &identifier, version).await.map_err(Arc::new) }
@@ -171,6 +168,11 @@ async fn refresh_from(state: &Context, connection: &str, identifier: &str, versi
         Some(Err(err)) => Err(TokenError::shared(err)),
         None => Err(TokenError::Store(StoreError::Corrupt("the refresh task failed".into()))),
     }
+}
+
+/// The in-process flight of a refresh of one account's tokens stored at `version`.
+fn flight_key(connection: &str, identifier: &str, version: i64) -> String {
+    format!("{connection}\u{0}{identifier}\u{0}{version}")
 }
 
 /// One refresh of the tokens stored at `version`, holding the account's lease, or the result of the refresh
@@ -482,7 +484,7 @@ pub async fn refresh_due_accounts(state: &Context, slots: &Arc<tokio::sync::Sema
     let due = state.store.due_refreshes(OffsetDateTime::now_utc(), REFRESH_BATCH).await?;
     let mut started = 0;
     for account in due {
-        let key = format!("{}\u{0}{}\u{0}{}", account.connection, account.identifier, account.version);
+        let key = flight_key(&account.connection, &account.identifier, account.version);
         if state.refreshes.is_running(&key) {
             continue;
         }

@@ -123,7 +123,13 @@ pub struct ConnectedAccount {
     /// by the provider when it refused an API call for a missing scope. Empty when nothing is missing; a new
     /// authorization link lets the user grant them.
     pub missing_scopes: Vec<String>,
+    /// What the provider told about the account besides its tokens: e.g. `cloud_id` and `site_url` (Atlassian),
+    /// `team_id` (Slack), `workspace_id` (Notion), `instance_url` (Salesforce), `user_id` and `email`.
+    pub metadata: Metadata,
 }
+
+/// Provider facts about a connected account, by name.
+pub type Metadata = std::collections::BTreeMap<String, String>;
 
 /// OpenID scopes that providers expand or leave out of the granted list; their absence is not a narrower grant.
 pub const IMPLICIT_SCOPES: [&str; 6] = ["openid", "offline_access", "email", "profile", "address", "phone"];

@@ -35,6 +35,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/connected-accounts/{connection}/{identifier}", get(get_account).delete(disconnect))
         .route("/connected-accounts/{connection}/{identifier}/refresh", post(refresh))
         .route("/connected-accounts/{connection}/{identifier}/token", get(get_token))
+        .route("/connected-accounts/{connection}/{identifier}/verify", post(verify))
         // A fixed list of methods: TRACE would have a provider echo the request, the account's token with it.
         .route("/proxy/{connection}/{identifier}/{*path}", on(crate::proxy::METHODS, crate::proxy::forward))
         .route("/references/{reference}", get(get_reference))
@@ -315,6 +316,11 @@ impl From<TokenError> for ApiError {
                     recorded.reference
                 ),
             ),
+            TokenError::NoProbe => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_probe",
+                "the connection has nothing to verify accounts with: set verify_path on it (a read-only path under api_base_url, such as \"/me\")",
+            ),
             TokenError::Busy => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "refresh_busy",
@@ -409,6 +415,52 @@ pub(crate) async fn refresh(
     existing_account(&state, &connection, &identifier).await?;
     crate::tokens::refresh(&state, &connection, &identifier).await?;
     Ok(Json(existing_account(&state, &connection, &identifier).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Verification {
+    /// Whether the provider accepted the account's credential.
+    ok: bool,
+    /// The provider's HTTP status, where it answered.
+    provider_status: Option<u16>,
+    #[schema(format = DateTime)]
+    checked_at: String,
+    /// On failure: the outcome code (`token_rejected` or `credential_check_failed`), also the account's last error.
+    code: Option<&'static str>,
+    /// On failure: the reference its details are stored under.
+    reference: Option<String>,
+}
+
+/// `POST /v1/connected-accounts/{connection}/{identifier}/verify`: calls the connection's probe (its
+/// `verify_path`, or the preset's userinfo-like endpoint) with the stored credential.
+#[utoipa::path(
+    post,
+    path = "/v1/connected-accounts/{connection}/{identifier}/verify",
+    tag = "callback-gate",
+    params(AccountPath),
+    responses(
+        (status = 200, description = "The check ran: ok, or not ok with the provider's status and the reference of the failure, now the account's last_error", body = Verification),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "connection_unknown or account_not_found", body = ErrorBody),
+        (status = 409, description = "account_not_active, no_tokens, token_expired, or no_probe (the connection has no verify_path and its preset no probe)", body = ErrorBody),
+        (status = 502, description = "token_refresh_failed: a refresh it needed was refused", body = ErrorBody),
+        (status = 503, description = "refresh_busy or store_unavailable", body = ErrorBody),
+        (status = "default", description = "Any other failure", body = ErrorBody),
+    )
+)]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    Path((connection, identifier)): Path<(String, String)>,
+) -> Result<Json<Verification>, ApiError> {
+    existing_account(&state, &connection, &identifier).await?;
+    let verified = crate::tokens::verify(&state, &connection, &identifier).await?;
+    Ok(Json(Verification {
+        ok: verified.ok,
+        provider_status: verified.provider_status,
+        checked_at: telemetry::rfc3339(verified.checked_at),
+        code: verified.code,
+        reference: verified.reference,
+    }))
 }
 
 /// `DELETE /v1/connected-accounts/{connection}/{identifier}`: revokes at the provider where it can, then deletes

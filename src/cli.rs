@@ -1,4 +1,4 @@
-//! The command line: `demo`, `serve`, `check` and `link`, and their exit codes (0 success, 1 invalid config or
+//! The command line: `demo`, `serve`, `check`, `providers` and `link`, and their exit codes (0 success, 1 invalid config or
 //! input, 2 runtime failure).
 
 use std::path::PathBuf;
@@ -41,6 +41,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print every provider preset: its name, display name and kind.
+    Providers,
     /// Print a fresh authorization link.
     Link {
         #[arg(long)]
@@ -85,6 +87,7 @@ fn report_problems(problems: &ConfigProblems) -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Check { config } => check(config),
+        Command::Providers => providers(),
         Command::Serve { config } => serve(config).await,
         Command::Link { connection, identifier, config } => link(config, &connection, &identifier).await,
         Command::Demo { port, data } => {
@@ -113,7 +116,25 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     println!("{}: valid ({:?} mode, {} connection(s))", path.display(), settings.mode, settings.connections.len());
     println!("Register these redirect URIs in each provider's console, exactly as written:");
     for connection in &settings.connections {
-        println!("  {} ({}): {}", connection.name, connection.provider.as_str(), connection.redirect_uri);
+        if connection.kind.is_oauth() {
+            println!("  {} ({}): {}", connection.name, connection.provider, connection.redirect_uri);
+        } else {
+            println!(
+                "  {} ({}): no redirect URI; users give a credential on the hosted form",
+                connection.name, connection.provider
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One preset per line, in columns: name, display name, kind.
+fn providers() -> ExitCode {
+    let presets = crate::catalog::presets();
+    let name_width = presets.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let display_width = presets.iter().map(|p| p.display_name.chars().count()).max().unwrap_or(0);
+    for preset in presets {
+        println!("{:name_width$}  {:display_width$}  {}", preset.name, preset.display_name, preset.kind.as_str());
     }
     ExitCode::SUCCESS
 }

@@ -2,7 +2,7 @@
 //! environment only. Loading parses everything once into [`Settings`], whose fields cannot hold invalid values;
 //! every problem found is reported on its own line.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 use url::Url;
 
+use crate::catalog;
+pub use crate::catalog::{Kind, Preset, Quirk, TokenAuthMethod};
 use crate::crypto::{Keyring, Secret, SecretKey};
 
 /// Environment variables that carry secrets or process settings rather than config keys; they are never merged
@@ -205,6 +207,23 @@ pub struct RawConnection {
     /// Where `/v1/proxy` sends calls; presets set it.
     #[serde(default, deserialize_with = "text")]
     pub api_base_url: Option<String>,
+    /// Values for the preset's placeholders, e.g. `{ subdomain = "acme" }` or `{ tenant = "contoso.com" }`.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Extra parameters on the consent URL, added to (and replacing) the preset's.
+    #[serde(default)]
+    pub authorization_params: std::collections::BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "text")]
+    pub scope_separator: Option<String>,
+    pub pkce: Option<bool>,
+    /// api_key and basic connections: the header the proxy sends the credential in, and what precedes it.
+    #[serde(default, deserialize_with = "text")]
+    pub credential_header: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub credential_prefix: Option<String>,
+    /// A path under `api_base_url` to GET with a credential before storing it, and for `verify`.
+    #[serde(default, deserialize_with = "text")]
+    pub verify_path: Option<String>,
 }
 
 mod toml_value {
@@ -476,42 +495,44 @@ pub struct SupportSettings {
     pub status_page_url: Option<Url>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenAuthMethod {
-    /// Client id and secret in the `Authorization: Basic` header (RFC 6749 section 2.3.1).
-    ClientSecretBasic,
-    /// Client id and secret in the form body.
-    ClientSecretPost,
-}
-
-impl TokenAuthMethod {
-    fn parse(value: &str) -> Option<Self> {
-        match value {
-            "client_secret_basic" => Some(Self::ClientSecretBasic),
-            "client_secret_post" => Some(Self::ClientSecretPost),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     pub name: String,
     /// How pages name the service to users.
     pub display_name: String,
-    pub provider: ProviderKind,
+    /// What `provider` named: a preset or a generic kind.
+    pub provider: String,
+    pub kind: Kind,
+    pub preset: Option<&'static Preset>,
+    /// Empty for api_key and basic connections, which have no OAuth client.
     pub client_id: String,
     pub client_secret: Secret,
     pub scopes: Vec<String>,
+    /// The endpoints: the connection's own, else its preset's with `params` filled in.
     pub authorization_url: Option<Url>,
     pub token_url: Option<Url>,
     pub issuer: Option<Url>,
     pub revocation_url: Option<Url>,
+    /// Set by the connection or its preset; OpenID discovery chooses when neither does.
     pub token_auth_method: Option<TokenAuthMethod>,
+    /// The preset's extra consent-URL parameters, then the connection's (which win).
+    pub authorization_params: Vec<(String, String)>,
+    pub scope_separator: String,
+    pub pkce: bool,
+    /// `token_type` values accepted besides `bearer`.
+    pub token_types: Vec<String>,
+    pub quirk: Option<Quirk>,
+    /// Every placeholder value, defaults included.
+    pub params: BTreeMap<String, String>,
     pub user_verification: bool,
     pub expose_tokens: bool,
-    /// Where `/v1/proxy` sends this connection's calls, when set here rather than by a preset.
+    /// Where `/v1/proxy` sends this connection's calls: the connection's, else its preset's.
     pub api_base_url: Option<Url>,
+    /// What a stored credential is checked against: `verify_path` under `api_base_url`, else the preset's probe.
+    pub probe: Option<Url>,
+    /// How the proxy and the probe send the credential: `{credential_header}: {credential_prefix}{credential}`.
+    pub credential_header: String,
+    pub credential_prefix: String,
     /// `{public_url}/connect/callback/{name}`: the one redirect URI registered in the provider console.
     pub redirect_uri: Url,
 }
@@ -1058,7 +1079,7 @@ fn validate_support(raw: RawSupport, problems: &mut Vec<String>) -> SupportSetti
 
 fn validate_connection(
     index: usize,
-    raw: RawConnection,
+    mut raw: RawConnection,
     public_url: Option<&Url>,
     mode: Mode,
     secrets: &dyn SecretSource,
@@ -1069,7 +1090,7 @@ fn validate_connection(
         Some(name) => format!("connection \"{name}\""),
         None => format!("connections[{index}]"),
     };
-    let name = match raw.name {
+    let name = match raw.name.take() {
         Some(name) if is_valid_connection_name(&name) => Some(name),
         Some(name) => {
             problems.push(format!(
@@ -1082,20 +1103,253 @@ fn validate_connection(
             None
         }
     };
-    let provider = match raw.provider.as_deref() {
+    let (kind, preset) = match raw.provider.as_deref() {
         None => {
-            problems.push(format!("{label}: provider is required ({})", KNOWN_PROVIDERS));
-            None
+            problems.push(format!(
+                "{label}: provider is required: a preset (callback-gate providers lists them) or one of {GENERIC_KINDS}"
+            ));
+            (None, None)
         }
-        Some(value) => match ProviderKind::parse(value) {
-            Some(kind) => Some(kind),
+        Some(value) => match (catalog::preset(value), Kind::generic(value)) {
+            (Some(preset), _) => (Some(preset.kind), Some(preset)),
+            (None, Some(kind)) => (Some(kind), None),
+            (None, None) => {
+                let closest = catalog::closest(value);
+                let hint =
+                    if closest.is_empty() { String::new() } else { format!("did you mean {}? ", closest.join(", ")) };
+                problems.push(format!(
+                    "{label}: unknown provider \"{value}\"; {hint}callback-gate providers lists every preset, or use one of {GENERIC_KINDS}"
+                ));
+                (None, None)
+            }
+        },
+    };
+    let oauth = kind.is_none_or(Kind::is_oauth);
+
+    let (client_id, client_secret) = if oauth {
+        oauth_client(&label, &raw, secrets, problems)
+    } else {
+        let kind = kind.map_or("api_key", Kind::as_str);
+        for (key, present) in [
+            ("client_id", raw.client_id.is_some()),
+            ("client_secret_env", raw.client_secret_env.is_some()),
+            ("authorization_url", raw.authorization_url.is_some()),
+            ("token_url", raw.token_url.is_some()),
+            ("issuer", raw.issuer.is_some()),
+            ("token_auth_method", raw.token_auth_method.is_some()),
+            ("scopes", !raw.scopes.is_empty()),
+        ] {
+            if present {
+                problems.push(format!(
+                    "{label}: {key} is not used by a {kind} connection (its users give a credential on the hosted form); remove it"
+                ));
+            }
+        }
+        (Some(String::new()), Some(Secret::new(String::new())))
+    };
+
+    let params = connection_params(&label, preset, &raw.params, problems);
+    let url_field = |key: &str, value: Option<String>, problems: &mut Vec<String>| -> Option<Url> {
+        let value = value?;
+        match Url::parse(&value) {
+            Ok(url) if url.scheme() == "https" => Some(url),
+            Ok(url) if url.scheme() == "http" && mode.is_development() => Some(url),
+            Ok(url) if url.scheme() == "http" => {
+                problems.push(format!("{label}: {key} \"{value}\" must use https in production mode"));
+                None
+            }
+            _ => {
+                problems.push(format!("{label}: {key} \"{value}\" is not an absolute https URL"));
+                None
+            }
+        }
+    };
+    // The connection's own value, else the preset's with the parameters filled in (only once they are valid).
+    let from_preset = |own: Option<String>, of_preset: Option<&String>| -> Option<String> {
+        own.or_else(|| catalog::fill(of_preset?, params.as_ref()?).ok())
+    };
+    let authorization_url = url_field(
+        "authorization_url",
+        from_preset(raw.authorization_url, preset.and_then(|p| p.authorization_url.as_ref())),
+        problems,
+    );
+    let token_url =
+        url_field("token_url", from_preset(raw.token_url, preset.and_then(|p| p.token_url.as_ref())), problems);
+    let issuer = url_field("issuer", from_preset(raw.issuer, preset.and_then(|p| p.issuer.as_ref())), problems);
+    let revocation_url = url_field(
+        "revocation_url",
+        from_preset(raw.revocation_url, preset.and_then(|p| p.revocation_url.as_ref())),
+        problems,
+    );
+    let api_base_value = from_preset(raw.api_base_url, preset.and_then(|p| p.api_base_url.as_ref()));
+    let api_base_url = url_field("api_base_url", api_base_value.clone(), problems).and_then(|url| {
+        let value = api_base_value.as_deref().unwrap_or_default();
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some()
+        {
+            problems.push(format!(
+                "{label}: api_base_url \"{value}\" must be a scheme, host and optional path, without a query, fragment or user name"
+            ));
+            return None;
+        }
+        Some(url)
+    });
+    match kind {
+        Some(Kind::OAuth2) => {
+            for (key, present) in
+                [("authorization_url", authorization_url.is_some()), ("token_url", token_url.is_some())]
+            {
+                if !present && problems.len() == before {
+                    problems.push(format!("{label}: provider \"oauth2\" needs {key}"));
+                }
+            }
+        }
+        Some(Kind::Oidc) if issuer.is_none() && problems.len() == before => {
+            problems.push(format!(
+                "{label}: provider \"oidc\" needs issuer (discovery reads its /.well-known/openid-configuration)"
+            ));
+        }
+        _ => {}
+    }
+    let probe = match raw.verify_path.as_deref() {
+        Some(path) => {
+            if !path.starts_with('/') || path.starts_with("//") || path.contains(['#', '\\']) || path.contains("/..") {
+                problems.push(format!(
+                    "{label}: verify_path \"{path}\" must be a path under api_base_url starting with '/', e.g. \"/me\""
+                ));
+                None
+            } else if api_base_url.is_none() {
+                problems.push(format!("{label}: verify_path needs api_base_url, the base it is joined to"));
+                None
+            } else {
+                api_base_url.as_ref().and_then(|base| under(base, path))
+            }
+        }
+        None => preset.and_then(|p| p.probe.as_deref()).and_then(|probe| {
+            let probe = catalog::fill(probe, params.as_ref()?).ok()?;
+            match probe.strip_prefix('/') {
+                Some(_) => under(api_base_url.as_ref()?, &probe),
+                None => Url::parse(&probe).ok(),
+            }
+        }),
+    };
+    let token_auth_method = match raw.token_auth_method.as_deref() {
+        None => preset.map(|p| p.token_auth_method),
+        Some(value) => match TokenAuthMethod::parse(value) {
+            Some(method) => Some(method),
             None => {
-                problems.push(format!("{label}: unknown provider \"{value}\"; use one of {}", KNOWN_PROVIDERS));
+                problems.push(format!(
+                    "{label}: token_auth_method \"{value}\" is not known; use \"client_secret_basic\" or \"client_secret_post\""
+                ));
                 None
             }
         },
     };
-    let client_id = raw.client_id.filter(|id| !id.trim().is_empty());
+    if raw.scopes.iter().any(|s| s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control()))
+    {
+        problems.push(format!("{label}: each scope must be one non-empty word without spaces or commas"));
+    }
+    let scope_separator = raw.scope_separator.or_else(|| preset.map(|p| p.scope_separator.clone()));
+    if let Some(separator) = &scope_separator
+        && !matches!(separator.as_str(), " " | "," | "+")
+    {
+        problems.push(format!("{label}: scope_separator {separator:?} is not known; use \" \" or \",\""));
+    }
+    for (key, value) in &raw.authorization_params {
+        if RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
+            problems.push(format!(
+                "{label}: authorization_params.{key} is set by the service for every flow and cannot be configured"
+            ));
+        } else if key.is_empty() || value.chars().any(char::is_control) {
+            problems.push(format!("{label}: authorization_params.{key} must be a name and a one-line value"));
+        }
+    }
+    let default_prefix = if kind == Some(Kind::Basic) { "Basic " } else { "Bearer " };
+    let credential_header = raw
+        .credential_header
+        .or_else(|| preset.and_then(|p| p.credential_header.clone()))
+        .unwrap_or_else(|| "Authorization".into());
+    if !is_sendable_header(&credential_header) {
+        problems.push(format!(
+            "{label}: credential_header {credential_header:?} is not a header name the proxy may set (letters, digits and '-'; not a connection, length, cookie, host or forwarding header)"
+        ));
+    }
+    let credential_prefix = raw
+        .credential_prefix
+        .or_else(|| preset.and_then(|p| p.credential_prefix.clone()))
+        .unwrap_or_else(|| default_prefix.into());
+    if credential_prefix.len() > 64 || credential_prefix.chars().any(|c| !(' '..='~').contains(&c)) {
+        problems.push(format!("{label}: credential_prefix must be at most 64 printable ASCII characters"));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let (name, kind, client_id, client_secret, public_url, params) =
+        (name?, kind?, client_id?, client_secret?, public_url?, params?);
+    let redirect_uri = public_url.join(&format!("connect/callback/{name}")).ok()?;
+    let display_name = raw
+        .display_name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| preset.map_or_else(|| name.clone(), |p| p.display_name.clone()));
+    let mut authorization_params: Vec<(String, String)> = preset
+        .map(|p| p.authorization_params.iter().filter(|(k, _)| !raw.authorization_params.contains_key(*k)))
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    authorization_params.extend(raw.authorization_params);
+    Some(ConnectionSettings {
+        display_name,
+        name,
+        provider: raw.provider.unwrap_or_default(),
+        kind,
+        preset,
+        client_id,
+        client_secret,
+        scopes: raw.scopes,
+        authorization_url,
+        token_url,
+        issuer,
+        revocation_url,
+        token_auth_method,
+        authorization_params,
+        scope_separator: scope_separator.unwrap_or_else(|| " ".into()),
+        pkce: raw.pkce.or(preset.map(|p| p.pkce)).unwrap_or(true),
+        token_types: preset.map(|p| p.token_types.clone()).unwrap_or_default(),
+        quirk: preset.and_then(|p| p.quirk),
+        params,
+        user_verification: raw.user_verification.unwrap_or(mode == Mode::Production),
+        expose_tokens: raw.expose_tokens.unwrap_or(false),
+        api_base_url,
+        probe,
+        credential_header,
+        credential_prefix,
+        redirect_uri,
+    })
+}
+
+/// The generic kinds a connection may name instead of a preset.
+const GENERIC_KINDS: &str = "oauth2, oidc, api_key, basic";
+
+/// Consent-URL parameters every flow sets itself; configuring one would break the flow or its protections.
+const RESERVED_AUTHORIZATION_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+];
+
+/// The OAuth client of an oauth2 or oidc connection: its id, and its secret from the environment.
+fn oauth_client(
+    label: &str,
+    raw: &RawConnection,
+    secrets: &dyn SecretSource,
+    problems: &mut Vec<String>,
+) -> (Option<String>, Option<Secret>) {
+    let client_id = raw.client_id.clone().filter(|id| !id.trim().is_empty());
     if client_id.is_none() {
         problems.push(format!("{label}: client_id is required"));
     }
@@ -1119,101 +1373,91 @@ fn validate_connection(
             }
         },
     };
-    let url_field = |key: &str, value: Option<String>, problems: &mut Vec<String>| -> Option<Url> {
-        let value = value?;
-        match Url::parse(&value) {
-            Ok(url) if url.scheme() == "https" => Some(url),
-            Ok(url) if url.scheme() == "http" && mode.is_development() => Some(url),
-            Ok(url) if url.scheme() == "http" => {
-                problems.push(format!("{label}: {key} \"{value}\" must use https in production mode"));
-                None
-            }
-            _ => {
-                problems.push(format!("{label}: {key} \"{value}\" is not an absolute https URL"));
-                None
-            }
-        }
-    };
-    let authorization_url = url_field("authorization_url", raw.authorization_url, problems);
-    let token_url = url_field("token_url", raw.token_url, problems);
-    let issuer = url_field("issuer", raw.issuer, problems);
-    let revocation_url = url_field("revocation_url", raw.revocation_url, problems);
-    let api_base_url = url_field("api_base_url", raw.api_base_url.clone(), problems).and_then(|url| {
-        let value = raw.api_base_url.as_deref().unwrap_or_default();
-        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some()
-        {
+    (client_id, client_secret)
+}
+
+/// The connection's parameters with the preset's defaults, each checked; `None` when one is missing or invalid.
+fn connection_params(
+    label: &str,
+    preset: Option<&Preset>,
+    given: &BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Option<BTreeMap<String, String>> {
+    let before = problems.len();
+    let known: Vec<&str> = preset.map(|p| p.parameter_names().collect()).unwrap_or_default();
+    for (key, value) in given {
+        if !known.contains(&key.as_str()) {
+            let takes = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            problems.push(format!("{label}: params.{key} is not a parameter of this provider (it takes: {takes})"));
+        } else if !catalog::is_valid_param_value(value) {
             problems.push(format!(
-                "{label}: api_base_url \"{value}\" must be a scheme, host and optional path, without a query, fragment or user name"
+                "{label}: params.{key} {value:?} must be letters, digits, '-', '_' and '.' (it is put into the provider's URLs)"
             ));
-            return None;
         }
-        Some(url)
-    });
-    match provider {
-        Some(ProviderKind::OAuth2) => {
-            for (key, present) in
-                [("authorization_url", authorization_url.is_some()), ("token_url", token_url.is_some())]
-            {
-                if !present {
-                    problems.push(format!("{label}: provider \"oauth2\" needs {key}"));
+    }
+    let mut params = BTreeMap::new();
+    if let Some(preset) = preset {
+        for required in &preset.params {
+            match given.get(required) {
+                Some(value) => {
+                    params.insert(required.clone(), value.clone());
+                }
+                None => {
+                    let example = preset.urls().find(|(_, url)| url.contains(&format!("{{{required}}}")));
+                    let shown =
+                        example.map(|(_, url)| format!(" (it fills {{{required}}} in {url})")).unwrap_or_default();
+                    problems.push(format!("{label}: provider \"{}\" needs params.{required}{shown}", preset.name));
                 }
             }
         }
-        Some(ProviderKind::Oidc) if issuer.is_none() => {
-            problems.push(format!(
-                "{label}: provider \"oidc\" needs issuer (discovery reads its /.well-known/openid-configuration)"
-            ));
+        for (key, default) in &preset.param_defaults {
+            params.insert(key.clone(), given.get(key).unwrap_or(default).clone());
         }
-        _ => {}
     }
-    let token_auth_method = match raw.token_auth_method.as_deref() {
-        None => None,
-        Some(value) => match TokenAuthMethod::parse(value) {
-            Some(method) => Some(method),
-            None => {
-                problems.push(format!(
-                    "{label}: token_auth_method \"{value}\" is not known; use \"client_secret_basic\" or \"client_secret_post\""
-                ));
-                None
-            }
-        },
-    };
-    if raw.scopes.iter().any(|s| s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control()))
-    {
-        problems.push(format!("{label}: each scope must be one non-empty word without spaces or commas"));
-    }
-    if problems.len() > before {
-        return None;
-    }
-    let (name, provider, client_id, client_secret, public_url) =
-        (name?, provider?, client_id?, client_secret?, public_url?);
-    let redirect_uri = public_url.join(&format!("connect/callback/{name}")).ok()?;
-    let display_name = raw
-        .display_name
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| provider.display_name().map_or_else(|| name.clone(), str::to_owned));
-    Some(ConnectionSettings {
-        display_name,
-        name,
-        provider,
-        client_id,
-        client_secret,
-        scopes: raw.scopes,
-        authorization_url,
-        token_url,
-        issuer,
-        revocation_url,
-        token_auth_method,
-        user_verification: raw.user_verification.unwrap_or(mode == Mode::Production),
-        expose_tokens: raw.expose_tokens.unwrap_or(false),
-        api_base_url,
-        redirect_uri,
-    })
+    (problems.len() == before).then_some(params)
+}
+
+/// `path` (starting with '/') appended to `base`'s path.
+fn under(base: &Url, path: &str) -> Option<Url> {
+    Url::parse(&format!("{}{path}", base.as_str().trim_end_matches('/'))).ok()
+}
+
+/// Whether the proxy may send a credential in this header: a token of letters, digits and '-', and not one that
+/// frames the message, names the host, carries cookies or claims to come from a proxy.
+fn is_sendable_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !matches!(
+            lower.as_str(),
+            "host"
+                | "content-length"
+                | "content-type"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "cookie"
+                | "forwarded"
+                | "proxy-authorization"
+        )
+        && !lower.starts_with("x-forwarded-")
+        && !lower.starts_with("proxy-")
 }
 
 fn is_valid_connection_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl ConnectionSettings {
+    /// The provider as metrics label it: the preset's name, else the generic kind.
+    pub fn provider_label(&self) -> &'static str {
+        self.preset.map_or(self.kind.as_str(), |preset| preset.name.as_str())
+    }
 }
 
 impl Settings {
@@ -1255,61 +1499,6 @@ impl std::fmt::Debug for DatabaseUrl {
             }
             Ok(_) => write!(f, "{:?}", self.0),
             Err(_) => f.write_str("\"(unparsed database_url)\""),
-        }
-    }
-}
-
-/// The providers a connection may name: the presets (whose endpoints `provider` knows) and the generic kinds.
-pub const KNOWN_PROVIDERS: &str = "google, microsoft, slack, github, atlassian, oauth2, oidc";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    Google,
-    Microsoft,
-    Slack,
-    Github,
-    Atlassian,
-    /// Any OAuth 2.0 provider, endpoints given in the config.
-    OAuth2,
-    /// Any OpenID provider, endpoints discovered from its issuer; ID tokens are validated.
-    Oidc,
-}
-
-impl ProviderKind {
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "google" => Self::Google,
-            "microsoft" => Self::Microsoft,
-            "slack" => Self::Slack,
-            "github" => Self::Github,
-            "atlassian" => Self::Atlassian,
-            "oauth2" => Self::OAuth2,
-            "oidc" => Self::Oidc,
-            _ => return None,
-        })
-    }
-
-    /// The service's name as users know it, for presets.
-    pub fn display_name(self) -> Option<&'static str> {
-        match self {
-            Self::Google => Some("Google"),
-            Self::Microsoft => Some("Microsoft"),
-            Self::Slack => Some("Slack"),
-            Self::Github => Some("GitHub"),
-            Self::Atlassian => Some("Atlassian"),
-            Self::OAuth2 | Self::Oidc => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Google => "google",
-            Self::Microsoft => "microsoft",
-            Self::Slack => "slack",
-            Self::Github => "github",
-            Self::Atlassian => "atlassian",
-            Self::OAuth2 => "oauth2",
-            Self::Oidc => "oidc",
         }
     }
 }

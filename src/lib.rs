@@ -7,6 +7,7 @@
 pub mod account;
 pub mod api;
 pub mod assets;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod context;

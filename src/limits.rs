@@ -154,12 +154,12 @@ pub fn bucket(client: IpAddr) -> IpAddr {
     }
 }
 
-/// Applies the start or callback limit, by path; every other route passes.
+/// Applies the start or callback limit (which also counts credential forms), by path; every other route passes.
 pub async fn rate_limit(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let limiter = if path.starts_with("/connect/start/") {
         &limits.starts
-    } else if path.starts_with("/connect/callback/") {
+    } else if path.starts_with("/connect/callback/") || path.starts_with("/connect/credential/") {
         &limits.callbacks
     } else {
         return next.run(request).await;

@@ -26,6 +26,7 @@ use crate::api;
         api::disconnect,
         api::refresh,
         api::get_token,
+        api::verify,
         crate::proxy::forward,
         api::get_reference,
         api::verify_user,

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use askama::Template;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use time::OffsetDateTime;
@@ -17,7 +19,7 @@ use tower_http::compression::CompressionLayer;
 
 use crate::assets::Assets;
 use crate::crypto::{self, Secret};
-use crate::flow::{self, Ending, Recorded};
+use crate::flow::{self, CredentialForm, CredentialSubmission, Ending, Recorded};
 use crate::i18n::Language;
 use crate::outcome::Actions;
 use crate::server::AppState;
@@ -44,6 +46,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connect/start/{link}", get(start))
         .route("/connect/callback/{connection}", get(callback))
+        .route(
+            "/connect/credential/{connection}",
+            post(credential).layer(DefaultBodyLimit::max(MAX_CREDENTIAL_FORM_BYTES)),
+        )
         .route("/connect/verified/{confirmation}", get(verified))
         .route("/connect/result/{flow}", get(result))
         .route("/static/{file}", get(static_file).layer(CompressionLayer::new()))
@@ -104,8 +110,55 @@ async fn verified(
     respond(&state, &Language::from_headers(&headers), jar, ending).await
 }
 
+/// Largest credential form accepted: the token and two fields of at most 4 KiB each, encoded.
+const MAX_CREDENTIAL_FORM_BYTES: usize = 16 * 1024;
+
+/// `POST /connect/credential/{connection}`: the hosted credential form's submission.
+async fn credential(
+    State(state): State<AppState>,
+    Path(connection): Path<String>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    form: Result<axum::Form<CredentialSubmission>, FormRejection>,
+) -> Response {
+    let language = Language::from_headers(&headers);
+    let submission = match form {
+        Ok(axum::Form(submission)) => submission,
+        Err(rejection) => {
+            // Nothing of the body is kept or shown: it may hold the credential.
+            let status = rejection.status();
+            let (status, title) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                (status, "payload-too-large-title")
+            } else {
+                (StatusCode::BAD_REQUEST, "form-unreadable-title")
+            };
+            tracing::debug!(target: "callback_gate::pages", status = status.as_u16(), "a credential form was refused unread");
+            return plain_notice(&frame_of(&state), &language, status, title, "refused-body");
+        }
+    };
+    let browser = browser_from(&state, &jar);
+    let ending = flow::credential::submit(&state, &connection, submission, browser).await;
+    respond(&state, &language, jar, ending).await
+}
+
+fn frame_of(state: &AppState) -> Frame {
+    Frame {
+        assets: state.assets.clone(),
+        app_name: display_name(state).to_owned(),
+        return_url: return_url(state, None),
+    }
+}
+
 async fn respond(state: &AppState, language: &Language, jar: CookieJar, ending: Ending) -> Response {
     match ending {
+        Ending::Form { form, set_browser } => {
+            let jar = match set_browser {
+                Some(value) => jar.add(browser_cookie(state, value)),
+                None => jar,
+            };
+            let status = if form.problem.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            (jar, credential_page(state, language, status, &form)).into_response()
+        }
         Ending::Redirect { location, set_browser } => {
             let jar = match set_browser {
                 Some(value) => jar.add(browser_cookie(state, value)),
@@ -276,6 +329,50 @@ struct DeveloperDetails<'a> {
     error_description: Option<String>,
     error_uri: Option<String>,
     detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "credential.html")]
+struct CredentialPage<'a> {
+    chrome: Chrome,
+    kind: &'static str,
+    intro: String,
+    problem: Option<String>,
+    action: String,
+    token: &'a str,
+    basic: bool,
+    key_label: String,
+    username_label: String,
+    password_label: String,
+    submit_label: String,
+    privacy: String,
+    back: Option<Action>,
+}
+
+fn credential_page(state: &AppState, language: &Language, status: StatusCode, form: &CredentialForm) -> Response {
+    let service = [("connection", form.display_name.as_str()), ("app", display_name(state))];
+    let back = return_url(state, None).map(|href| {
+        Action::new("return", language.text_with("back-to-app", &[("app", display_name(state))]), href, false)
+    });
+    let page = CredentialPage {
+        chrome: Chrome::new(state, language, language.text_with("credential-title", &service)),
+        kind: form.kind.as_str(),
+        intro: language.text_with(
+            if form.kind == crate::catalog::Kind::Basic { "credential-intro-basic" } else { "credential-intro-key" },
+            &service,
+        ),
+        problem: form.problem.map(|problem| language.text(problem.message_id())),
+        action: format!("/connect/credential/{}", form.connection),
+        token: form.token.expose(),
+        basic: form.kind == crate::catalog::Kind::Basic,
+        key_label: language.text("credential-key-label"),
+        username_label: language.text("credential-username-label"),
+        password_label: language.text("credential-password-label"),
+        submit_label: language.text("credential-submit"),
+        privacy: language.text_with("credential-privacy", &service),
+        back,
+    };
+    render(status, &page)
 }
 
 #[derive(Template)]

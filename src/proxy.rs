@@ -231,7 +231,7 @@ pub async fn forward(
         );
     };
     let raw_path = raw_rest(original.path()).to_owned();
-    let url = match target(&base, &raw_path, original.query()) {
+    let mut url = match target(&base, &raw_path, original.query()) {
         Ok(url) => url,
         Err(err) => {
             return api_error(
@@ -242,7 +242,12 @@ pub async fn forward(
         }
     };
     let method = request.method().clone();
-    let headers = forwarded_headers(request.headers());
+    let Ok(credential_header) = HeaderName::from_bytes(provider.connection.credential_header.as_bytes()) else {
+        unreachable!("configuration accepts only header names for credential_header");
+    };
+    let mut headers = forwarded_headers(request.headers());
+    // The caller's own value of the header the account's credential goes in is never sent on.
+    headers.remove(&credential_header);
     let body = match axum::body::to_bytes(request.into_body(), MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -257,9 +262,32 @@ pub async fn forward(
         Ok(usable) => usable,
         Err(err) => return ApiError::from(err).into_response(),
     };
+    // Salesforce names each account's API host in its token answer.
+    if let Some(account_base) = crate::provider::quirks::account_api_base(&provider.connection, &usable.metadata) {
+        match target(&account_base, &raw_path, original.query()) {
+            Ok(account_url) => url = account_url,
+            Err(err) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "proxy_path_invalid",
+                    format!("{err}: only paths below the account's instance URL can be called"),
+                );
+            }
+        }
+    }
     let deadline = started + CALL_TIMEOUT;
-    let call =
-        Call { state: &state, connection: &connection, identifier: &identifier, method, url, headers, body, deadline };
+    let call = Call {
+        state: &state,
+        connection: &connection,
+        identifier: &identifier,
+        method,
+        url,
+        headers,
+        body,
+        credential_header,
+        credential_prefix: &provider.connection.credential_prefix,
+        deadline,
+    };
     let (response, retried) = match call.send(&usable).await {
         Ok(first) if first.status() == reqwest::StatusCode::UNAUTHORIZED => {
             call.after_unauthorized(first, &usable).await
@@ -298,6 +326,9 @@ struct Call<'a> {
     url: Url,
     headers: HeaderMap,
     body: Bytes,
+    /// How the account's credential is sent: `Authorization: Bearer {token}` unless the connection says otherwise.
+    credential_header: HeaderName,
+    credential_prefix: &'a str,
     /// When the whole call must be over, retry included.
     deadline: Instant,
 }
@@ -374,8 +405,19 @@ impl Call<'_> {
             .http
             .request(self.method.clone(), self.url.clone())
             .timeout(left)
-            .headers(self.headers.clone())
-            .bearer_auth(usable.tokens.access_token.expose());
+            .headers(self.headers.clone());
+        let credential = format!("{}{}", self.credential_prefix, usable.tokens.access_token.expose());
+        match HeaderValue::from_str(&credential) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                request = request.header(self.credential_header.clone(), value);
+            }
+            // A stored credential is checked when it is entered; one that cannot be a header value goes out
+            // without it, and the provider's 401 says so.
+            Err(_) => {
+                tracing::warn!(target: "callback_gate::proxy", connection = self.connection, "the stored credential is not a valid header value")
+            }
+        }
         if !self.body.is_empty() {
             request = request.body(self.body.clone());
         } else if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
@@ -413,8 +455,11 @@ impl Call<'_> {
         let Answer::Read { status, ref body, .. } = answer else {
             return answer;
         };
-        let rejection =
-            Rejection::TokenRejected { provider_status: status.as_u16(), provider_body: Some(excerpt_of(body)) };
+        let rejection = Rejection::TokenRejected {
+            provider_status: status.as_u16(),
+            provider_body: Some(excerpt_of(body)),
+            error: None,
+        };
         let recorded = tokens::report_rejection(self.state, self.connection, self.identifier, usable, rejection).await;
         answer.with_reference(recorded.reference)
     }

@@ -26,6 +26,7 @@ use crate::crypto::{self, Secret};
 use crate::flow::{self, FailureContext, Recorded};
 use crate::outcome::{self, Failure};
 use crate::provider::exchange::{self, Tokens};
+use crate::provider::probe::{self, Verdict};
 use crate::store::{DueRefresh, Lease, RefreshEnd, StoreError, TokenState, TokenWrite};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum TokenError {
     NotActive(AccountStatus),
     #[error("another refresh of this account did not finish in time")]
     Busy,
+    #[error("the connection has no probe to verify accounts with")]
+    NoProbe,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -65,6 +68,7 @@ impl TokenError {
             Self::AccountNotFound => Self::AccountNotFound,
             Self::NotActive(status) => Self::NotActive(*status),
             Self::Busy => Self::Busy,
+            Self::NoProbe => Self::NoProbe,
             Self::Store(err) if err.is_unavailable() => Self::Store(StoreError::Unavailable(err.to_string())),
             Self::Store(err) => Self::Store(StoreError::Corrupt(err.to_string())),
         }
@@ -80,13 +84,16 @@ pub struct Usable {
     pub version: i64,
     /// The scopes granted to the account.
     pub scopes: Vec<String>,
+    /// What the provider told about the account.
+    pub metadata: crate::account::Metadata,
 }
 
 /// What a provider said about a credential it was sent through the proxy.
 #[derive(Debug, Clone)]
 pub enum Rejection {
     /// 401 even with a freshly refreshed token, or with one that has no refresh token to renew it.
-    TokenRejected { provider_status: u16, provider_body: Option<String> },
+    /// `error` is the provider's own code, where its body named one (Slack's `token_revoked`).
+    TokenRejected { provider_status: u16, provider_body: Option<String>, error: Option<String> },
     /// 403 for a missing scope; the scopes the provider named, where it named any.
     InsufficientScope { missing: Vec<String>, provider_status: u16, provider_body: Option<String> },
 }
@@ -211,7 +218,7 @@ async fn stored(state: &Context, connection: &str, identifier: &str) -> Result<U
         return Err(TokenError::NotActive(current.status));
     }
     let tokens = open(state, connection, identifier, &current)?;
-    Ok(Usable { tokens, version: current.version, scopes: current.scopes })
+    Ok(Usable { tokens, version: current.version, scopes: current.scopes, metadata: current.metadata })
 }
 
 /// The refresh itself, by the holder of the account's lease. Every way out ends the lease.
@@ -259,7 +266,7 @@ async fn refresh_holding(
     let exchanged = exchange::refresh(&state.providers.http, &provider, &refresh_token).await;
     let result = exchanged.result.as_ref().map_or_else(outcome::exchange_cause, |_| "ok");
     state.metrics.observe_token_request(
-        provider.connection.provider.as_str(),
+        provider.connection.provider_label(),
         &provider.connection.name,
         "refresh_token",
         result,
@@ -295,6 +302,8 @@ async fn refresh_holding(
     };
     // Providers that do not rotate refresh tokens omit them from the answer: the old one stays valid.
     let tokens = Tokens { refresh_token: fresh.refresh_token.clone().or(Some(refresh_token)), ..fresh };
+    // A refresh answer that tells nothing about the account keeps what the store has (the write does the same).
+    let metadata = if tokens.metadata.is_empty() { current.metadata.clone() } else { tokens.metadata.clone() };
     let scopes = match tokens.scope.as_deref() {
         Some(scope) => provider.parse_granted_scopes(Some(scope)),
         None => current.scopes,
@@ -310,6 +319,7 @@ async fn refresh_holding(
         key_id: state.settings.secret_key.id().to_owned(),
         token_expires_at: tokens.expires_at,
         refresh_due_at: account::refresh_due(now, tokens.expires_at, true),
+        metadata: tokens.metadata.clone(),
     };
     // The provider may have rotated the refresh token: its successor must not be lost to a database that is away
     // for a moment, so the write is retried for as long as the lease lasts.
@@ -343,7 +353,7 @@ async fn refresh_holding(
         provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0,
         "tokens refreshed"
     );
-    Ok(Usable { tokens, version: version + 1, scopes })
+    Ok(Usable { tokens, version: version + 1, scopes, metadata })
 }
 
 /// Whether the provider refused the refresh token itself (it expired, was revoked, or was spent), rather than
@@ -383,14 +393,13 @@ pub async fn report_rejection(
 ) -> Recorded {
     let started = Instant::now();
     let (mut failure, status, body, missing) = match rejection {
-        Rejection::TokenRejected { provider_status, provider_body } => (
-            Failure::new("token_rejected").with_detail(format!(
+        Rejection::TokenRejected { provider_status, provider_body, error } => {
+            let mut failure = Failure::new("token_rejected").with_detail(format!(
                 "the provider answered HTTP {provider_status} to an API call with a freshly refreshed token, or with one that could not be refreshed"
-            )),
-            provider_status,
-            provider_body,
-            Vec::new(),
-        ),
+            ));
+            failure.error = error;
+            (failure, provider_status, provider_body, Vec::new())
+        }
         Rejection::InsufficientScope { missing, provider_status, provider_body } => (
             Failure::new("insufficient_scope").with_detail(if missing.is_empty() {
                 format!(
@@ -415,6 +424,63 @@ pub async fn report_rejection(
         tracing::warn!(target: "callback_gate::store", error = %err, "could not note the account's missing scopes");
     }
     flow::record(state, failure, account_context(connection, identifier), started).await
+}
+
+/// What a verification of a connected account found.
+#[derive(Debug)]
+pub struct Verified {
+    /// Whether the provider accepted the account's credential.
+    pub ok: bool,
+    /// The provider's status, where it answered.
+    pub provider_status: Option<u16>,
+    pub checked_at: OffsetDateTime,
+    /// The reference a failure was recorded under (and made the account's last error).
+    pub reference: Option<String>,
+    /// The failure's code, where it failed.
+    pub code: Option<&'static str>,
+}
+
+/// Calls the connection's probe with the account's credential (`POST .../verify`): an end-to-end check that the
+/// stored connection still works. A refused OAuth token is refreshed once and tried again, as the proxy does; a
+/// failure is recorded as the account's last error (`token_rejected`, or `credential_check_failed` when the
+/// provider gave no usable answer).
+pub async fn verify(state: &Context, connection: &str, identifier: &str) -> Result<Verified, TokenError> {
+    let provider = state.providers.get(connection).ok_or(TokenError::UnknownConnection)?;
+    let probe = provider.connection.probe.clone().ok_or(TokenError::NoProbe)?;
+    let started = Instant::now();
+    let mut usable = usable(state, connection, identifier, Duration::from_secs(60)).await?;
+    let (http, settings) = (&state.providers.http, &provider.connection);
+    let mut probed = probe::call(http, settings, &probe, &usable.tokens.access_token).await;
+    if probed.verdict == Verdict::Refused
+        && usable.tokens.refresh_token.is_some()
+        && let Ok(fresh) = refresh_after_rejection(state, connection, identifier, &usable).await
+    {
+        usable = fresh;
+        probed = probe::call(http, settings, &probe, &usable.tokens.access_token).await;
+    }
+    let checked_at = OffsetDateTime::now_utc();
+    let recorded = match probed.verdict {
+        Verdict::Accepted => None,
+        Verdict::Refused => {
+            let rejection = Rejection::TokenRejected {
+                provider_status: probed.status.unwrap_or(401),
+                provider_body: probed.body.clone(),
+                error: probed.error.clone(),
+            };
+            Some(report_rejection(state, connection, identifier, &usable, rejection).await)
+        }
+        Verdict::Failed => {
+            let failure = flow::credential::refusal(&probed).unwrap_or_else(|| Failure::new("internal_error"));
+            Some(flow::record(state, failure, account_context(connection, identifier), started).await)
+        }
+    };
+    Ok(Verified {
+        ok: recorded.is_none(),
+        provider_status: probed.status,
+        checked_at,
+        code: recorded.as_ref().map(|r| r.failure.code()),
+        reference: recorded.map(|r| r.reference),
+    })
 }
 
 /// Opens an account's stored tokens.

@@ -170,6 +170,39 @@ fn an_unknown_provider_preset_is_named() {
     let scratch = Scratch::new();
     let document = VALID.replace(r#"provider = "github""#, r#"provider = "githb""#);
     assert_problems(&scratch.check(&document, &env()), &["unknown provider \"githb\""]);
+    let output = scratch.check(&document, &env());
+    assert!(output.stderr.contains("did you mean github"), "the closest preset is named\n{output}");
+}
+
+#[test]
+fn a_missing_preset_parameter_is_one_line_naming_it() {
+    let scratch = Scratch::new();
+    let document = VALID.replace(r#"provider = "github""#, r#"provider = "zendesk""#);
+    assert_problems(&scratch.check(&document, &env()), &["needs params.subdomain"]);
+    let fixed =
+        document.replace(r#"provider = "zendesk""#, "provider = \"zendesk\"\nparams = { subdomain = \"acme\" }");
+    let output = scratch.check(&fixed, &env());
+    assert_eq!(output.code(), Some(0), "{output}");
+}
+
+#[test]
+fn providers_prints_every_preset_with_its_display_name_and_kind() {
+    let scratch = Scratch::new();
+    let output = scratch.run(&["providers"], &Env::minimal());
+    assert_eq!(output.code(), Some(0), "{output}");
+    let lines = output.stdout.lines().collect::<Vec<_>>();
+    assert!(lines.len() >= 50, "{} presets\n{output}", lines.len());
+    let mut names = std::collections::BTreeSet::new();
+    for line in &lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words.len() >= 3, "name, display name and kind: {line:?}");
+        assert!(["oauth2", "oidc", "api_key", "basic"].contains(words.last().unwrap()), "{line:?}");
+        assert!(names.insert(words[0]), "{} is listed once", words[0]);
+    }
+    for (name, kind) in [("google", "oauth2"), ("slack", "oauth2"), ("stripe", "api_key")] {
+        let line = lines.iter().find(|l| l.split_whitespace().next() == Some(name)).expect(name);
+        assert!(line.ends_with(kind), "{line}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::Path;
 /// ordered among themselves.
 const ORDERED: &[&str] = &[
     "flight",
+    "catalog",
     "crypto",
     "telemetry",
     "account",

@@ -99,6 +99,9 @@ outcome-connection_unknown-message = Die App ist für diesen Dienst nicht einger
 outcome-redirect_uri_mismatch-title = Diese Verbindung ist nicht verfügbar
 outcome-redirect_uri_mismatch-message = Wegen eines Einrichtungsproblems bei der App konnte die Verbindung nicht gestartet werden. Bitte wenden Sie sich an den Support.
 
+outcome-single_tenant_app-title = Diese Verbindung ist nicht verfügbar
+outcome-single_tenant_app-message = Wegen eines Einrichtungsproblems bei der App konnte die Verbindung nicht gestartet werden. Bitte wenden Sie sich an den Support.
+
 outcome-application_not_found-title = Diese Verbindung ist nicht verfügbar
 outcome-application_not_found-message = Der Dienst kennt diese App nicht. Bitte wenden Sie sich an den Support.
 
@@ -134,6 +137,12 @@ outcome-token_expired-message = Die gespeicherte Verbindung ist abgelaufen. Bitt
 
 outcome-token_rejected-title = Die Verbindung muss erneuert werden
 outcome-token_rejected-message = Der Dienst akzeptiert die gespeicherte Verbindung nicht mehr. Bitte verbinden Sie Ihr Konto über die App erneut.
+
+outcome-credential_rejected-title = Dieser Schlüssel wurde nicht akzeptiert
+outcome-credential_rejected-message = Der Dienst hat Ihre Eingabe nicht akzeptiert, daher wurde nichts gespeichert. Prüfen Sie sie und versuchen Sie es erneut.
+
+outcome-credential_check_failed-title = Der Schlüssel konnte nicht geprüft werden
+outcome-credential_check_failed-message = Der Dienst, mit dem Sie sich verbinden, hat auf unsere Prüfung nicht geantwortet, daher wurde nichts gespeichert. Bitte versuchen Sie es in ein paar Minuten erneut.
 
 outcome-unknown_provider_error-title = Der Dienst hat ein Problem gemeldet
 outcome-unknown_provider_error-message = Der Dienst, mit dem Sie sich verbinden, hat ein Problem gemeldet. Bitte versuchen Sie es erneut oder wenden Sie sich an den Support.

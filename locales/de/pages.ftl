@@ -30,6 +30,18 @@ refused-body = Die Anfrage wurde abgelehnt, bevor etwas ausgeführt wurde. Kehre
 rate-limited-title = Zu viele Versuche
 rate-limited-body = Von diesem Browser kamen in kurzer Zeit zu viele Verbindungsversuche. Warten Sie eine Minute, kehren Sie dann zur App zurück und versuchen Sie es erneut.
 
+credential-title = { $connection } verbinden
+credential-intro-key = Geben Sie Ihren { $connection }-API-Schlüssel ein, um es mit { $app } zu verbinden.
+credential-intro-basic = Geben Sie Ihren { $connection }-Benutzernamen und Ihr Passwort ein, um es mit { $app } zu verbinden.
+credential-key-label = API-Schlüssel
+credential-username-label = Benutzername
+credential-password-label = Passwort
+credential-submit = Verbinden
+credential-privacy = Ihre Eingabe wird bei { $connection } geprüft und dann verschlüsselt gespeichert. Sie wird nie wieder angezeigt.
+credential-missing = Bitte füllen Sie alle Felder aus.
+credential-malformed = Das sieht nicht richtig aus: Die Eingabe ist zu lang oder enthält Zeichen, die ein Schlüssel nicht enthalten kann. Prüfen Sie sie und versuchen Sie es erneut.
+form-unreadable-title = Dieses Formular konnte nicht gelesen werden
+
 support-subject = Verbindungsproblem, Referenz { $reference }
 support-body = Hallo,
 

@@ -100,6 +100,9 @@ outcome-connection_unknown-message = The app is not set up for this service. Ple
 outcome-redirect_uri_mismatch-title = This connection is not available
 outcome-redirect_uri_mismatch-message = The app could not start the connection because of a setup problem on its side. Please contact support.
 
+outcome-single_tenant_app-title = This connection is not available
+outcome-single_tenant_app-message = The app could not start the connection because of a setup problem on its side. Please contact support.
+
 outcome-application_not_found-title = This connection is not available
 outcome-application_not_found-message = The service does not know this app. Please contact support.
 
@@ -135,6 +138,12 @@ outcome-token_expired-message = The saved connection has expired. Please connect
 
 outcome-token_rejected-title = The connection needs attention
 outcome-token_rejected-message = The service no longer accepts the saved connection. Please connect again from the app.
+
+outcome-credential_rejected-title = That key was not accepted
+outcome-credential_rejected-message = The service did not accept what you entered, so nothing was saved. Check it and try again.
+
+outcome-credential_check_failed-title = The key could not be checked
+outcome-credential_check_failed-message = The service you are connecting to did not answer our check, so nothing was saved. Please try again in a few minutes.
 
 outcome-unknown_provider_error-title = The service reported a problem
 outcome-unknown_provider_error-message = The service you are connecting to reported a problem. Please try again or contact support.

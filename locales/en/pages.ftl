@@ -31,6 +31,18 @@ refused-body = The request was refused before anything was done. Go back to the 
 rate-limited-title = Too many attempts
 rate-limited-body = This browser tried to connect too often in a short time. Wait a minute, then go back to the app and try again.
 
+credential-title = Connect { $connection }
+credential-intro-key = Enter your { $connection } API key to connect it to { $app }.
+credential-intro-basic = Enter your { $connection } username and password to connect it to { $app }.
+credential-key-label = API key
+credential-username-label = Username
+credential-password-label = Password
+credential-submit = Connect
+credential-privacy = What you enter is checked with { $connection }, then stored encrypted. It is never shown again.
+credential-missing = Please fill in every field.
+credential-malformed = That does not look right: it is too long or contains characters a key cannot have. Check it and try again.
+form-unreadable-title = This form could not be read
+
 support-subject = Connection problem, reference { $reference }
 support-body = Hello,
 

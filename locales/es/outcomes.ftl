@@ -99,6 +99,9 @@ outcome-connection_unknown-message = La aplicación no está configurada para es
 outcome-redirect_uri_mismatch-title = Esta conexión no está disponible
 outcome-redirect_uri_mismatch-message = No se ha podido iniciar la conexión por un problema en la configuración de la aplicación. Póngase en contacto con el equipo de soporte.
 
+outcome-single_tenant_app-title = Esta conexión no está disponible
+outcome-single_tenant_app-message = No se ha podido iniciar la conexión por un problema en la configuración de la aplicación. Póngase en contacto con el equipo de soporte.
+
 outcome-application_not_found-title = Esta conexión no está disponible
 outcome-application_not_found-message = El servicio no reconoce esta aplicación. Póngase en contacto con el equipo de soporte.
 
@@ -134,6 +137,12 @@ outcome-token_expired-message = La conexión guardada ha caducado. Vuelva a cone
 
 outcome-token_rejected-title = La conexión debe renovarse
 outcome-token_rejected-message = El servicio ya no acepta la conexión guardada. Vuelva a conectar su cuenta desde la aplicación.
+
+outcome-credential_rejected-title = Esa clave no fue aceptada
+outcome-credential_rejected-message = El servicio no aceptó lo que introdujo, así que no se guardó nada. Revíselo y vuelva a intentarlo.
+
+outcome-credential_check_failed-title = No se pudo comprobar la clave
+outcome-credential_check_failed-message = El servicio al que se conecta no respondió a nuestra comprobación, así que no se guardó nada. Vuelva a intentarlo en unos minutos.
 
 outcome-unknown_provider_error-title = El servicio ha informado de un problema
 outcome-unknown_provider_error-message = El servicio al que se está conectando ha informado de un problema. Vuelva a intentarlo o póngase en contacto con el equipo de soporte.

@@ -30,6 +30,18 @@ refused-body = La solicitud se ha rechazado sin que se haya hecho nada. Vuelva a
 rate-limited-title = Demasiados intentos
 rate-limited-body = Desde este navegador se ha intentado conectar demasiadas veces en poco tiempo. Espere un minuto y, después, vuelva a la aplicación e inténtelo de nuevo.
 
+credential-title = Conectar { $connection }
+credential-intro-key = Introduzca su clave de API de { $connection } para conectarlo con { $app }.
+credential-intro-basic = Introduzca su usuario y contraseña de { $connection } para conectarlo con { $app }.
+credential-key-label = Clave de API
+credential-username-label = Usuario
+credential-password-label = Contraseña
+credential-submit = Conectar
+credential-privacy = Lo que introduzca se comprueba con { $connection } y se guarda cifrado. No se vuelve a mostrar.
+credential-missing = Rellene todos los campos.
+credential-malformed = Eso no parece correcto: es demasiado largo o contiene caracteres que una clave no puede tener. Revíselo y vuelva a intentarlo.
+form-unreadable-title = No se pudo leer este formulario
+
 support-subject = Problema de conexión, referencia { $reference }
 support-body = Hola:
 

@@ -99,6 +99,9 @@ outcome-connection_unknown-message = L'application n'est pas configurée pour ce
 outcome-redirect_uri_mismatch-title = Cette connexion n'est pas disponible
 outcome-redirect_uri_mismatch-message = L'application n'a pas pu démarrer la connexion en raison d'un problème de configuration de son côté. Veuillez contacter l'assistance.
 
+outcome-single_tenant_app-title = Cette connexion n'est pas disponible
+outcome-single_tenant_app-message = L'application n'a pas pu démarrer la connexion en raison d'un problème de configuration de son côté. Veuillez contacter l'assistance.
+
 outcome-application_not_found-title = Cette connexion n'est pas disponible
 outcome-application_not_found-message = Le service ne reconnaît pas cette application. Veuillez contacter l'assistance.
 
@@ -134,6 +137,12 @@ outcome-token_expired-message = La connexion enregistrée a expiré. Veuillez re
 
 outcome-token_rejected-title = La connexion doit être renouvelée
 outcome-token_rejected-message = Le service n'accepte plus la connexion enregistrée. Veuillez reconnecter votre compte depuis l'application.
+
+outcome-credential_rejected-title = Cette clé n'a pas été acceptée
+outcome-credential_rejected-message = Le service n'a pas accepté ce que vous avez saisi : rien n'a été enregistré. Vérifiez-le et réessayez.
+
+outcome-credential_check_failed-title = La clé n'a pas pu être vérifiée
+outcome-credential_check_failed-message = Le service auquel vous vous connectez n'a pas répondu à notre vérification : rien n'a été enregistré. Veuillez réessayer dans quelques minutes.
 
 outcome-unknown_provider_error-title = Le service a signalé un problème
 outcome-unknown_provider_error-message = Le service auquel vous vous connectez a signalé un problème. Veuillez réessayer ou contacter l'assistance.

@@ -30,6 +30,18 @@ refused-body = La demande a été refusée avant toute action. Revenez à l'appl
 rate-limited-title = Trop de tentatives
 rate-limited-body = Ce navigateur a tenté de se connecter trop souvent en peu de temps. Patientez une minute, puis revenez à l'application et réessayez.
 
+credential-title = Connecter { $connection }
+credential-intro-key = Saisissez votre clé d'API { $connection } pour le connecter à { $app }.
+credential-intro-basic = Saisissez votre identifiant et votre mot de passe { $connection } pour le connecter à { $app }.
+credential-key-label = Clé d'API
+credential-username-label = Identifiant
+credential-password-label = Mot de passe
+credential-submit = Connecter
+credential-privacy = Ce que vous saisissez est vérifié auprès de { $connection }, puis enregistré chiffré. Il n'est plus jamais affiché.
+credential-missing = Veuillez remplir tous les champs.
+credential-malformed = Cela ne semble pas correct : c'est trop long ou cela contient des caractères qu'une clé ne peut pas contenir. Vérifiez et réessayez.
+form-unreadable-title = Ce formulaire n'a pas pu être lu
+
 support-subject = Problème de connexion, référence { $reference }
 support-body = Bonjour,
 

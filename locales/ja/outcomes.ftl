@@ -99,6 +99,9 @@ outcome-connection_unknown-message = このアプリでは、このサービス�
 outcome-redirect_uri_mismatch-title = この連携は現在ご利用いただけません
 outcome-redirect_uri_mismatch-message = アプリ側の設定に問題があるため、連携を開始できませんでした。サポートにお問い合わせください。
 
+outcome-single_tenant_app-title = この連携は現在ご利用いただけません
+outcome-single_tenant_app-message = アプリ側の設定に問題があるため、連携を開始できませんでした。サポートにお問い合わせください。
+
 outcome-application_not_found-title = この連携は現在ご利用いただけません
 outcome-application_not_found-message = サービスがこのアプリを認識していません。サポートにお問い合わせください。
 
@@ -134,6 +137,12 @@ outcome-token_expired-message = 保存されている連携の有効期限が切
 
 outcome-token_rejected-title = 連携の更新が必要です
 outcome-token_rejected-message = 保存されている連携が、サービスに受け付けられなくなりました。アプリから、もう一度連携してください。
+
+outcome-credential_rejected-title = このキーは受け付けられませんでした
+outcome-credential_rejected-message = 入力された内容はサービスに受け付けられなかったため、何も保存されていません。内容を確認して、もう一度お試しください。
+
+outcome-credential_check_failed-title = キーを確認できませんでした
+outcome-credential_check_failed-message = 連携先のサービスが確認に応答しなかったため、何も保存されていません。数分後にもう一度お試しください。
 
 outcome-unknown_provider_error-title = サービスから問題が報告されました
 outcome-unknown_provider_error-message = 連携先のサービスから問題が報告されました。もう一度お試しいただくか、サポートにお問い合わせください。

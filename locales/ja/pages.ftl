@@ -30,6 +30,18 @@ refused-body = この操作は受け付けられなかったため、何も処�
 rate-limited-title = 試行回数が多すぎます
 rate-limited-body = このブラウザーから短時間に何度も連携が試みられました。1分ほど待ってから、アプリに戻ってもう一度お試しください。
 
+credential-title = { $connection } を連携
+credential-intro-key = { $app } と連携するには、{ $connection } の API キーを入力してください。
+credential-intro-basic = { $app } と連携するには、{ $connection } のユーザー名とパスワードを入力してください。
+credential-key-label = API キー
+credential-username-label = ユーザー名
+credential-password-label = パスワード
+credential-submit = 連携する
+credential-privacy = 入力内容は { $connection } で確認された後、暗号化して保存されます。再び表示されることはありません。
+credential-missing = すべての項目を入力してください。
+credential-malformed = 入力内容が正しくないようです。長すぎるか、キーに使えない文字が含まれています。確認して、もう一度お試しください。
+form-unreadable-title = このフォームを読み取れませんでした
+
 support-subject = 連携に関する問題（参照コード: { $reference }）
 support-body = サポートご担当者様
 

@@ -10,20 +10,23 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::account::{AccountStatus, Identifier};
+use crate::catalog::Quirk;
 use crate::config::Settings;
 use crate::context::Context;
 use crate::crypto::{self, Pkce, Secret};
 use crate::outcome::Failure;
-use crate::provider::Provider;
 use crate::provider::exchange::{self, Tokens};
+use crate::provider::{Provider, quirks};
 use crate::store::{
     Arrival, Claim, Confirmation, FlowEnding, FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent,
     PendingVerification, Store, StoreError, TokenWrite,
 };
 use crate::telemetry;
 
+pub mod credential;
 pub mod query;
 
+pub use credential::{CredentialForm, CredentialSubmission};
 pub use query::{CallbackQuery, QueryError};
 
 /// Who a failure concerns, for its record, its log line and its page.
@@ -90,6 +93,8 @@ pub enum Ending {
     Redirect { location: String, set_browser: Option<Secret> },
     /// Render the failure page right here.
     Failed(Box<Recorded>),
+    /// Show the hosted form on which the user gives an API key or a username and password.
+    Form { form: CredentialForm, set_browser: Option<Secret> },
 }
 
 /// The secrets a flow keeps for its callback, sealed in the flow record.
@@ -237,8 +242,6 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
     if let Err(err) = state.store.create_flow(&flow, state.settings.limits.flows_per_identifier).await {
         return fail(state, store_failure(&err), context, started).await;
     }
-    let location =
-        provider.authorization_request(flow_state.expose(), &pkce.challenge, nonce.as_ref().map(Secret::expose));
     tracing::info!(
         target: "callback_gate::flow",
         event = "flow_started",
@@ -248,6 +251,12 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
         latency_ms = telemetry::millis_since(started),
         "flow started"
     );
+    if !provider.connection.kind.is_oauth() {
+        let form = CredentialForm::new(&provider.connection, flow_state, None);
+        return Ending::Form { form, set_browser };
+    }
+    let location =
+        provider.authorization_request(flow_state.expose(), &pkce.challenge, nonce.as_ref().map(Secret::expose));
     Ending::Redirect { location: location.into(), set_browser }
 }
 
@@ -282,6 +291,45 @@ pub async fn callback(state: &Context, connection: &str, raw_query: Option<&str>
         );
         return fail(state, failure, path_context, started).await;
     }
+    let (flow, _) = match claim(state, flow_state, browser.as_ref(), path_context, started).await {
+        Ok(claimed) => claimed,
+        Err(ending) => return ending,
+    };
+    // From here on this request owns the flow. The rest runs as a task of its own, so a browser that goes away or
+    // a request timeout cannot cut it short: whatever happens, the flow ends with a recorded outcome.
+    let finishing = spawn_finish(state, provider, flow.clone(), query, started);
+    wait_for(state, &flow, finishing, started).await
+}
+
+/// Waits for a claimed flow's finishing task. A provider slower than the request may wait: the browser goes to the
+/// result page, which shows the ending once it is recorded, instead of the request timing out.
+async fn wait_for(
+    state: &Context,
+    flow: &FlowRecord,
+    mut finishing: tokio::task::JoinHandle<Ending>,
+    started: Instant,
+) -> Ending {
+    let patience = state.settings.request_timeout.mul_f64(0.8).saturating_sub(started.elapsed());
+    match tokio::time::timeout(patience, &mut finishing).await {
+        Ok(Ok(ending)) => ending,
+        Ok(Err(err)) => {
+            let failure =
+                Failure::new("internal_error").with_detail(format!("the flow's finishing task failed: {err}"));
+            Box::pin(end_failed(state, flow, failure, started)).await
+        }
+        Err(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
+    }
+}
+
+/// Claims the flow a signed state names for this browser: from here on, the caller alone finishes it. Anything
+/// else (no such flow, another browser, already finished, its link used by another flow) ends here, recorded.
+async fn claim(
+    state: &Context,
+    flow_state: &Secret,
+    browser: Option<&Secret>,
+    path_context: FailureContext,
+    started: Instant,
+) -> Result<(FlowRecord, FailureContext), Ending> {
     let state_hash = crypto::hash_hex(flow_state.expose());
     let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
     let claimed = state.store.claim_flow(&state_hash, browser_hash, OffsetDateTime::now_utc()).await;
@@ -289,9 +337,9 @@ pub async fn callback(state: &Context, connection: &str, raw_query: Option<&str>
         Ok(Some(found)) => found,
         Ok(None) => {
             let failure = Failure::new("state_invalid").with_detail("the state matches no flow");
-            return fail(state, failure, path_context, started).await;
+            return Err(fail(state, failure, path_context, started).await);
         }
-        Err(err) => return fail(state, store_failure(&err), path_context, started).await,
+        Err(err) => return Err(fail(state, store_failure(&err), path_context, started).await),
     };
     let mut context = FailureContext::of_flow(&flow);
     match claim {
@@ -303,13 +351,13 @@ pub async fn callback(state: &Context, connection: &str, raw_query: Option<&str>
             } else {
                 "the callback carried no browser-binding cookie"
             };
-            return fail(state, Failure::new("browser_mismatch").with_detail(detail), context, started).await;
+            return Err(fail(state, Failure::new("browser_mismatch").with_detail(detail), context, started).await);
         }
         Claim::NotStarted => {
             context.touches_account = false;
             let failure =
                 Failure::new("flow_already_used").with_detail(format!("the flow was already {:?}", flow.status));
-            return fail(state, failure, context, started).await;
+            return Err(fail(state, failure, context, started).await);
         }
         Claim::LinkUsed => {
             // The account was connected through another flow of the same link; this one must not replace it.
@@ -320,23 +368,10 @@ pub async fn callback(state: &Context, connection: &str, raw_query: Option<&str>
             if let Err(err) = Box::pin(state.store.fail_flow(&flow.id, ending_of(&recorded))).await {
                 tracing::error!(target: "callback_gate::flow", flow = %flow.id, error = %err, "could not mark the flow failed");
             }
-            return Ending::Failed(Box::new(recorded));
+            return Err(Ending::Failed(Box::new(recorded)));
         }
     }
-    // From here on this request owns the flow. The rest runs as a task of its own, so a browser that goes away or
-    // a request timeout cannot cut it short: whatever happens, the flow ends with a recorded outcome.
-    let mut finishing = spawn_finish(state, provider, flow.clone(), query, started);
-    // A provider slower than the request may wait: the browser goes to the result page, which shows the ending
-    // once it is recorded, instead of the request timing out.
-    let patience = state.settings.request_timeout.mul_f64(0.8).saturating_sub(started.elapsed());
-    match tokio::time::timeout(patience, &mut finishing).await {
-        Ok(Ok(ending)) => ending,
-        Ok(Err(err)) => {
-            let failure = Failure::new("internal_error").with_detail(format!("the callback's task failed: {err}"));
-            Box::pin(end_failed(state, &flow, failure, started)).await
-        }
-        Err(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
-    }
+    Ok((flow, context))
 }
 
 /// How long a claimed callback may take, at most: the token request and the key-set fetch are each bounded by the
@@ -361,26 +396,30 @@ fn spawn_finish(
     started: Instant,
 ) -> tokio::task::JoinHandle<Ending> {
     let state = state.clone();
-    state.tasks.clone().spawn(async move { finish(&state, provider, flow, query, started).await })
+    state.tasks.clone().spawn(async move {
+        let work = finish_claimed(&state, &provider, &flow, &query, started);
+        finish(&state, &flow, work, started).await
+    })
 }
 
-/// Finishes a claimed flow within [`callback_deadline`] and records how it ended.
+/// Runs a claimed flow's remaining work within [`callback_deadline`] and records how it ended. From the moment a
+/// flow is claimed this runs as a task of its own, so a browser that goes away or a request timeout cannot cut it
+/// short: whatever happens, the flow ends with a recorded outcome.
 async fn finish(
     state: &Context,
-    provider: Arc<Provider>,
-    flow: FlowRecord,
-    query: CallbackQuery,
+    flow: &FlowRecord,
+    work: impl Future<Output = Result<String, Failure>>,
     started: Instant,
 ) -> Ending {
     let deadline = callback_deadline(&state.settings);
-    let result = match tokio::time::timeout(deadline, finish_claimed(state, &provider, &flow, &query, started)).await {
+    let result = match tokio::time::timeout(deadline, work).await {
         Ok(result) => result,
         Err(_) => Err(Failure::new("internal_error")
             .with_detail(format!("the callback did not finish within {} s", deadline.as_secs()))),
     };
     match result {
         Ok(location) => Ending::Redirect { location, set_browser: None },
-        Err(failure) => end_failed(state, &flow, failure, started).await,
+        Err(failure) => end_failed(state, flow, failure, started).await,
     }
 }
 
@@ -477,16 +516,32 @@ async fn finish_claimed(
     let exchanged = exchange::exchange_code(&state.providers.http, provider, code, &secrets.verifier).await;
     let result = exchanged.result.as_ref().map_or_else(crate::outcome::exchange_cause, |_| "ok");
     state.metrics.observe_token_request(
-        provider.connection.provider.as_str(),
+        provider.connection.provider_label(),
         &provider.connection.name,
         "authorization_code",
         result,
         exchanged.provider_latency,
     );
     let provider_ms = exchanged.provider_latency.as_secs_f64() * 1000.0;
-    let tokens = exchanged.result.map_err(|err| Failure::from_exchange(&err))?;
+    let mut tokens = exchanged.result.map_err(|err| Failure::from_exchange(&err))?;
     if let Some(jwks) = &provider.jwks {
         validate_id_token(state, provider, jwks, &tokens, secrets.nonce.as_ref()).await?;
+    }
+    if provider.connection.quirk == Some(Quirk::Atlassian)
+        && let Some(base) = &provider.api_base_url
+    {
+        // Without the cloud id the app cannot address the user's site; a failure here is logged, and the account
+        // is connected all the same (the app can list the sites through the proxy).
+        match quirks::atlassian_sites(&state.providers.http, base, &tokens.access_token).await {
+            Ok(sites) => tokens.metadata.extend(sites),
+            Err(reason) => tracing::warn!(
+                target: "callback_gate::flow",
+                flow = %flow.id,
+                connection = %flow.connection,
+                reason = %telemetry::escape(&reason),
+                "could not read the Atlassian sites the token reaches"
+            ),
+        }
     }
     let scopes = provider.parse_granted_scopes(tokens.scope.as_deref());
     let missing = missing_scopes(&provider.connection.scopes, tokens.scope.as_deref(), &scopes);
@@ -496,7 +551,21 @@ async fn finish_claimed(
             .with_detail(format!("the provider granted \"{}\"", tokens.scope.as_deref().unwrap_or_default()))
             .with_hint(format!("Missing scopes: {}.", missing.join(", "))));
     }
-    let sealed = seal_tokens(state, &flow.connection, &flow.identifier, &tokens)
+    connect(state, provider, flow, &tokens, scopes, provider_ms, started).await
+}
+
+/// Stores what a flow obtained (tokens from a code exchange, or a credential from the hosted form) as the
+/// account's, or holds it for the app's user verification; answers where the browser goes next.
+async fn connect(
+    state: &Context,
+    provider: &Provider,
+    flow: &FlowRecord,
+    tokens: &Tokens,
+    scopes: Vec<String>,
+    provider_ms: f64,
+    started: Instant,
+) -> Result<String, Failure> {
+    let sealed = seal_tokens(state, &flow.connection, &flow.identifier, tokens)
         .ok_or_else(|| Failure::new("internal_error").with_detail("the tokens could not be serialised for sealing"))?;
     let write = TokenWrite {
         connection: flow.connection.clone(),
@@ -511,6 +580,7 @@ async fn finish_claimed(
             tokens.expires_at,
             tokens.refresh_token.is_some(),
         ),
+        metadata: tokens.metadata.clone(),
     };
     let post_auth = |err: StoreError| {
         Failure::from_entry(crate::outcome::entry("failed_to_exchange_token", Some("post_auth_hook")))

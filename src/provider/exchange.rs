@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Provider;
-use crate::config::TokenAuthMethod;
+use crate::account::Metadata;
+use crate::catalog::{Quirk, TokenAuthMethod};
 use crate::crypto::Secret;
 
 /// Largest token response read; anything longer is refused rather than buffered.
@@ -28,6 +29,29 @@ pub struct Tokens {
     /// Unix seconds when the access token expires, where the provider said.
     pub expires_at: Option<i64>,
     pub scope: Option<String>,
+    /// What the answer told about the account (see `quirks::metadata`); stored beside the tokens, not with them.
+    #[serde(skip)]
+    pub metadata: Metadata,
+}
+
+/// How a provider's token answers are read: the token types it documents besides `bearer` (Slack's `bot` and
+/// `user`), and its quirk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerRules<'a> {
+    pub token_types: &'a [String],
+    pub quirk: Option<Quirk>,
+    /// Slack: the user token under `authed_user` is the account's.
+    pub user_token: bool,
+}
+
+impl<'a> AnswerRules<'a> {
+    pub fn of(connection: &'a crate::config::ConnectionSettings) -> Self {
+        Self {
+            token_types: &connection.token_types,
+            quirk: connection.quirk,
+            user_token: super::quirks::wants_user_token(connection),
+        }
+    }
 }
 
 /// What went wrong at the token endpoint.
@@ -87,15 +111,18 @@ pub struct Exchanged {
 
 /// Exchanges `code` for tokens.
 pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &Secret, verifier: &Secret) -> Exchanged {
-    let form = [
+    let mut form = vec![
         ("grant_type", "authorization_code"),
         ("code", code.expose()),
         ("redirect_uri", provider.connection.redirect_uri.as_str()),
-        ("code_verifier", verifier.expose()),
     ];
+    if provider.connection.pkce {
+        form.push(("code_verifier", verifier.expose()));
+    }
     let started = Instant::now();
     let (result, retry_after) =
-        send(authenticated(http, provider, provider.token_url.clone(), &form), provider.token_types).await;
+        send(authenticated(http, provider, provider.token_url.clone(), &form), AnswerRules::of(&provider.connection))
+            .await;
     Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 
@@ -105,7 +132,8 @@ pub async fn refresh(http: &reqwest::Client, provider: &Provider, refresh_token:
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
     let started = Instant::now();
     let (result, retry_after) =
-        send(authenticated(http, provider, provider.token_url.clone(), &form), provider.token_types).await;
+        send(authenticated(http, provider, provider.token_url.clone(), &form), AnswerRules::of(&provider.connection))
+            .await;
     Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 
@@ -162,14 +190,14 @@ fn form_urlencode(value: &str) -> String {
 /// Sends a token request; with its answer, how long the provider asked to be left alone, where it said.
 async fn send(
     request: reqwest::RequestBuilder,
-    token_types: &[&str],
+    rules: AnswerRules<'_>,
 ) -> (Result<Tokens, ExchangeError>, Option<Duration>) {
     let response = match request.send().await {
         Ok(response) => response,
         Err(err) => return (Err(request_error(err)), None),
     };
     let retry_after = retry_after(response.headers());
-    (answer(response, token_types).await, retry_after)
+    (answer(response, rules).await, retry_after)
 }
 
 /// `Retry-After` in seconds (RFC 9110 section 10.2.3; the HTTP-date form is rare from token endpoints and ignored).
@@ -178,7 +206,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-async fn answer(response: reqwest::Response, token_types: &[&str]) -> Result<Tokens, ExchangeError> {
+async fn answer(response: reqwest::Response, rules: AnswerRules<'_>) -> Result<Tokens, ExchangeError> {
     let status = response.status().as_u16();
     if response.status().is_redirection() {
         let location = response
@@ -199,7 +227,7 @@ async fn answer(response: reqwest::Response, token_types: &[&str]) -> Result<Tok
         Err(ReadError::TooLarge) => return Err(ExchangeError::TooLarge { status }),
         Err(ReadError::Request(err)) => return Err(request_error(err)),
     };
-    parse_answer(status, &body, is_form, token_types)
+    parse_answer(status, &body, is_form, rules)
 }
 
 fn request_error(err: reqwest::Error) -> ExchangeError {
@@ -233,12 +261,13 @@ pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Resul
 /// Parses a token endpoint's answer. JSON is the standard; a form-encoded body is accepted from providers that
 /// still send one (GitHub without `Accept`). The only `token_type` accepted is `bearer` (RFC 6750; any case).
 pub fn parse_token_response(status: u16, body: &[u8], is_form: bool) -> Result<Tokens, ExchangeError> {
-    parse_answer(status, body, is_form, &[])
+    parse_answer(status, body, is_form, AnswerRules::default())
 }
 
-/// [`parse_token_response`] for a provider that documents `token_types` besides `bearer` (Slack's `bot` and
-/// `user`, which are bearer tokens by another name).
-pub fn parse_answer(status: u16, body: &[u8], is_form: bool, token_types: &[&str]) -> Result<Tokens, ExchangeError> {
+/// [`parse_token_response`] by a provider's rules: the token types it documents besides `bearer` (Slack's `bot` and
+/// `user`, which are bearer tokens by another name), where its quirk keeps the token, and what else it tells.
+pub fn parse_answer(status: u16, body: &[u8], is_form: bool, rules: AnswerRules<'_>) -> Result<Tokens, ExchangeError> {
+    let token_types = rules.token_types;
     let text = String::from_utf8_lossy(body);
     let parsed: Option<serde_json::Map<String, Value>> = if is_form {
         Some(url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect())
@@ -249,13 +278,15 @@ pub fn parse_answer(status: u16, body: &[u8], is_form: bool, token_types: &[&str
         })
     };
     let redacted = || redact_body(&text);
-    let Some(fields) = parsed else {
+    let Some(mut fields) = parsed else {
         return Err(if (200..300).contains(&status) {
             ExchangeError::Malformed { status, reason: "not a JSON object".into(), body: redacted() }
         } else {
             ExchangeError::Status { status, body: redacted() }
         });
     };
+    let metadata = super::quirks::metadata(rules.quirk, &fields);
+    super::quirks::normalize(rules.quirk, rules.user_token, &mut fields);
     let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
     // An OAuth error wins over the status code: GitHub and Slack answer 200 with an error (Slack as `ok: false`).
     // An error status never carries usable tokens, whatever else its body holds.
@@ -328,6 +359,7 @@ pub fn parse_answer(status: u16, body: &[u8], is_form: bool, token_types: &[&str
         token_type,
         expires_at: expires_in.filter(|s| *s > 0).map(|s| now.saturating_add(s)),
         scope,
+        metadata,
     })
 }
 
@@ -507,8 +539,8 @@ mod tests {
         assert!(redact_body(&"a".repeat(100_000)).len() < BODY_EXCERPT_CHARS + 64);
     }
 
-    fn reason(body: &str, token_types: &[&str]) -> Option<String> {
-        match parse_answer(200, body.as_bytes(), false, token_types) {
+    fn reason(body: &str, token_types: &[String]) -> Option<String> {
+        match parse_answer(200, body.as_bytes(), false, AnswerRules { token_types, ..AnswerRules::default() }) {
             Ok(_) => None,
             Err(ExchangeError::Malformed { reason, .. }) => Some(reason),
             Err(other) => panic!("{body}: {other}"),
@@ -545,9 +577,20 @@ mod tests {
             assert_eq!(reason(body, &[]), None, "{body}");
         }
         // Slack's own types, from Slack only.
-        assert_eq!(reason(r#"{"ok":true,"access_token":"xoxb-1","token_type":"bot"}"#, &["bot", "user"]), None);
-        assert_eq!(reason(r#"{"ok":true,"access_token":"xoxp-1","token_type":"user"}"#, &["bot", "user"]), None);
-        assert!(reason(r#"{"access_token":"at","token_type":"mac"}"#, &["bot", "user"]).is_some());
+        assert_eq!(
+            reason(r#"{"ok":true,"access_token":"xoxb-1","token_type":"bot"}"#, &["bot".to_owned(), "user".to_owned()]),
+            None
+        );
+        assert_eq!(
+            reason(
+                r#"{"ok":true,"access_token":"xoxp-1","token_type":"user"}"#,
+                &["bot".to_owned(), "user".to_owned()]
+            ),
+            None
+        );
+        assert!(
+            reason(r#"{"access_token":"at","token_type":"mac"}"#, &["bot".to_owned(), "user".to_owned()]).is_some()
+        );
         // Form answers carry strings only.
         assert!(parse_token_response(200, b"access_token=gho_x&token_type=bearer&scope=repo", true).is_ok());
         assert!(parse_token_response(200, b"access_token=gho_x&token_type=mac", true).is_err());

@@ -3,6 +3,8 @@
 
 pub mod exchange;
 pub mod id_token;
+pub mod probe;
+pub mod quirks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,37 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ConnectionSettings, Mode, Settings, TokenAuthMethod};
-pub use crate::config::{KNOWN_PROVIDERS, ProviderKind};
+use crate::config::{ConnectionSettings, Kind, Mode, Settings, TokenAuthMethod};
 use id_token::Jwks;
-
-/// What a preset fixes about a provider. Each field may be overridden in the connection's config.
-struct Preset {
-    kind: ProviderKind,
-    authorization_url: &'static str,
-    token_url: &'static str,
-    revocation_url: Option<&'static str>,
-    auth_method: TokenAuthMethod,
-    /// How the provider wants the `scope` parameter joined.
-    scope_separator: &'static str,
-    /// Extra authorization parameters, e.g. Google's `access_type=offline` to receive a refresh token.
-    extra_params: &'static [(&'static str, &'static str)],
-    /// `token_type` values the provider documents besides `bearer`.
-    token_types: &'static [&'static str],
-    /// Where `/v1/proxy` sends calls.
-    api_base_url: &'static str,
-}
-
-use TokenAuthMethod::ClientSecretPost as Post;
-
-#[rustfmt::skip]
-const PRESETS: [Preset; 5] = [
-    Preset { kind: ProviderKind::Google,    authorization_url: "https://accounts.google.com/o/oauth2/v2/auth",              token_url: "https://oauth2.googleapis.com/token",                      revocation_url: Some("https://oauth2.googleapis.com/revoke"), auth_method: Post, scope_separator: " ", extra_params: &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")], token_types: &[], api_base_url: "https://gmail.googleapis.com" },
-    Preset { kind: ProviderKind::Microsoft, authorization_url: "https://login.microsoftonline.com/common/oauth2/v2.0/authorize", token_url: "https://login.microsoftonline.com/common/oauth2/v2.0/token", revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("response_mode", "query")], token_types: &[], api_base_url: "https://graph.microsoft.com" },
-    Preset { kind: ProviderKind::Slack,     authorization_url: "https://slack.com/oauth/v2/authorize",                       token_url: "https://slack.com/api/oauth.v2.access",                    revocation_url: Some("https://slack.com/api/auth.revoke"),     auth_method: Post, scope_separator: ",", extra_params: &[], token_types: &["bot", "user"], api_base_url: "https://slack.com/api" },
-    Preset { kind: ProviderKind::Github,    authorization_url: "https://github.com/login/oauth/authorize",                   token_url: "https://github.com/login/oauth/access_token",              revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("allow_signup", "false")], token_types: &[], api_base_url: "https://api.github.com" },
-    Preset { kind: ProviderKind::Atlassian, authorization_url: "https://auth.atlassian.com/authorize",                       token_url: "https://auth.atlassian.com/oauth/token",                   revocation_url: None,                                      auth_method: Post, scope_separator: " ", extra_params: &[("audience", "api.atlassian.com"), ("prompt", "consent")], token_types: &[], api_base_url: "https://api.atlassian.com" },
-];
 
 /// A connection resolved against its preset or its issuer's discovery document: everything a flow needs.
 #[derive(Debug)]
@@ -51,10 +24,6 @@ pub struct Provider {
     pub token_url: Url,
     pub revocation_url: Option<Url>,
     pub auth_method: TokenAuthMethod,
-    pub scope_separator: &'static str,
-    pub extra_params: Vec<(String, String)>,
-    /// `token_type` values accepted in token answers besides `bearer` (Slack's `bot` and `user`).
-    pub token_types: &'static [&'static str],
     /// Where `/v1/proxy` sends calls: the connection's `api_base_url`, else its preset's.
     pub api_base_url: Option<Url>,
     /// The issuer the provider identifies as, where known: checked against RFC 9207 `iss` and ID tokens.
@@ -84,16 +53,16 @@ impl Provider {
                 .append_pair("client_id", &self.connection.client_id)
                 .append_pair("redirect_uri", self.connection.redirect_uri.as_str());
             if !self.connection.scopes.is_empty() {
-                query.append_pair("scope", &self.connection.scopes.join(self.scope_separator));
+                query.append_pair("scope", &self.connection.scopes.join(&self.connection.scope_separator));
             }
-            query
-                .append_pair("state", state)
-                .append_pair("code_challenge", code_challenge)
-                .append_pair("code_challenge_method", "S256");
+            query.append_pair("state", state);
+            if self.connection.pkce {
+                query.append_pair("code_challenge", code_challenge).append_pair("code_challenge_method", "S256");
+            }
             if let Some(nonce) = nonce {
                 query.append_pair("nonce", nonce);
             }
-            for (key, value) in &self.extra_params {
+            for (key, value) in &self.connection.authorization_params {
                 query.append_pair(key, value);
             }
         }
@@ -161,34 +130,21 @@ async fn resolve_one(
     http: &reqwest::Client,
     token_timeout: Duration,
 ) -> Result<Provider, ResolveError> {
-    let kind = connection.provider;
-    if kind == ProviderKind::Oidc {
+    if connection.kind == Kind::Oidc {
         return discover(connection, http, token_timeout).await;
     }
-    let preset = PRESETS.iter().find(|p| p.kind == kind);
-    let parse = |value: &str| Url::parse(value).ok();
-    let authorization_url =
-        connection.authorization_url.clone().or_else(|| preset.and_then(|p| parse(p.authorization_url)));
-    let token_url = connection.token_url.clone().or_else(|| preset.and_then(|p| parse(p.token_url)));
-    let (Some(authorization_url), Some(token_url)) = (authorization_url, token_url) else {
-        // Config validation requires both for "oauth2" and every preset has both.
-        unreachable!("a validated connection always has endpoints");
+    // Configuration resolved every URL against the preset; a credential connection has no OAuth endpoints, and
+    // stands in the placeholder below, which no flow of its kind ever calls.
+    let unused = || Url::parse("https://invalid.invalid/").ok();
+    let (Some(authorization_url), Some(token_url)) =
+        (connection.authorization_url.clone().or_else(unused), connection.token_url.clone().or_else(unused))
+    else {
+        return Err(ResolveError::Client("a connection's endpoints did not resolve".into()));
     };
     Ok(Provider {
-        revocation_url: connection
-            .revocation_url
-            .clone()
-            .or_else(|| preset.and_then(|p| p.revocation_url.and_then(parse))),
-        auth_method: connection
-            .token_auth_method
-            .or(preset.map(|p| p.auth_method))
-            .unwrap_or(TokenAuthMethod::ClientSecretBasic),
-        scope_separator: preset.map_or(" ", |p| p.scope_separator),
-        extra_params: preset
-            .map(|p| p.extra_params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
-            .unwrap_or_default(),
-        token_types: preset.map_or(&[], |p| p.token_types),
-        api_base_url: connection.api_base_url.clone().or_else(|| preset.and_then(|p| parse(p.api_base_url))),
+        revocation_url: connection.revocation_url.clone(),
+        auth_method: connection.token_auth_method.unwrap_or(TokenAuthMethod::ClientSecretBasic),
+        api_base_url: connection.api_base_url.clone(),
         issuer: connection.issuer.as_ref().map(|u| trim_issuer(u.as_str())),
         iss_required: false,
         jwks: None,
@@ -252,9 +208,6 @@ async fn discover(
         token_url: connection.token_url.clone().unwrap_or(doc.token_endpoint),
         revocation_url: connection.revocation_url.clone().or(doc.revocation_endpoint),
         auth_method,
-        scope_separator: " ",
-        extra_params: Vec::new(),
-        token_types: &[],
         api_base_url: connection.api_base_url.clone(),
         issuer: Some(doc.issuer),
         iss_required: doc.authorization_response_iss_parameter_supported,
@@ -276,21 +229,4 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_preset_names_where_the_proxy_sends_calls() {
-        for preset in &PRESETS {
-            let url = Url::parse(preset.api_base_url).expect("a URL");
-            assert_eq!(url.scheme(), "https", "{:?}", preset.kind);
-            assert!(url.query().is_none() && url.fragment().is_none(), "{:?}", preset.kind);
-        }
-        let by_kind = |kind| PRESETS.iter().find(|p| p.kind == kind).map(|p| p.api_base_url);
-        assert_eq!(by_kind(ProviderKind::Microsoft), Some("https://graph.microsoft.com"));
-        assert_eq!(by_kind(ProviderKind::Slack), Some("https://slack.com/api"));
-    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::account::{AccountStatus, ConnectedAccount};
+use crate::account::{AccountStatus, ConnectedAccount, Metadata};
 
 // The columns both backends read, as literals for queries built with `concat!`; defined before the backends so
 // both can use them.
@@ -28,14 +28,14 @@ macro_rules! flow_columns {
 macro_rules! account_columns {
     () => {
         "connection, identifier, status, scopes, created_at, updated_at, last_error_code, last_error_reference, \
-         last_error_at, missing_scopes"
+         last_error_at, missing_scopes, metadata"
     };
 }
 
 /// Columns read for an account's tokens by a refresh.
 macro_rules! token_state_columns {
     () => {
-        "status, token_version, sealed_tokens, key_id, scopes, refresh_lease_until, refresh_failures"
+        "status, token_version, sealed_tokens, key_id, scopes, refresh_lease_until, refresh_failures, metadata"
     };
 }
 
@@ -49,7 +49,8 @@ macro_rules! delivery_columns {
 /// Columns read for held tokens.
 macro_rules! pending_columns {
     () => {
-        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, refresh_due_at, expires_at"
+        "flow_id, connection, identifier, scopes, sealed_tokens, key_id, token_expires_at, refresh_due_at, expires_at, \
+         metadata"
     };
 }
 
@@ -196,12 +197,22 @@ pub struct TokenWrite {
     /// When the background refresher renews these tokens (see `tokens::refresh_due`); none for tokens that do not
     /// expire.
     pub refresh_due_at: Option<OffsetDateTime>,
+    /// What the provider told about the account; a refresh that learnt nothing new keeps what is stored.
+    pub metadata: Metadata,
 }
 
 impl TokenWrite {
     /// The granted scopes as the JSON array stored in the `scopes` column.
     pub(crate) fn scopes_json(&self) -> Result<String, StoreError> {
         serde_json::to_string(&self.scopes).map_err(|err| StoreError::Corrupt(err.to_string()))
+    }
+
+    /// The metadata as the JSON object stored in the `metadata` column; none when there is none.
+    pub(crate) fn metadata_json(&self) -> Result<Option<String>, StoreError> {
+        if self.metadata.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&self.metadata).map(Some).map_err(|err| StoreError::Corrupt(err.to_string()))
     }
 }
 
@@ -218,6 +229,7 @@ pub struct TokenState {
     pub lease_until: Option<OffsetDateTime>,
     /// Transient refresh failures in a row, for backoff.
     pub refresh_failures: i64,
+    pub metadata: Metadata,
 }
 
 /// What [`Store::take_refresh_lease`] found.
@@ -445,6 +457,14 @@ pub(crate) fn from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
 }
 
 /// A JSON array of scopes as stored; none is empty.
+/// A stored `metadata` column.
+pub(crate) fn parse_metadata(json: Option<&str>) -> Result<Metadata, StoreError> {
+    match json {
+        None => Ok(Metadata::new()),
+        Some(json) => serde_json::from_str(json).map_err(|err| StoreError::Corrupt(err.to_string())),
+    }
+}
+
 pub(crate) fn parse_scopes(json: Option<&str>) -> Result<Vec<String>, StoreError> {
     match json {
         None => Ok(Vec::new()),

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../../migrations/postgres/0002_token_lifecycle.sql")),
     (3, include_str!("../../migrations/postgres/0003_webhooks.sql")),
+    (4, include_str!("../../migrations/postgres/0004_account_metadata.sql")),
 ];
 
 /// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
@@ -393,8 +394,9 @@ impl PostgresStore {
         let hold = tx
             .prepare_cached(
                 "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
-                                                    key_id, token_expires_at, refresh_due_at, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                                    key_id, token_expires_at, refresh_due_at, created_at, expires_at,
+                                                    metadata)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .await?;
         tx.execute(
@@ -411,6 +413,7 @@ impl PostgresStore {
                 &tokens.refresh_due_at.map(millis),
                 &millis(now),
                 &millis(expires_at),
+                &tokens.metadata_json()?,
             ],
         )
         .await?;
@@ -587,7 +590,8 @@ impl PostgresStore {
                     .prepare_cached(
                         "UPDATE connected_accounts SET status = 'ACTIVE', scopes = $6, sealed_tokens = $7, key_id = $8,
                             token_expires_at = $9, refresh_due_at = $10, token_version = token_version + 1,
-                            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, updated_at = $5
+                            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, updated_at = $5,
+                            metadata = COALESCE($11, metadata)
                          WHERE connection = $1 AND identifier = $2 AND token_version = $3 AND refresh_lease = $4",
                     )
                     .await?;
@@ -605,6 +609,7 @@ impl PostgresStore {
                             &tokens.key_id,
                             &tokens.token_expires_at,
                             &tokens.refresh_due_at.map(millis),
+                            &tokens.metadata_json()?,
                         ],
                     )
                     .await?
@@ -1102,14 +1107,15 @@ async fn complete_in(
     let account = tx
         .prepare_cached(
             "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
-                                             token_expires_at, refresh_due_at, token_version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 1, $8, $8)
+                                             token_expires_at, refresh_due_at, token_version, created_at, updated_at,
+                                             metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 1, $8, $8, $10)
              ON CONFLICT (connection, identifier) DO UPDATE SET
                 status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
                 key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
                 refresh_due_at = excluded.refresh_due_at, token_version = connected_accounts.token_version + 1,
                 refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, missing_scopes = NULL,
-                updated_at = excluded.updated_at",
+                updated_at = excluded.updated_at, metadata = excluded.metadata",
         )
         .await?;
     tx.execute(
@@ -1124,6 +1130,7 @@ async fn complete_in(
             &tokens.token_expires_at,
             &millis(now),
             &tokens.refresh_due_at.map(millis),
+            &tokens.metadata_json()?,
         ],
     )
     .await?;
@@ -1193,6 +1200,7 @@ fn pending_from_row(row: &Row) -> Result<PendingVerification, StoreError> {
             key_id: row.try_get("key_id")?,
             token_expires_at: row.try_get("token_expires_at")?,
             refresh_due_at: row.try_get::<_, Option<i64>>("refresh_due_at")?.map(from_millis).transpose()?,
+            metadata: super::parse_metadata(row.try_get::<_, Option<String>>("metadata")?.as_deref())?,
         },
         expires_at: from_millis(row.try_get("expires_at")?)?,
     })
@@ -1218,6 +1226,7 @@ fn account_from_row(row: &Row) -> Result<ConnectedAccount, StoreError> {
         updated_at: from_millis(row.try_get("updated_at")?)?,
         last_error,
         missing_scopes: super::parse_scopes(row.try_get::<_, Option<String>>("missing_scopes")?.as_deref())?,
+        metadata: super::parse_metadata(row.try_get::<_, Option<String>>("metadata")?.as_deref())?,
     })
 }
 
@@ -1232,6 +1241,7 @@ fn token_state_from_row(row: &Row) -> Result<TokenState, StoreError> {
         scopes: super::parse_scopes(Some(&row.try_get::<_, String>("scopes")?))?,
         lease_until: row.try_get::<_, Option<i64>>("refresh_lease_until")?.map(from_millis).transpose()?,
         refresh_failures: i64::from(row.try_get::<_, i32>("refresh_failures")?),
+        metadata: super::parse_metadata(row.try_get::<_, Option<String>>("metadata")?.as_deref())?,
     })
 }
 

@@ -98,6 +98,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0003_endings.sql")),
         M::up(include_str!("../../migrations/sqlite/0004_token_lifecycle.sql")),
         M::up(include_str!("../../migrations/sqlite/0005_webhooks.sql")),
+        M::up(include_str!("../../migrations/sqlite/0006_account_metadata.sql")),
     ])
 }
 
@@ -406,14 +407,15 @@ impl SqliteStore {
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let scopes = tokens.scopes_json()?;
+        let (scopes, metadata) = (tokens.scopes_json()?, tokens.metadata_json()?);
         let (request_hash, flow_id, tokens) = (request_hash.to_owned(), flow_id.to_owned(), tokens.clone());
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
-                                                    key_id, token_expires_at, refresh_due_at, created_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                                    key_id, token_expires_at, refresh_due_at, created_at, expires_at,
+                                                    metadata)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?
             .execute(params![
                 request_hash,
@@ -426,7 +428,8 @@ impl SqliteStore {
                 tokens.token_expires_at,
                 tokens.refresh_due_at.map(millis),
                 millis(now),
-                millis(expires_at)
+                millis(expires_at),
+                metadata
             ])?;
             tx.prepare_cached(
                 "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
@@ -608,9 +611,9 @@ impl SqliteStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let (connection, identifier, lease) = (connection.to_owned(), identifier.to_owned(), lease.to_owned());
-        let scopes = match &end {
-            RefreshEnd::Refreshed(tokens) => Some(tokens.scopes_json()?),
-            _ => None,
+        let (scopes, metadata) = match &end {
+            RefreshEnd::Refreshed(tokens) => (Some(tokens.scopes_json()?), tokens.metadata_json()?),
+            _ => (None, None),
         };
         self.write(move |db| {
             let at = millis(now);
@@ -619,7 +622,8 @@ impl SqliteStore {
                     .prepare_cached(
                         "UPDATE connected_accounts SET status = 'ACTIVE', scopes = ?6, sealed_tokens = ?7, key_id = ?8,
                             token_expires_at = ?9, refresh_due_at = ?10, token_version = token_version + 1,
-                            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, updated_at = ?5
+                            refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, updated_at = ?5,
+                            metadata = COALESCE(?11, metadata)
                          WHERE connection = ?1 AND identifier = ?2 AND token_version = ?3 AND refresh_lease = ?4",
                     )?
                     .execute(params![
@@ -632,7 +636,8 @@ impl SqliteStore {
                         tokens.sealed_tokens,
                         tokens.key_id,
                         tokens.token_expires_at,
-                        tokens.refresh_due_at.map(millis)
+                        tokens.refresh_due_at.map(millis),
+                        metadata
                     ])?,
                 (RefreshEnd::Expired, _) => db
                     .prepare_cached(
@@ -1139,14 +1144,15 @@ fn complete_in(
     }
     tx.prepare_cached(
         "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
-                                         token_expires_at, refresh_due_at, token_version, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)
+                                         token_expires_at, refresh_due_at, token_version, created_at, updated_at,
+                                         metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10)
          ON CONFLICT (connection, identifier) DO UPDATE SET
             status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
             key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
             refresh_due_at = excluded.refresh_due_at, token_version = connected_accounts.token_version + 1,
             refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, missing_scopes = NULL,
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at, metadata = excluded.metadata",
     )?
     .execute(params![
         tokens.connection,
@@ -1157,7 +1163,8 @@ fn complete_in(
         tokens.key_id,
         tokens.token_expires_at,
         tokens.refresh_due_at.map(millis),
-        millis(now)
+        millis(now),
+        tokens.metadata_json().map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?
     ])?;
     // The link did its job: forwarded or reopened, it starts no further flow for this account.
     tx.prepare_cached(
@@ -1218,6 +1225,7 @@ fn pending_from_row(row: &Row<'_>) -> Result<Result<PendingVerification, StoreEr
             key_id: row.get("key_id")?,
             token_expires_at: row.get("token_expires_at")?,
             refresh_due_at: row.get::<_, Option<i64>>("refresh_due_at")?.and_then(|ms| from_millis(ms).ok()),
+            metadata: super::parse_metadata(row.get::<_, Option<String>>("metadata")?.as_deref()).unwrap_or_default(),
         })
     };
     let scopes = match serde_json::from_str(&scopes) {
@@ -1249,6 +1257,7 @@ fn account_from_row(row: &Row<'_>) -> Result<ConnectedAccount, StoreError> {
         updated_at: from_millis(row.get("updated_at")?)?,
         last_error,
         missing_scopes: super::parse_scopes(row.get::<_, Option<String>>("missing_scopes")?.as_deref())?,
+        metadata: super::parse_metadata(row.get::<_, Option<String>>("metadata")?.as_deref())?,
     })
 }
 
@@ -1263,6 +1272,7 @@ fn token_state_from_row(row: &Row<'_>) -> Result<TokenState, StoreError> {
         scopes: super::parse_scopes(Some(&row.get::<_, String>("scopes")?))?,
         lease_until: row.get::<_, Option<i64>>("refresh_lease_until")?.map(from_millis).transpose()?,
         refresh_failures: row.get("refresh_failures")?,
+        metadata: super::parse_metadata(row.get::<_, Option<String>>("metadata")?.as_deref())?,
     })
 }
 
@@ -1351,7 +1361,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
         store.close().await;
     }
 

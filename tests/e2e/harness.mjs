@@ -204,6 +204,7 @@ export async function startGate({
   dir: reuseDir,
   keepDir = false,
   secretKey = randomBytes(32).toString('base64'),
+  extraConnections = '',
 }) {
   if (!existsSync(GATE_BIN)) {
     throw new Error(`callback-gate binary not found at ${GATE_BIN} (build it with cargo build, or set E2E_GATE_BIN)`);
@@ -235,7 +236,7 @@ issuer = "${issuer}"
 client_id = "${CLIENT_ID}"
 client_secret_env = "E2E_CLIENT_SECRET"
 scopes = ["openid", "email", "profile"]
-`;
+${extraConnections}`;
   await writeFile(configPath, config);
 
   const apiKey = `e2e_${randomBytes(24).toString('hex')}`;

@@ -217,6 +217,7 @@ async function throughProvider(identifier, decision) {
  *   outcome   expected main[data-outcome] (connected, failed, notice), or undefined
  *   code, cls expected main[data-code] and main[data-class] on failure pages
  *   primary   selector of the primary action, or null when the page offers none
+ *   firstFocus  on a form, the field the first Tab reaches instead of the primary action
  */
 async function checkPage(t, target) {
   const contextOptions = (extra = {}) => ({ storageState: target.storageState, ...extra });
@@ -362,13 +363,15 @@ async function checkPage(t, target) {
         }
         for (let stop = 0; stop < stops; stop += 1) {
           await page.keyboard.press('Tab');
-          const focus = await page.evaluate(focusFacts, { primary: target.primary, focusable: FOCUSABLE });
+          // A form's first stop is its first field: what must be filled before the primary action can do anything.
+          const first = stop === 0 && target.firstFocus ? target.firstFocus : target.primary;
+          const focus = await page.evaluate(focusFacts, { primary: first, focusable: FOCUSABLE });
           if (stop === 0) {
             t.diagnostic(`${target.name} [${colorScheme}]: first Tab -> ${focus.html}; outline ${focus.outline} ${focus.outlineColor}`
               + ` on ${focus.background} (${focus.contrast?.toFixed(2) ?? '?'}:1)`);
           }
           if (stop === 0 && !focus.isPrimary) {
-            problems.push(`[${colorScheme}] the first Tab focuses ${focus.html}, not the primary action ${target.primary}`);
+            problems.push(`[${colorScheme}] the first Tab focuses ${focus.html}, not ${first}`);
           }
           if (focus.domIndex !== stop) {
             problems.push(`[${colorScheme}] Tab ${stop + 1} focuses ${focus.html}, which is focusable element ${focus.domIndex + 1} in the DOM`);
@@ -383,7 +386,7 @@ async function checkPage(t, target) {
           }
         }
       }
-      if (target.primary) {
+      if (target.primary && !target.firstFocus) {
         // Enter on the primary action, from a fresh load: the browser goes where the action says. The request is
         // answered here, so nothing (a new flow, a connection) happens at the service.
         await page.emulateMedia({ colorScheme: 'light' });
@@ -749,6 +752,29 @@ describe('callback-gate pages in a real browser (axe-core, keyboard, reflow, no 
       }
       await checkPage(t, {
         name: 'failure-internal_error', ...page, status: 500, outcome: 'failed', code: 'internal_error', cls: 'internal', primary: 'a.button.primary',
+      });
+    });
+  });
+
+  test('credential form (an api_key connection\'s hosted form)', { timeout: PAGE_TIMEOUT_MS }, async (t) => {
+    const extraConnections = `
+[[connections]]
+name = "keys"
+display_name = "ZoomInfo"
+provider = "api_key"
+api_base_url = "https://api.zoominfo.example"
+`;
+    await withGate(t, { extraConnections }, async (keyed) => {
+      const res = await fetch(`${keyed.url}/v1/authorization-links`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${keyed.apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ connection: 'keys', identifier: 'user_form' }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      assert.equal(res.status, 201);
+      const { link } = await res.json();
+      await checkPage(t, {
+        name: 'credential-form', url: link, status: 200, outcome: 'credential-form', primary: 'button.button.primary', firstFocus: '#api_key',
       });
     });
   });

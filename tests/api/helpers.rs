@@ -475,7 +475,8 @@ impl TestApp {
         record_secret(&params["state"]);
         Started {
             state: params["state"].clone(),
-            code_challenge: params["code_challenge"].clone(),
+            // Empty for presets that send no PKCE (`pkce = false`).
+            code_challenge: params.get("code_challenge").cloned().unwrap_or_default(),
             params,
             authorize_url,
         }

@@ -85,9 +85,13 @@ async fn slack_user_tokens_come_from_authed_user_with_the_team_and_user_ids() {
     .await;
     let (browser, started) = start_on(&app, "slack", "user_1").await;
     assert_eq!(started.params.get("user_scope").map(String::as_str), Some("search:read"));
+    assert!(!started.params.contains_key("code_challenge"), "the Slack preset sends no PKCE");
     let callback = app.callback_on(&browser, "slack", &format!("code=c1&state={}", started.state)).await;
     let (status, page) = app.follow(&browser, callback).await;
     assert_eq!(status, StatusCode::OK, "{page}");
+    let sent = app.provider.received_requests().await.unwrap();
+    let exchange = sent.iter().find(|r| r.url.path() == "/slack/token").expect("the token request");
+    assert!(!String::from_utf8_lossy(&exchange.body).contains("code_verifier"), "no verifier without a challenge");
     let tokens = app.open_tokens("slack", "user_1", "slack", "user_1").await.expect("tokens");
     assert_eq!(tokens["access_token"], "xoxp-user-secret-1", "the user token is the account's");
     let stored = account(&app, "slack", "user_1").await;

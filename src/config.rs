@@ -1250,7 +1250,7 @@ fn validate_connection(
     }
     let scope_separator = raw.scope_separator.or_else(|| preset.map(|p| p.scope_separator.clone()));
     if let Some(separator) = &scope_separator
-        && !matches!(separator.as_str(), " " | "," | "+")
+        && !matches!(separator.as_str(), " " | ",")
     {
         problems.push(format!("{label}: scope_separator {separator:?} is not known; use \" \" or \",\""));
     }

@@ -243,7 +243,12 @@ pub async fn forward(
     };
     let method = request.method().clone();
     let Ok(credential_header) = HeaderName::from_bytes(provider.connection.credential_header.as_bytes()) else {
-        unreachable!("configuration accepts only header names for credential_header");
+        // Configuration accepts only header names here; this answers rather than panics.
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "proxy_not_configured",
+            format!("connection \"{connection}\" has a credential_header that is not a header name"),
+        );
     };
     let mut headers = forwarded_headers(request.headers());
     // The caller's own value of the header the account's credential goes in is never sent on.

@@ -244,6 +244,20 @@ fn an_api_key_connection_needs_no_client_and_refuses_oauth_keys() {
 }
 
 #[test]
+fn a_salesforce_instance_url_is_used_only_on_salesforces_own_hosts() {
+    let settings = config::from_toml(&config_with("salesforce", client_lines(Kind::OAuth2)), &secrets).unwrap();
+    let connection = &settings.connections[0];
+    let with = |url: &str| {
+        let metadata = callback_gate::account::Metadata::from([("instance_url".to_owned(), url.to_owned())]);
+        callback_gate::provider::quirks::account_api_base(connection, &metadata).map(|u| u.to_string())
+    };
+    assert_eq!(with("https://acme.my.salesforce.com").as_deref(), Some("https://acme.my.salesforce.com/"));
+    assert_eq!(with("https://evil.example.com"), None);
+    assert_eq!(with("http://acme.my.salesforce.com"), None);
+    assert_eq!(with("https://salesforce.com.evil.example"), None);
+}
+
+#[test]
 fn the_providers_guide_matches_the_catalog() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/providers.md");
     let generated = catalog::providers_guide();

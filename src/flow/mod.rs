@@ -255,8 +255,14 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
         let form = CredentialForm::new(&provider.connection, flow_state, None);
         return Ending::Form { form, set_browser };
     }
-    let location =
-        provider.authorization_request(flow_state.expose(), &pkce.challenge, nonce.as_ref().map(Secret::expose));
+    let Some(location) =
+        provider.authorization_request(flow_state.expose(), &pkce.challenge, nonce.as_ref().map(Secret::expose))
+    else {
+        // Configuration gives every OAuth connection an authorization URL; this answers rather than panics.
+        let failure = Failure::new("internal_error")
+            .with_detail(format!("connection \"{}\" has no authorization_url", link.connection));
+        return fail(state, failure, context, started).await;
+    };
     Ending::Redirect { location: location.into(), set_browser }
 }
 

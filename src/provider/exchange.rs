@@ -119,21 +119,25 @@ pub async fn exchange_code(http: &reqwest::Client, provider: &Provider, code: &S
     if provider.connection.pkce {
         form.push(("code_verifier", verifier.expose()));
     }
-    let started = Instant::now();
-    let (result, retry_after) =
-        send(authenticated(http, provider, provider.token_url.clone(), &form), AnswerRules::of(&provider.connection))
-            .await;
-    Exchanged { result, provider_latency: started.elapsed(), retry_after }
+    token_request(http, provider, &form).await
 }
 
 /// Uses a refresh token (RFC 6749 section 6). A provider that does not rotate refresh tokens omits one from the
 /// answer; the caller keeps the old one then.
 pub async fn refresh(http: &reqwest::Client, provider: &Provider, refresh_token: &Secret) -> Exchanged {
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
+    token_request(http, provider, &form).await
+}
+
+/// One request to the token endpoint.
+async fn token_request(http: &reqwest::Client, provider: &Provider, form: &[(&str, &str)]) -> Exchanged {
     let started = Instant::now();
+    let Some(url) = provider.token_url.clone() else {
+        let result = Err(ExchangeError::Request("the connection has no token endpoint".into()));
+        return Exchanged { result, provider_latency: started.elapsed(), retry_after: None };
+    };
     let (result, retry_after) =
-        send(authenticated(http, provider, provider.token_url.clone(), &form), AnswerRules::of(&provider.connection))
-            .await;
+        send(authenticated(http, provider, url, form), AnswerRules::of(&provider.connection)).await;
     Exchanged { result, provider_latency: started.elapsed(), retry_after }
 }
 

@@ -20,8 +20,9 @@ use id_token::Jwks;
 #[derive(Debug)]
 pub struct Provider {
     pub connection: ConnectionSettings,
-    pub authorization_url: Url,
-    pub token_url: Url,
+    /// None for `api_key` and `basic` connections, whose users give a credential instead of consenting.
+    pub authorization_url: Option<Url>,
+    pub token_url: Option<Url>,
     pub revocation_url: Option<Url>,
     pub auth_method: TokenAuthMethod,
     /// Where `/v1/proxy` sends calls: the connection's `api_base_url`, else its preset's.
@@ -43,9 +44,9 @@ impl Provider {
         self.jwks.is_some()
     }
 
-    /// The provider's consent URL for one flow.
-    pub fn authorization_request(&self, state: &str, code_challenge: &str, nonce: Option<&str>) -> Url {
-        let mut url = self.authorization_url.clone();
+    /// The provider's consent URL for one flow; none for a connection without one (`api_key`, `basic`).
+    pub fn authorization_request(&self, state: &str, code_challenge: &str, nonce: Option<&str>) -> Option<Url> {
+        let mut url = self.authorization_url.clone()?;
         {
             let mut query = url.query_pairs_mut();
             query
@@ -66,7 +67,7 @@ impl Provider {
                 query.append_pair(key, value);
             }
         }
-        url
+        Some(url)
     }
 
     /// Scopes the provider says it granted; Slack and GitHub separate them with commas, the rest with spaces.
@@ -133,23 +134,16 @@ async fn resolve_one(
     if connection.kind == Kind::Oidc {
         return discover(connection, http, token_timeout).await;
     }
-    // Configuration resolved every URL against the preset; a credential connection has no OAuth endpoints, and
-    // stands in the placeholder below, which no flow of its kind ever calls.
-    let unused = || Url::parse("https://invalid.invalid/").ok();
-    let (Some(authorization_url), Some(token_url)) =
-        (connection.authorization_url.clone().or_else(unused), connection.token_url.clone().or_else(unused))
-    else {
-        return Err(ResolveError::Client("a connection's endpoints did not resolve".into()));
-    };
+    // Configuration resolved every URL against the preset already.
     Ok(Provider {
+        authorization_url: connection.authorization_url.clone(),
+        token_url: connection.token_url.clone(),
         revocation_url: connection.revocation_url.clone(),
         auth_method: connection.token_auth_method.unwrap_or(TokenAuthMethod::ClientSecretBasic),
         api_base_url: connection.api_base_url.clone(),
         issuer: connection.issuer.as_ref().map(|u| trim_issuer(u.as_str())),
         iss_required: false,
         jwks: None,
-        authorization_url,
-        token_url,
         connection,
     })
 }
@@ -204,8 +198,8 @@ async fn discover(
         },
     );
     Ok(Provider {
-        authorization_url: connection.authorization_url.clone().unwrap_or(doc.authorization_endpoint),
-        token_url: connection.token_url.clone().unwrap_or(doc.token_endpoint),
+        authorization_url: Some(connection.authorization_url.clone().unwrap_or(doc.authorization_endpoint)),
+        token_url: Some(connection.token_url.clone().unwrap_or(doc.token_endpoint)),
         revocation_url: connection.revocation_url.clone().or(doc.revocation_endpoint),
         auth_method,
         api_base_url: connection.api_base_url.clone(),

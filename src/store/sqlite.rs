@@ -1225,14 +1225,18 @@ fn pending_from_row(row: &Row<'_>) -> Result<Result<PendingVerification, StoreEr
             key_id: row.get("key_id")?,
             token_expires_at: row.get("token_expires_at")?,
             refresh_due_at: row.get::<_, Option<i64>>("refresh_due_at")?.and_then(|ms| from_millis(ms).ok()),
-            metadata: super::parse_metadata(row.get::<_, Option<String>>("metadata")?.as_deref()).unwrap_or_default(),
+            metadata: Default::default(),
         })
     };
     let scopes = match serde_json::from_str(&scopes) {
         Ok(scopes) => scopes,
         Err(err) => return Ok(Err(StoreError::Corrupt(err.to_string()))),
     };
-    let tokens = tokens(scopes)?;
+    let mut tokens = tokens(scopes)?;
+    tokens.metadata = match super::parse_metadata(row.get::<_, Option<String>>("metadata")?.as_deref()) {
+        Ok(metadata) => metadata,
+        Err(err) => return Ok(Err(err)),
+    };
     let flow_id: String = row.get("flow_id")?;
     Ok(from_millis(expires_at).map(|expires_at| PendingVerification { flow_id, tokens, expires_at }))
 }

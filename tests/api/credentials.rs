@@ -64,6 +64,15 @@ async fn link_for(app: &TestApp, connection: &str, identifier: &str) -> String {
     link
 }
 
+/// A fresh browser that opened a new link's form: the browser, the link and the form's token.
+async fn form_for(app: &TestApp, connection: &str, identifier: &str) -> (Browser, String, String) {
+    let link = link_for(app, connection, identifier).await;
+    let browser = Browser::new();
+    let (status, _, token) = open_form(&browser, &link).await;
+    assert_eq!(status, StatusCode::OK);
+    (browser, link, token)
+}
+
 /// The form a link opens: its status, its page and its anti-forgery token.
 async fn open_form(browser: &Browser, link: &str) -> (StatusCode, String, String) {
     let response = browser.get(link).await;
@@ -87,17 +96,6 @@ async fn submit(
     fields: &[(&str, &str)],
 ) -> reqwest::Response {
     browser.post(app.url(&format!("/connect/credential/{connection}"))).form(fields).send().await.expect("request")
-}
-
-async fn account(app: &TestApp, connection: &str, identifier: &str) -> Value {
-    let response = app
-        .api
-        .get(app.url(&format!("/v1/connected-accounts/{connection}/{identifier}")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("request");
-    response.json().await.expect("json")
 }
 
 async fn result_page(app: &TestApp, browser: &Browser, response: reqwest::Response) -> (StatusCode, String) {
@@ -131,15 +129,13 @@ async fn a_link_of_an_api_key_connection_opens_a_hosted_form() {
     assert!(page.contains(r#"action="/connect/credential/keyed""#), "{page}");
     assert!(!page.contains("<script"), "no script on the form");
     assert!(!hidden_token(&page).is_empty());
-    assert_eq!(account(&app, "keyed", "user_1").await["status"], "PENDING_AUTH");
+    assert_eq!(app.account_on("keyed", "user_1").await["status"], "PENDING_AUTH");
 }
 
 #[tokio::test]
 async fn a_wrong_key_is_refused_with_a_way_to_try_again_and_the_right_key_connects() {
     let app = app().await;
-    let link = link_for(&app, "keyed", "user_1").await;
-    let browser = Browser::new();
-    let (_, _, token) = open_form(&browser, &link).await;
+    let (browser, link, token) = form_for(&app, "keyed", "user_1").await;
     let response = submit(&app, &browser.client, "keyed", &[("token", &token), ("api_key", WRONG_KEY)]).await;
     let (status, page) = result_page(&app, &browser, response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -147,7 +143,7 @@ async fn a_wrong_key_is_refused_with_a_way_to_try_again_and_the_right_key_connec
     assert!(page.contains("That key was not accepted"), "{page}");
     assert!(page.contains(r#"data-action="restart""#), "the page offers to try again: {page}");
     assert!(!page.contains(WRONG_KEY));
-    let stored = account(&app, "keyed", "user_1").await;
+    let stored = app.account_on("keyed", "user_1").await;
     assert_eq!(stored["status"], "PENDING_AUTH", "nothing stored: {stored}");
     assert_eq!(stored["last_error"]["code"], "credential_rejected");
     assert!(app.store.sealed_tokens("keyed", "user_1").await.unwrap().is_none());
@@ -159,7 +155,7 @@ async fn a_wrong_key_is_refused_with_a_way_to_try_again_and_the_right_key_connec
     let (status, page) = result_page(&app, &browser, response).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains(r#"data-outcome="connected""#), "{page}");
-    let stored = account(&app, "keyed", "user_1").await;
+    let stored = app.account_on("keyed", "user_1").await;
     assert_eq!(stored["status"], "ACTIVE");
     let tokens = app.open_tokens("keyed", "user_1", "keyed", "user_1").await.expect("sealed credential");
     assert_eq!(tokens["access_token"], RIGHT_KEY);
@@ -220,9 +216,7 @@ async fn basic_connections_send_username_and_password() {
 #[tokio::test]
 async fn an_empty_field_shows_the_form_again_and_keeps_the_flow_open() {
     let app = app().await;
-    let link = link_for(&app, "keyed", "user_1").await;
-    let browser = Browser::new();
-    let (_, _, token) = open_form(&browser, &link).await;
+    let (browser, _, token) = form_for(&app, "keyed", "user_1").await;
     let response = submit(&app, &browser.client, "keyed", &[("token", &token), ("api_key", "   ")]).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let page = response.text().await.unwrap();
@@ -235,9 +229,7 @@ async fn an_empty_field_shows_the_form_again_and_keeps_the_flow_open() {
 #[tokio::test]
 async fn hostile_submissions_get_a_clear_page_and_store_nothing() {
     let app = app().await;
-    let link = link_for(&app, "keyed", "user_1").await;
-    let browser = Browser::new();
-    let (_, _, token) = open_form(&browser, &link).await;
+    let (browser, _, token) = form_for(&app, "keyed", "user_1").await;
 
     // Without the browser's cookie.
     let stranger = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -290,9 +282,7 @@ async fn hostile_submissions_get_a_clear_page_and_store_nothing() {
 #[tokio::test]
 async fn the_credential_never_reaches_a_log_line() {
     let app = app().await;
-    let link = link_for(&app, "keyed", "user_log").await;
-    let browser = Browser::new();
-    let (_, _, token) = open_form(&browser, &link).await;
+    let (browser, _, token) = form_for(&app, "keyed", "user_log").await;
     let response = submit(&app, &browser.client, "keyed", &[("token", &token), ("api_key", WRONG_KEY)]).await;
     let _ = result_page(&app, &browser, response).await;
     let lines = crate::helpers::log_lines_with("user_log");
@@ -316,9 +306,7 @@ async fn verify(app: &TestApp, connection: &str, identifier: &str) -> (StatusCod
 
 /// Connects `identifier` on `keyed` with the right key.
 async fn connect_keyed(app: &TestApp, identifier: &str) {
-    let link = link_for(app, "keyed", identifier).await;
-    let browser = Browser::new();
-    let (_, _, token) = open_form(&browser, &link).await;
+    let (browser, _, token) = form_for(app, "keyed", identifier).await;
     let response = submit(app, &browser.client, "keyed", &[("token", &token), ("api_key", RIGHT_KEY)]).await;
     let (status, _) = result_page(app, &browser, response).await;
     assert_eq!(status, StatusCode::OK);
@@ -332,7 +320,7 @@ async fn verify_calls_the_probe_with_the_stored_credential_and_records_a_failure
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["ok"].as_bool(), body["provider_status"].as_u64()), (Some(true), Some(200)), "{body}");
     assert!(body["checked_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{body}");
-    assert!(account(&app, "keyed", "user_1").await["last_error"].is_null());
+    assert!(app.account_on("keyed", "user_1").await["last_error"].is_null());
 
     // The provider now refuses the key: not ok, and the account's last error says so.
     app.provider.reset().await;
@@ -345,7 +333,7 @@ async fn verify_calls_the_probe_with_the_stored_credential_and_records_a_failure
     assert_eq!(status, StatusCode::OK);
     assert_eq!((body["ok"].as_bool(), body["provider_status"].as_u64()), (Some(false), Some(401)), "{body}");
     assert_eq!(body["code"], "token_rejected");
-    let stored = account(&app, "keyed", "user_1").await;
+    let stored = app.account_on("keyed", "user_1").await;
     assert_eq!(stored["last_error"]["code"], "token_rejected", "{stored}");
     assert_eq!(stored["last_error"]["reference"], body["reference"]);
     assert!(!body.to_string().contains(RIGHT_KEY));
@@ -368,9 +356,7 @@ async fn verify_answers_clearly_where_there_is_nothing_to_check() {
     let app = app().await;
     let (status, body) = verify(&app, "keyed", "nobody").await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("account_not_found")));
-    let link = link_for(&app, "login", "user_2").await;
-    let browser = Browser::new();
-    let (_, _, token) = open_form(&browser, &link).await;
+    let (browser, _, token) = form_for(&app, "login", "user_2").await;
     let response = submit(
         &app,
         &browser.client,

@@ -581,9 +581,14 @@ impl TestApp {
     }
 
     pub async fn account(&self, identifier: &str) -> Value {
+        self.account_on(CONNECTION, identifier).await
+    }
+
+    /// The account of `identifier` on `connection`, as `GET /v1/connected-accounts/...` answers it.
+    pub async fn account_on(&self, connection: &str, identifier: &str) -> Value {
         let response = self
             .api
-            .get(self.url(&format!("/v1/connected-accounts/{CONNECTION}/{identifier}")))
+            .get(self.url(&format!("/v1/connected-accounts/{connection}/{identifier}")))
             .bearer_auth(&self.api_key)
             .send()
             .await

@@ -10,6 +10,7 @@ import http from 'node:http';
 import { describe, test } from 'node:test';
 
 import {
+  api,
   freePort,
   launchBrowser,
   leakedSecrets,
@@ -35,20 +36,6 @@ async function startApi() {
   const port = await freePort();
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${port}`, requests, close: () => new Promise((resolve) => server.close(resolve)) };
-}
-
-async function api(gate, method, route, body) {
-  const res = await fetch(`${gate.url}${route}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${gate.apiKey}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await res.text();
-  return { status: res.status, text, json: text && text.startsWith('{') ? JSON.parse(text) : undefined };
 }
 
 describe('API-key connections (hosted form, headless Chromium)', () => {

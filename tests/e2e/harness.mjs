@@ -309,6 +309,21 @@ ${extraConnections}`;
   return { url, publicUrl: origin, apiKey, dir, secretKey, configPath, output, stop, child };
 }
 
+/** A /v1 call made straight to the gate, as the app's backend on the private network would. */
+export async function api(gate, method, route, body) {
+  const res = await fetch(`${gate.url}${route}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${gate.apiKey}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  return { status: res.status, text, json: text ? JSON.parse(text) : undefined };
+}
+
 // ---------------------------------------------------------------------------
 // callback-gate demo child process
 // ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import {
+  api,
   CONNECTION,
   freePort,
   launchBrowser,
@@ -82,21 +83,6 @@ async function withProxiedStack(t, { servers = [{}], limits = { trusted_proxies:
     await idp?.close().catch((e) => t.diagnostic(`provider close: ${e}`));
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** A /v1 call made straight to the gate, as the app's backend on the private network would. */
-async function api(gate, method, route, body) {
-  const res = await fetch(`${gate.url}${route}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${gate.apiKey}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await res.text();
-  return { status: res.status, text, json: text ? JSON.parse(text) : undefined };
 }
 
 async function signIn(page, login) {

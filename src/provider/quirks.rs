@@ -90,7 +90,28 @@ pub fn metadata(quirk: Option<Quirk>, fields: &Map<String, Value>) -> Metadata {
         }
         Some(Quirk::Atlassian | Quirk::Microsoft | Quirk::Github) | None => {}
     }
+    // Any provider: who the account is, from the ID token that came with the tokens (Google and Microsoft with
+    // `openid`, every OpenID connection). Read straight from the token endpoint over TLS (OpenID Connect Core
+    // 3.1.3.7); OpenID connections have also validated it. What a quirk found first stays.
+    if let Some(claims) = fields.get("id_token").and_then(Value::as_str).and_then(id_token_claims) {
+        for (name, claim) in [("user_id", "sub"), ("email", "email"), ("tenant_id", "tid"), ("hosted_domain", "hd")] {
+            if let Some(value) = text(claims.get(claim)) {
+                found.entry(name.to_owned()).or_insert(value);
+            }
+        }
+    }
     found
+}
+
+/// The claims of a JWT's payload, without checking its signature.
+fn id_token_claims(token: &str) -> Option<Map<String, Value>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(claims) => Some(claims),
+        _ => None,
+    }
 }
 
 /// Provider text kept as metadata is bounded and has no control characters.
@@ -206,5 +227,22 @@ mod tests {
         assert_eq!(found.get("email").map(String::as_str), Some("a@b.c"));
         assert_eq!(found.get("workspace_id").map(String::as_str), Some("w1"));
         assert!(metadata(None, &object(json!({ "workspace_id": "w1" }))).is_empty());
+    }
+
+    #[test]
+    fn an_id_token_tells_who_the_account_is() {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({ "sub": "1234", "email": "ada@example.com", "tid": "t-9" }).to_string());
+        let found = metadata(None, &object(json!({ "id_token": format!("e30.{payload}.sig") })));
+        assert_eq!(found.get("user_id").map(String::as_str), Some("1234"));
+        assert_eq!(found.get("email").map(String::as_str), Some("ada@example.com"));
+        assert_eq!(found.get("tenant_id").map(String::as_str), Some("t-9"));
+        assert!(metadata(None, &object(json!({ "id_token": "not-a-jwt" }))).is_empty());
+        let slack = metadata(
+            Some(Quirk::Slack),
+            &object(json!({ "authed_user": { "id": "U1" }, "id_token": format!("e30.{payload}.sig") })),
+        );
+        assert_eq!(slack.get("user_id").map(String::as_str), Some("U1"), "the quirk's own id stays");
     }
 }

@@ -370,3 +370,48 @@ async fn verify_answers_clearly_where_there_is_nothing_to_check() {
     let (status, body) = verify(&app, "keyed", "pending").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+#[tokio::test]
+async fn with_user_verification_the_key_waits_for_the_app_to_confirm_its_user() {
+    record_secret(RIGHT_KEY);
+    let app = spawn_with(Options {
+        extra_config: r#"
+[[connections]]
+name = "keyed"
+provider = "api_key"
+api_base_url = "{mock}/keyapi"
+user_verification = true
+"#
+        .into(),
+        ..Options::default()
+    })
+    .await;
+    let (browser, _, token) = form_for(&app, "keyed", "user_1").await;
+    let response = submit(&app, &browser.client, "keyed", &[("token", &token), ("api_key", RIGHT_KEY)]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&app.url("/verify?auth_request_id=")), "{location}");
+    let auth_request_id = crate::helpers::query_param(&location, "auth_request_id");
+    record_secret(&auth_request_id);
+    assert_eq!(app.account_on("keyed", "user_1").await["status"], "PENDING_VERIFICATION");
+    assert!(app.store.sealed_tokens("keyed", "user_1").await.unwrap().is_none(), "held, not stored yet");
+
+    let confirmed: Value = app
+        .api
+        .post(app.url("/v1/user-verifications"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "auth_request_id": auth_request_id, "identifier": "user_1" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let redirect_to = confirmed["redirect_to"].as_str().expect("redirect_to").to_owned();
+    record_secret(redirect_to.rsplit('/').next().unwrap_or_default());
+    let (status, page) = result_page(&app, &browser, browser.get(&redirect_to).await).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(app.account_on("keyed", "user_1").await["status"], "ACTIVE");
+    let tokens = app.open_tokens("keyed", "user_1", "keyed", "user_1").await.expect("sealed credential");
+    assert_eq!(tokens["access_token"], RIGHT_KEY);
+}

@@ -158,6 +158,9 @@ async fn assert_connected(app: &TestApp, flow: &Flow, response: reqwest::Respons
     assert!(page.contains("data-outcome=\"connected\""), "{}", flow.identifier);
     assert_eq!(status_of(app, &flow.identifier).await, "ACTIVE", "{}", flow.identifier);
     assert!(app.store.sealed_tokens(CONNECTION, &flow.identifier).await.expect("store").is_some());
+    let account = app.account_on(CONNECTION, &flow.identifier).await;
+    let subject = format!("subject-of-{}", flow.identifier);
+    assert_eq!(account["metadata"]["user_id"], subject.as_str(), "the ID token's subject: {account}");
 }
 
 fn key_set_requests(requests: &[wiremock::Request]) -> usize {

@@ -100,7 +100,7 @@ impl Quirk {
     pub fn description(self) -> &'static str {
         match self {
             Self::Slack => {
-                "the user token under `authed_user` (when `authorization_params.user_scope` asks for one), `ok: false` answers with HTTP 200 read as errors, team and user ids kept in `metadata`"
+                "the user token under `authed_user` (when `authorization_params.user_scope` asks for one); `ok: false` answers with HTTP 200 read as errors at the token endpoint, by `verify` and through the proxy (a refused token is refreshed once and the call retried, then flagged `token_rejected`; `missing_scope` flags `insufficient_scope` with the scopes Slack `needed`); team and user ids kept in `metadata`"
             }
             Self::Atlassian => {
                 "after consent, `accessible-resources` is called and the site's cloud id and URL are kept in `metadata`"

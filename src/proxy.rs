@@ -13,10 +13,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use url::Url;
 
 use crate::api::ApiError;
+use crate::catalog::Quirk;
+use crate::provider::quirks::SlackError;
 use crate::server::AppState;
 use crate::telemetry;
 use crate::tokens::{self, Rejection, TokenError, Usable};
@@ -291,11 +294,22 @@ pub async fn forward(
         body,
         credential_header,
         credential_prefix: &provider.connection.credential_prefix,
+        slack: provider.connection.quirk == Some(Quirk::Slack),
         deadline,
     };
     let (response, retried) = match call.send(&usable).await {
         Ok(first) if first.status() == reqwest::StatusCode::UNAUTHORIZED => {
-            call.after_unauthorized(first, &usable).await
+            call.after_unauthorized(read(first).await, &usable).await
+        }
+        // Slack answers errors with 200 and `ok: false`: a refused token is handled like a 401, a missing scope
+        // like a 403 for one.
+        Ok(first) if call.slack && first.status() == reqwest::StatusCode::OK => {
+            let answer = peek(first).await;
+            match answer.slack_error() {
+                Some(SlackError::Refused(_)) => call.after_unauthorized(answer, &usable).await,
+                Some(SlackError::MissingScope(needed)) => (call.scope_missing(answer, needed, &usable).await, false),
+                _ => (answer, false),
+            }
         }
         Ok(response) => (Answer::Streamed(response), false),
         Err(err) => (Answer::Failed(err), false),
@@ -334,6 +348,8 @@ struct Call<'a> {
     /// How the account's credential is sent: `Authorization: Bearer {token}` unless the connection says otherwise.
     credential_header: HeaderName,
     credential_prefix: &'a str,
+    /// Whether answers are read for Slack's `ok: false` errors.
+    slack: bool,
     /// When the whole call must be over, retry included.
     deadline: Instant,
 }
@@ -342,6 +358,13 @@ struct Call<'a> {
 enum Answer {
     /// The provider's answer, its body streamed through.
     Streamed(reqwest::Response),
+    /// The provider's answer, whose first part was read to understand it (Slack's), the rest streamed after it.
+    Prefixed {
+        status: reqwest::StatusCode,
+        headers: reqwest::header::HeaderMap,
+        prefix: Bytes,
+        rest: reqwest::Response,
+    },
     /// The provider's answer, read already (to understand it), with a reference where one was recorded.
     Read { status: reqwest::StatusCode, headers: reqwest::header::HeaderMap, body: Bytes, reference: Option<String> },
     /// No answer from the provider.
@@ -353,7 +376,7 @@ impl Answer {
     fn status(&self) -> Option<u16> {
         match self {
             Self::Streamed(response) => Some(response.status().as_u16()),
-            Self::Read { status, .. } => Some(status.as_u16()),
+            Self::Read { status, .. } | Self::Prefixed { status, .. } => Some(status.as_u16()),
             Self::Failed(_) => None,
         }
     }
@@ -366,6 +389,15 @@ impl IntoResponse for Answer {
                 let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 let headers = returned_headers(response.headers());
                 let mut answer = Response::new(Body::from_stream(capped(response)));
+                *answer.status_mut() = status;
+                *answer.headers_mut() = headers;
+                answer
+            }
+            Self::Prefixed { status, headers, prefix, rest } => {
+                let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let headers = returned_headers(&headers);
+                let stream = futures_util::stream::once(async move { Ok(prefix) }).chain(capped(rest));
+                let mut answer = Response::new(Body::from_stream(stream));
                 *answer.status_mut() = status;
                 *answer.headers_mut() = headers;
                 answer
@@ -434,13 +466,19 @@ impl Call<'_> {
 
     /// A 401: one refresh (unless another caller refreshed meanwhile) and one retry. A 401 to a fresh token is
     /// recorded on the account as `token_rejected`.
-    async fn after_unauthorized(&self, first: reqwest::Response, usable: &Usable) -> (Answer, bool) {
-        let first = read(first).await;
+    async fn after_unauthorized(&self, first: Answer, usable: &Usable) -> (Answer, bool) {
         match tokens::refresh_after_rejection(self.state, self.connection, self.identifier, usable).await {
             Ok(fresh) => match self.send(&fresh).await {
                 Ok(second) if second.status() == reqwest::StatusCode::UNAUTHORIZED => {
                     let second = read(second).await;
                     (self.rejected(second, &fresh).await, true)
+                }
+                Ok(second) if self.slack && second.status() == reqwest::StatusCode::OK => {
+                    let second = peek(second).await;
+                    match second.slack_error() {
+                        Some(SlackError::Refused(_)) => (self.rejected(second, &fresh).await, true),
+                        _ => (second, true),
+                    }
                 }
                 Ok(second) => (Answer::Streamed(second), true),
                 Err(err) => (Answer::Failed(err), true),
@@ -460,10 +498,25 @@ impl Call<'_> {
         let Answer::Read { status, ref body, .. } = answer else {
             return answer;
         };
-        let rejection = Rejection::TokenRejected {
+        let error = match crate::provider::quirks::slack_error(body) {
+            Some(SlackError::Refused(error)) => Some(error),
+            _ => None,
+        };
+        let rejection =
+            Rejection::TokenRejected { provider_status: status.as_u16(), provider_body: Some(excerpt_of(body)), error };
+        let recorded = tokens::report_rejection(self.state, self.connection, self.identifier, usable, rejection).await;
+        answer.with_reference(recorded.reference)
+    }
+
+    /// Slack's `missing_scope`: recorded on the account as `insufficient_scope` with the scopes it `needed`.
+    async fn scope_missing(&self, answer: Answer, missing: Vec<String>, usable: &Usable) -> Answer {
+        let Answer::Read { status, ref body, .. } = answer else {
+            return answer;
+        };
+        let rejection = Rejection::InsufficientScope {
+            missing,
             provider_status: status.as_u16(),
             provider_body: Some(excerpt_of(body)),
-            error: None,
         };
         let recorded = tokens::report_rejection(self.state, self.connection, self.identifier, usable, rejection).await;
         answer.with_reference(recorded.reference)
@@ -490,6 +543,14 @@ impl Call<'_> {
 }
 
 impl Answer {
+    /// The Slack error in an answer read whole, if it holds one.
+    fn slack_error(&self) -> Option<SlackError> {
+        match self {
+            Self::Read { body, .. } => crate::provider::quirks::slack_error(body),
+            _ => None,
+        }
+    }
+
     fn with_reference(self, reference: String) -> Self {
         match self {
             Self::Read { status, headers, body, .. } => {
@@ -521,6 +582,27 @@ async fn read(mut response: reqwest::Response) -> Answer {
         }
     }
     Answer::Read { status, headers, body: Bytes::from(body), reference: None }
+}
+
+/// Reads a provider answer whole when it is at most [`INSPECTED_BYTES`] (so it can be understood); a longer one
+/// keeps what was read and streams the rest after it.
+async fn peek(mut response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > INSPECTED_BYTES {
+                    return Answer::Prefixed { status, headers, prefix: Bytes::from(body), rest: response };
+                }
+            }
+            Ok(None) => return Answer::Read { status, headers, body: Bytes::from(body), reference: None },
+            Err(err) if body.is_empty() => return Answer::Failed(err),
+            Err(_) => return Answer::Read { status, headers, body: Bytes::from(body), reference: None },
+        }
+    }
 }
 
 /// A redacted, bounded excerpt of a provider body, for the reference.

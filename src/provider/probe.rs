@@ -8,6 +8,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::exchange::{self, ReadError};
+use super::quirks::{self, SlackError};
 use crate::catalog::Quirk;
 use crate::config::ConnectionSettings;
 use crate::crypto::Secret;
@@ -39,10 +40,6 @@ pub struct Probed {
     pub detail: String,
     pub latency: Duration,
 }
-
-/// Slack errors that mean the token itself is not (or no longer) good.
-const SLACK_REFUSALS: [&str; 6] =
-    ["invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive", "no_permission"];
 
 /// GETs `url` with the credential as the connection sends it (`{credential_header}: {credential_prefix}{value}`).
 pub async fn call(http: &reqwest::Client, connection: &ConnectionSettings, url: &Url, credential: &Secret) -> Probed {
@@ -78,11 +75,13 @@ pub async fn call(http: &reqwest::Client, connection: &ConnectionSettings, url: 
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     let excerpt = || Some(exchange::redact_body(&String::from_utf8_lossy(&body)));
     if connection.quirk == Some(Quirk::Slack)
-        && let Some(fields) = json.as_ref().and_then(Value::as_object)
-        && fields.get("ok") == Some(&Value::Bool(false))
+        && let Some(slack) = quirks::slack_error(&body)
     {
-        let error = fields.get("error").and_then(Value::as_str).unwrap_or("unknown").to_owned();
-        let verdict = if SLACK_REFUSALS.contains(&error.as_str()) { Verdict::Refused } else { Verdict::Failed };
+        let (verdict, error) = match slack {
+            SlackError::Refused(error) => (Verdict::Refused, error),
+            SlackError::MissingScope(_) => (Verdict::Failed, "missing_scope".to_owned()),
+            SlackError::Other(error) => (Verdict::Failed, error),
+        };
         let detail = format!("{shown} answered HTTP {status} with ok: false, error \"{error}\"");
         return probed(verdict, Some(status), Some(error), excerpt(), detail, started);
     }

@@ -114,6 +114,42 @@ fn id_token_claims(token: &str) -> Option<Map<String, Value>> {
     }
 }
 
+/// What a Slack answer with `ok: false` (sent with HTTP 200) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlackError {
+    /// The token itself is not (or no longer) good: `invalid_auth`, `token_revoked`, ...
+    Refused(String),
+    /// The token lacks a scope; `needed` names it.
+    MissingScope(Vec<String>),
+    /// Any other error: the call itself was wrong, not the token.
+    Other(String),
+}
+
+/// Slack errors that mean the token is not (or no longer) good.
+const SLACK_REFUSALS: [&str; 6] =
+    ["invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive", "no_permission"];
+
+/// The error in a Slack answer, if it is one (`ok: false`).
+pub fn slack_error(body: &[u8]) -> Option<SlackError> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    if fields.get("ok") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    let error = fields.get("error").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    Some(if SLACK_REFUSALS.contains(&error.as_str()) {
+        SlackError::Refused(error)
+    } else if error == "missing_scope" {
+        let needed = fields.get("needed").and_then(Value::as_str).unwrap_or_default();
+        SlackError::MissingScope(
+            needed.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        )
+    } else {
+        SlackError::Other(error)
+    })
+}
+
 /// Provider text kept as metadata is bounded and has no control characters.
 fn bounded(value: &str) -> String {
     value.chars().filter(|c| !c.is_control()).take(512).collect()
@@ -227,6 +263,24 @@ mod tests {
         assert_eq!(found.get("email").map(String::as_str), Some("a@b.c"));
         assert_eq!(found.get("workspace_id").map(String::as_str), Some("w1"));
         assert!(metadata(None, &object(json!({ "workspace_id": "w1" }))).is_empty());
+    }
+
+    #[test]
+    fn slack_errors_are_told_apart() {
+        assert_eq!(slack_error(br#"{"ok":true}"#), None);
+        assert_eq!(slack_error(b"<html>"), None);
+        assert_eq!(
+            slack_error(br#"{"ok":false,"error":"token_revoked"}"#),
+            Some(SlackError::Refused("token_revoked".into()))
+        );
+        assert_eq!(
+            slack_error(br#"{"ok":false,"error":"missing_scope","needed":"chat:write,files:read","provided":"x"}"#),
+            Some(SlackError::MissingScope(vec!["chat:write".into(), "files:read".into()]))
+        );
+        assert_eq!(
+            slack_error(br#"{"ok":false,"error":"channel_not_found"}"#),
+            Some(SlackError::Other("channel_not_found".into()))
+        );
     }
 
     #[test]

@@ -301,3 +301,133 @@ async fn google_asks_for_offline_access_and_consent_so_a_refresh_token_comes_bac
     assert_eq!(started.params.get("prompt").map(String::as_str), Some("consent"));
     assert!(started.params.contains_key("code_challenge"));
 }
+
+/// A Slack app with `user_1` connected (bot token `xoxb-proxy-secret-1`, no refresh token), its API on the double.
+async fn slack_connected() -> TestApp {
+    let app = app_with("slack", "slack", "").await;
+    record_secret("xoxb-proxy-secret-1");
+    token_answer(
+        &app,
+        "/slack/token",
+        json!({ "ok": true, "access_token": "xoxb-proxy-secret-1", "token_type": "bot", "scope": "chat:write", "team": { "id": "T1" } }),
+    )
+    .await;
+    let (status, page) = connect_on(&app, "slack", "user_1").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    app
+}
+
+async fn proxy_get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.api.get(app.url(&format!("/v1/proxy/slack/user_1/{path}"))).bearer_auth(&app.api_key).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn slack_ok_false_through_the_proxy_flags_the_account() {
+    let app = slack_connected().await;
+    Mock::given(method("GET"))
+        .and(path("/slack/api/conversations.list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": false, "error": "token_revoked" })))
+        .mount(&app.provider)
+        .await;
+    let response = proxy_get(&app, "conversations.list").await;
+    assert_eq!(response.status(), StatusCode::OK, "Slack's answer is passed back as it came");
+    let reference = response.headers()["callback-gate-reference"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "token_revoked");
+    let stored = app.account_on("slack", "user_1").await;
+    assert_eq!(stored["last_error"]["code"], "token_rejected", "{stored}");
+    assert_eq!(stored["last_error"]["reference"], reference.as_str());
+    assert_eq!(app.reference(&reference).await["error"], "token_revoked");
+
+    Mock::given(method("POST"))
+        .and(path("/slack/api/chat.postMessage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": false, "error": "missing_scope", "needed": "chat:write.public", "provided": "chat:write"
+        })))
+        .mount(&app.provider)
+        .await;
+    let response = app
+        .api
+        .post(app.url("/v1/proxy/slack/user_1/chat.postMessage"))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("callback-gate-reference"));
+    let stored = app.account_on("slack", "user_1").await;
+    assert_eq!(stored["missing_scopes"], json!(["chat:write.public"]), "{stored}");
+    assert_eq!(stored["last_error"]["code"], "insufficient_scope");
+}
+
+#[tokio::test]
+async fn slack_answers_that_are_no_error_pass_whole_however_large() {
+    let app = slack_connected().await;
+    let members: Vec<Value> =
+        (0..4000).map(|i| json!({ "id": format!("U{i:06}"), "name": format!("member-{i}") })).collect();
+    let large = json!({ "ok": true, "members": members }).to_string();
+    assert!(large.len() > 64 * 1024);
+    Mock::given(method("GET"))
+        .and(path("/slack/api/users.list"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(large.clone(), "application/json"))
+        .mount(&app.provider)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/slack/api/channel.info"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": false, "error": "channel_not_found" })))
+        .mount(&app.provider)
+        .await;
+    let response = proxy_get(&app, "users.list").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), large);
+    let response = proxy_get(&app, "channel.info").await;
+    assert!(!response.headers().contains_key("callback-gate-reference"), "a wrong call is not the token's fault");
+    assert!(app.account_on("slack", "user_1").await["last_error"].is_null());
+}
+
+#[tokio::test]
+async fn a_slack_token_refused_with_ok_false_is_refreshed_once_and_the_call_retried() {
+    let app = app_with("slack", "slack", "").await;
+    for secret in ["xoxe.xoxp-old-secret-1", "xoxe-1-refresh-secret-1", "xoxe.xoxp-new-secret-2"] {
+        record_secret(secret);
+    }
+    Mock::given(method("POST"))
+        .and(path("/slack/token"))
+        .and(body_string_contains("grant_type=authorization_code"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "access_token": "xoxe.xoxp-old-secret-1", "refresh_token": "xoxe-1-refresh-secret-1",
+            "expires_in": 43200, "token_type": "user", "scope": "search:read", "team": { "id": "T1" }
+        })))
+        .mount(&app.provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/slack/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "access_token": "xoxe.xoxp-new-secret-2", "refresh_token": "xoxe-1-refresh-secret-2",
+            "expires_in": 43200, "token_type": "user", "scope": "search:read"
+        })))
+        .expect(1)
+        .mount(&app.provider)
+        .await;
+    let (status, page) = connect_on(&app, "slack", "user_1").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    Mock::given(method("GET"))
+        .and(path("/slack/api/search.messages"))
+        .and(header("authorization", "Bearer xoxe.xoxp-new-secret-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": true, "messages": { "total": 0 } })))
+        .with_priority(1)
+        .mount(&app.provider)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/slack/api/search.messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": false, "error": "invalid_auth" })))
+        .with_priority(2)
+        .mount(&app.provider)
+        .await;
+    let response = proxy_get(&app, "search.messages?query=x").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["ok"], true, "the retried call with the refreshed token: {body}");
+    assert!(app.account_on("slack", "user_1").await["last_error"].is_null());
+}

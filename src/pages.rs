@@ -133,20 +133,12 @@ async fn credential(
                 (StatusCode::BAD_REQUEST, "form-unreadable-title")
             };
             tracing::debug!(target: "callback_gate::pages", status = status.as_u16(), "a credential form was refused unread");
-            return plain_notice(&frame_of(&state), &language, status, title, "refused-body");
+            return plain_notice(&state.frame, &language, status, title, "refused-body");
         }
     };
     let browser = browser_from(&state, &jar);
     let ending = flow::credential::submit(&state, &connection, submission, browser).await;
     respond(&state, &language, jar, ending).await
-}
-
-fn frame_of(state: &AppState) -> Frame {
-    Frame {
-        assets: state.assets.clone(),
-        app_name: display_name(state).to_owned(),
-        return_url: return_url(state, None),
-    }
 }
 
 async fn respond(state: &AppState, language: &Language, jar: CookieJar, ending: Ending) -> Response {
@@ -354,17 +346,15 @@ fn credential_page(state: &AppState, language: &Language, status: StatusCode, fo
     let back = return_url(state, None).map(|href| {
         Action::new("return", language.text_with("back-to-app", &[("app", display_name(state))]), href, false)
     });
+    let basic = form.kind == crate::catalog::Kind::Basic;
     let page = CredentialPage {
         chrome: Chrome::new(state, language, language.text_with("credential-title", &service)),
         kind: form.kind.as_str(),
-        intro: language.text_with(
-            if form.kind == crate::catalog::Kind::Basic { "credential-intro-basic" } else { "credential-intro-key" },
-            &service,
-        ),
+        intro: language.text_with(if basic { "credential-intro-basic" } else { "credential-intro-key" }, &service),
         problem: form.problem.map(|problem| language.text(problem.message_id())),
         action: format!("/connect/credential/{}", form.connection),
         token: form.token.expose(),
-        basic: form.kind == crate::catalog::Kind::Basic,
+        basic,
         key_label: language.text("credential-key-label"),
         username_label: language.text("credential-username-label"),
         password_label: language.text("credential-password-label"),

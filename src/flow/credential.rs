@@ -157,7 +157,7 @@ pub async fn submit(
             return Ending::Form { form, set_browser: None };
         }
     };
-    let (flow, _) = match claim(state, token, browser.as_ref(), path_context, started).await {
+    let flow = match claim(state, token, browser.as_ref(), path_context, started).await {
         Ok(claimed) => claimed,
         Err(ending) => return ending,
     };

@@ -297,7 +297,7 @@ pub async fn callback(state: &Context, connection: &str, raw_query: Option<&str>
         );
         return fail(state, failure, path_context, started).await;
     }
-    let (flow, _) = match claim(state, flow_state, browser.as_ref(), path_context, started).await {
+    let flow = match claim(state, flow_state, browser.as_ref(), path_context, started).await {
         Ok(claimed) => claimed,
         Err(ending) => return ending,
     };
@@ -335,7 +335,7 @@ async fn claim(
     browser: Option<&Secret>,
     path_context: FailureContext,
     started: Instant,
-) -> Result<(FlowRecord, FailureContext), Ending> {
+) -> Result<FlowRecord, Ending> {
     let state_hash = crypto::hash_hex(flow_state.expose());
     let browser_hash = browser.as_ref().map(|b| crypto::hash_hex(b.expose()));
     let claimed = state.store.claim_flow(&state_hash, browser_hash, OffsetDateTime::now_utc()).await;
@@ -377,7 +377,7 @@ async fn claim(
             return Err(Ending::Failed(Box::new(recorded)));
         }
     }
-    Ok((flow, context))
+    Ok(flow)
 }
 
 /// How long a claimed callback may take, at most: the token request and the key-set fetch are each bounded by the
@@ -421,7 +421,7 @@ async fn finish(
     let result = match tokio::time::timeout(deadline, work).await {
         Ok(result) => result,
         Err(_) => Err(Failure::new("internal_error")
-            .with_detail(format!("the callback did not finish within {} s", deadline.as_secs()))),
+            .with_detail(format!("the flow did not finish within {} s of being claimed", deadline.as_secs()))),
     };
     match result {
         Ok(location) => Ending::Redirect { location, set_browser: None },
@@ -533,6 +533,14 @@ async fn finish_claimed(
     if let Some(jwks) = &provider.jwks {
         validate_id_token(state, provider, jwks, &tokens, secrets.nonce.as_ref()).await?;
     }
+    let scopes = provider.parse_granted_scopes(tokens.scope.as_deref());
+    let missing = missing_scopes(&provider.connection.scopes, tokens.scope.as_deref(), &scopes);
+    if !missing.is_empty() {
+        // The tokens are dropped here: an account is never made ACTIVE for scopes it lacks.
+        return Err(Failure::new("insufficient_scope")
+            .with_detail(format!("the provider granted \"{}\"", tokens.scope.as_deref().unwrap_or_default()))
+            .with_hint(format!("Missing scopes: {}.", missing.join(", "))));
+    }
     if provider.connection.quirk == Some(Quirk::Atlassian)
         && let Some(base) = &provider.api_base_url
     {
@@ -548,14 +556,6 @@ async fn finish_claimed(
                 "could not read the Atlassian sites the token reaches"
             ),
         }
-    }
-    let scopes = provider.parse_granted_scopes(tokens.scope.as_deref());
-    let missing = missing_scopes(&provider.connection.scopes, tokens.scope.as_deref(), &scopes);
-    if !missing.is_empty() {
-        // The tokens are dropped here: an account is never made ACTIVE for scopes it lacks.
-        return Err(Failure::new("insufficient_scope")
-            .with_detail(format!("the provider granted \"{}\"", tokens.scope.as_deref().unwrap_or_default()))
-            .with_hint(format!("Missing scopes: {}.", missing.join(", "))));
     }
     connect(state, provider, flow, &tokens, scopes, provider_ms, started).await
 }

@@ -209,10 +209,10 @@ pub struct RawConnection {
     pub api_base_url: Option<String>,
     /// Values for the preset's placeholders, e.g. `{ subdomain = "acme" }` or `{ tenant = "contoso.com" }`.
     #[serde(default)]
-    pub params: std::collections::BTreeMap<String, String>,
+    pub params: BTreeMap<String, String>,
     /// Extra parameters on the consent URL, added to (and replacing) the preset's.
     #[serde(default)]
-    pub authorization_params: std::collections::BTreeMap<String, String>,
+    pub authorization_params: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "text")]
     pub scope_separator: Option<String>,
     pub pkce: Option<bool>,

@@ -289,7 +289,6 @@ pub fn parse_answer(status: u16, body: &[u8], is_form: bool, rules: AnswerRules<
             ExchangeError::Status { status, body: redacted() }
         });
     };
-    let metadata = super::quirks::metadata(rules.quirk, &fields);
     super::quirks::normalize(rules.quirk, rules.user_token, &mut fields);
     let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
     // An OAuth error wins over the status code: GitHub and Slack answer 200 with an error (Slack as `ok: false`).
@@ -355,6 +354,8 @@ pub fn parse_answer(status: u16, body: &[u8], is_form: bool, rules: AnswerRules<
         },
         Some(other) => return Err(malformed(format!("expires_in is {}, not a number", kind_of(other)))),
     };
+    // Read only from an answer that carries tokens; normalizing moved token fields alone, none of these.
+    let metadata = super::quirks::metadata(rules.quirk, &fields);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(Tokens {
         access_token: Secret::new(access_token),

@@ -42,9 +42,13 @@ use crate::telemetry::{self, Metrics};
 use crate::{api, pages};
 
 /// Everything a handler can reach: the domain's [`Context`] (reached through `Deref`, so `state.store` reads as
-/// before) and what only the HTTP layer needs.
+/// before) and what only the HTTP layer needs. One `Arc`: axum clones the state for every extractor and layer of
+/// every request, and a clone of each part was a dozen atomic counts each time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub context: Context,
     pub limits: RateLimits,
     pub assets: Arc<Assets>,
@@ -52,6 +56,14 @@ pub struct AppState {
 }
 
 impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
     type Target = Context;
 
     fn deref(&self) -> &Context {
@@ -71,8 +83,13 @@ pub enum StartupError {
 
 /// How often expired links and old flows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How often the store's write-ahead log is copied into the database file.
+/// How often the store's write-ahead log is copied into the database file: every half second while it is quiet,
+/// and down to every 20 ms while flows are written fast, so that the log never reaches the writer's own
+/// checkpoint threshold (10,000 pages), which would copy it on a request's path.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
+/// Pages written since the last checkpoint above which the next one comes after [`CHECKPOINT_BUSY`].
+const CHECKPOINT_BUSY_PAGES: i64 = 500;
 
 /// A built service bound to its listener, ready to run.
 pub struct Application {
@@ -122,7 +139,7 @@ impl Application {
         let settings = Arc::new(settings);
         let tasks = TaskTracker::new();
         let context = Context { settings, store, providers, metrics, events, tasks, refreshes: Default::default() };
-        let state = AppState { context, limits, assets, frame };
+        let state = AppState(Arc::new(Shared { context, limits, assets, frame }));
         let router = router(state.clone(), extra);
         Ok(Self { listener, metrics_listener, router, state, events: sink })
     }
@@ -505,16 +522,31 @@ async fn deliver_forever(state: AppState, mut stop: watch::Receiver<bool>) {
 }
 
 async fn checkpoint_forever(store: Store, mut stop: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pause = CHECKPOINT_EVERY;
+    let mut last_log = 0;
     loop {
         tokio::select! {
-            _ = every.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
-        if let Err(err) = store.checkpoint().await {
-            tracing::warn!(target: "callback_gate::store", error = %err, "checkpoint failed");
-        }
+        pause = match store.checkpoint().await {
+            Ok(done) => {
+                // The log restarts from its beginning after a complete checkpoint: a log shorter than the last one
+                // was restarted, and all of it is new.
+                let written = if done.log >= last_log { done.log - last_log } else { done.log };
+                last_log = done.log;
+                // A busy log is checkpointed again soon, so that each copy stays small.
+                match written {
+                    0 => CHECKPOINT_EVERY,
+                    w if w >= CHECKPOINT_BUSY_PAGES => CHECKPOINT_BUSY,
+                    _ => CHECKPOINT_EVERY / 5,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(target: "callback_gate::store", error = %err, "checkpoint failed");
+                CHECKPOINT_EVERY
+            }
+        };
     }
 }
 

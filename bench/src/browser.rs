@@ -104,6 +104,25 @@ pub struct Prepared {
 /// Steps 1 to 3: mint a link, open it, let the provider answer.
 pub async fn prepare(target: &Target, browser: &Browser, identifier: &str) -> Result<Prepared, FlowError> {
     let began = Instant::now();
+    let link = mint(target, identifier).await?;
+    let link_took = began.elapsed();
+
+    let began = Instant::now();
+    let authorize_url = follow(browser, &link, "start").await?;
+    let start_took = began.elapsed();
+
+    let began = Instant::now();
+    let callback_url = follow(browser, &authorize_url, "authorize").await?;
+    let authorize_took = began.elapsed();
+    let code = url::Url::parse(&callback_url)
+        .ok()
+        .and_then(|url| url.query_pairs().find(|(key, _)| key == "code").map(|(_, value)| value.into_owned()))
+        .ok_or_else(|| failed("authorize", format!("no code in {callback_url}")))?;
+    Ok(Prepared { callback_url, code, link: link_took, start: start_took, authorize: authorize_took })
+}
+
+/// Step 1: the app's backend mints an authorization link; returns the link.
+pub async fn mint(target: &Target, identifier: &str) -> Result<String, FlowError> {
     let body = serde_json::json!({ "connection": CONNECTION, "identifier": identifier }).to_string();
     let response = target
         .api
@@ -120,33 +139,38 @@ pub async fn prepare(target: &Target, browser: &Browser, identifier: &str) -> Re
         return Err(failed("link", format!("HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&bytes))));
     }
     let minted: serde_json::Value = serde_json::from_slice(&bytes).map_err(|err| failed("link", err))?;
-    let link = minted["link"].as_str().ok_or_else(|| failed("link", "no link in the answer"))?.to_owned();
-    let link_took = began.elapsed();
-
-    let began = Instant::now();
-    let authorize_url = redirect(&browser.client, &link, "start").await?;
-    let start_took = began.elapsed();
-
-    let began = Instant::now();
-    let callback_url = redirect(&browser.client, &authorize_url, "authorize").await?;
-    let authorize_took = began.elapsed();
-    let code = url::Url::parse(&callback_url)
-        .ok()
-        .and_then(|url| url.query_pairs().find(|(key, _)| key == "code").map(|(_, value)| value.into_owned()))
-        .ok_or_else(|| failed("authorize", format!("no code in {callback_url}")))?;
-    Ok(Prepared { callback_url, code, link: link_took, start: start_took, authorize: authorize_took })
+    Ok(minted["link"].as_str().ok_or_else(|| failed("link", "no link in the answer"))?.to_owned())
 }
 
 /// Steps 4 and 5: the callback, then the result page.
 pub async fn finish(target: &Target, browser: &Browser, prepared: Prepared) -> Result<FlowTimes, FlowError> {
     let began = Instant::now();
-    let result_path = redirect(&browser.client, &prepared.callback_url, "callback").await?;
+    let result_path = callback(browser, &prepared.callback_url).await?;
     let callback_took = began.elapsed();
+
+    let began = Instant::now();
+    result(target, browser, &result_path).await?;
+    Ok(FlowTimes {
+        link: prepared.link,
+        start: prepared.start,
+        authorize: prepared.authorize,
+        callback: callback_took,
+        result: began.elapsed(),
+        code: prepared.code,
+    })
+}
+
+/// Step 4: the callback; returns the result page's path it redirected to.
+pub async fn callback(browser: &Browser, callback_url: &str) -> Result<String, FlowError> {
+    let result_path = follow(browser, callback_url, "callback").await?;
     if !result_path.starts_with("/connect/result/") {
         return Err(failed("callback", format!("redirected to {result_path}, not a result page")));
     }
+    Ok(result_path)
+}
 
-    let began = Instant::now();
+/// Step 5: the result page, which must say the account is connected (200).
+pub async fn result(target: &Target, browser: &Browser, result_path: &str) -> Result<(), FlowError> {
     let response = browser
         .client
         .get(format!("{}{result_path}", target.gate))
@@ -158,14 +182,7 @@ pub async fn finish(target: &Target, browser: &Browser, prepared: Prepared) -> R
     if status != StatusCode::OK {
         return Err(failed("result", format!("HTTP {} ({})", status.as_u16(), outcome_code(&page))));
     }
-    Ok(FlowTimes {
-        link: prepared.link,
-        start: prepared.start,
-        authorize: prepared.authorize,
-        callback: callback_took,
-        result: began.elapsed(),
-        code: prepared.code,
-    })
+    Ok(())
 }
 
 /// One complete flow.
@@ -174,9 +191,9 @@ pub async fn run_flow(target: &Target, browser: &Browser, identifier: &str) -> R
     finish(target, browser, prepared).await
 }
 
-/// `GET url`, expecting a 303; returns its `Location`.
-async fn redirect(client: &reqwest::Client, url: &str, step: &'static str) -> Result<String, FlowError> {
-    let response = client.get(url).send().await.map_err(|err| failed(step, err))?;
+/// `GET url` in the browser, expecting a 303; returns its `Location`.
+pub async fn follow(browser: &Browser, url: &str, step: &'static str) -> Result<String, FlowError> {
+    let response = browser.client.get(url).send().await.map_err(|err| failed(step, err))?;
     let status = response.status();
     let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let page = response.bytes().await.map_err(|err| failed(step, err))?;

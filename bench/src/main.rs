@@ -13,6 +13,7 @@ mod browser;
 mod ceiling;
 mod load;
 mod process;
+mod profile;
 mod provider;
 mod report;
 mod scenario;
@@ -71,6 +72,43 @@ enum Role {
         /// Run callback-gate on a fresh PostgreSQL database on this server (as for the main run).
         #[arg(long, value_name = "URL")]
         database_url_admin: Option<String>,
+    },
+    /// Complete flows with N browsers on a fresh callback-gate (one row of the run's concurrency table), optionally
+    /// profiled with `perf record` over the window.
+    Flows {
+        /// Use this callback-gate binary instead of building one (release).
+        #[arg(long)]
+        gate_bin: Option<PathBuf>,
+        /// Where the database, config and log go (default: bench/out/flows).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        browsers: usize,
+        /// Seconds measured, after one second of warm-up.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Write a `perf record --call-graph dwarf` profile of callback-gate over the window to this file.
+        #[arg(long)]
+        perf_out: Option<PathBuf>,
+        /// Run callback-gate on a fresh PostgreSQL database on this server (as for the main run).
+        #[arg(long, value_name = "URL")]
+        database_url_admin: Option<String>,
+    },
+    /// Instructions callback-gate spends on each step of a flow, counted by `valgrind --tool=callgrind` (one
+    /// browser, SQLite): repeatable for the same binary, whatever else the machine is doing.
+    Callgrind {
+        /// Use this callback-gate binary instead of building one (release).
+        #[arg(long)]
+        gate_bin: Option<PathBuf>,
+        /// Where the database, config, log and callgrind's files go (default: bench/out).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Flows counted.
+        #[arg(long, default_value_t = 200)]
+        flows: usize,
+        /// Complete flows run before counting.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
     },
     /// Closed-loop load on one running server, for profiling it: `GET` the failure-page callbacks (or `--path`)
     /// on keep-alive connections and print the rate and latency.
@@ -222,6 +260,39 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Role::Flows { gate_bin, out, browsers, seconds, perf_out, database_url_admin }) => {
+            let outcome = (|| {
+                let repo = repository_root();
+                let out = out.unwrap_or_else(|| repo.join("bench").join("out").join("flows"));
+                std::fs::create_dir_all(&out).map_err(|err| format!("{}: {err}", out.display()))?;
+                let backend = match &database_url_admin {
+                    None => Backend::Sqlite,
+                    Some(admin) => Backend::Postgres(PostgresAdmin::connect(admin)?),
+                };
+                let (binary, _) = match gate_bin {
+                    Some(path) => (path, String::new()),
+                    None => build_gate(&repo, true)?,
+                };
+                let mut settings = cli.run.settings();
+                settings.window = Duration::from_secs_f64(seconds.max(0.1));
+                let bench = Bench::new(settings, binary, out, backend);
+                runtime.block_on(profile::flows(&bench, browsers.max(1), perf_out))
+            })();
+            report_text(outcome)
+        }
+        Some(Role::Callgrind { gate_bin, out, flows, warmup }) => {
+            let outcome = (|| {
+                let repo = repository_root();
+                let out = out.unwrap_or_else(|| repo.join("bench").join("out"));
+                std::fs::create_dir_all(&out).map_err(|err| format!("{}: {err}", out.display()))?;
+                let (binary, _) = match gate_bin {
+                    Some(path) => (path, String::new()),
+                    None => build_gate(&repo, true)?,
+                };
+                runtime.block_on(profile::callgrind(&binary, &out, flows, warmup))
+            })();
+            report_text(outcome)
+        }
         None => match run(&cli.run, &runtime) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -229,6 +300,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Prints a measurement's text, or its error.
+fn report_text(outcome: Result<String, String>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

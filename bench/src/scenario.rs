@@ -108,7 +108,7 @@ impl Bench {
 
         let mut concurrency = Vec::new();
         for &browsers in &self.settings.sweep {
-            let mut flows = self.flows_closed(&fast, browsers).await?;
+            let mut flows = self.flows_closed(&fast, browsers, None).await?;
             flows.ratio_to_ceiling = Some(flows.gate_requests_per_second / ceiling.per_second.max(1e-9));
             log(format!(
                 "{browsers} browsers: {:.0} flows/s, flow p99 {}, added p99 {}",
@@ -291,8 +291,14 @@ impl Bench {
         ))
     }
 
-    /// Complete flows with `browsers` browsers, each running flows back to back.
-    async fn flows_closed(&self, provider: &Server, browsers: usize) -> Result<Flows, String> {
+    /// Complete flows with `browsers` browsers, each running flows back to back; with `perf_out`, callback-gate is
+    /// profiled by `perf record` over the window.
+    pub async fn flows_closed(
+        &self,
+        provider: &Server,
+        browsers: usize,
+        perf_out: Option<&std::path::Path>,
+    ) -> Result<Flows, String> {
         log(format!("complete flows, {browsers} concurrent browsers, closed loop"));
         let (_, gate) = self.start_gate(&format!("flows-{browsers}"), provider).await?;
         let target = Target::new(gate.server.base_url(), gate.api_key.clone());
@@ -301,6 +307,9 @@ impl Bench {
         let watch = Watch::start(&self.settings, gate.server.pid, Some(provider.pid));
         let record_from = Instant::now() + self.settings.warmup;
         let stop_at = record_from + self.settings.window;
+        let perf = perf_out.map(|out| {
+            crate::profile::record_cpu(gate.server.pid, record_from, self.settings.window, out.to_path_buf())
+        });
         let mut tasks = Vec::with_capacity(browsers);
         for b in 0..browsers {
             let (target, collector) = (target.clone(), collector.clone());
@@ -322,6 +331,9 @@ impl Bench {
         }
         let watched = watch.finish().await;
         join_all(tasks, Duration::from_secs(60)).await;
+        if let Some(perf) = perf {
+            let _ = perf.await;
+        }
         let times = token_times(provider).await?;
         let peak = gate.server.memory().peak_kib;
         gate.server.stop().await;

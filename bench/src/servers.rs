@@ -215,6 +215,8 @@ pub struct GateSetup {
     postgres: Option<(PostgresAdmin, url::Url)>,
     /// `[webhooks]`: the receiver's URL and the `whsec_` signing secret, for the webhook measurement.
     pub webhooks: Option<(String, String)>,
+    /// A command the binary runs under (`valgrind --tool=callgrind ...`), for the instruction count.
+    pub wrapper: Vec<String>,
 }
 
 /// The environment variable the generated config names for the webhook signing secret.
@@ -253,6 +255,7 @@ impl GateSetup {
             limits: true,
             postgres,
             webhooks: None,
+            wrapper: Vec::new(),
         })
     }
 
@@ -371,7 +374,14 @@ user_verification = false
             .append(true)
             .open(self.dir.join("callback-gate.log"))
             .map_err(|err| format!("log file: {err}"))?;
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command.arg("serve").arg("--config").arg(&config);
         self.environment(&mut command);
         command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
@@ -391,9 +401,9 @@ user_verification = false
                     self.dir.join("callback-gate.log").display()
                 ));
             }
-            if spawned.elapsed() > Duration::from_secs(30) {
+            if spawned.elapsed() > Duration::from_secs(if self.wrapper.is_empty() { 30 } else { 120 }) {
                 let _ = child.kill().await;
-                return Err("callback-gate was not ready within 30 s".into());
+                return Err(format!("callback-gate was not ready within {} s", spawned.elapsed().as_secs()));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -545,6 +545,14 @@ pub struct Store {
     observer: Option<Observer>,
 }
 
+/// What a checkpoint found: the pages the write-ahead log held, and those of them left to copy (pages that readers
+/// still use stay until they are done).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub log: i64,
+    pub left: i64,
+}
+
 #[derive(Debug, Clone)]
 enum Backing {
     Sqlite(sqlite::SqliteStore),
@@ -597,9 +605,8 @@ impl Store {
     }
 
     /// Background maintenance of the database's own files: SQLite copies its write-ahead log into the database
-    /// file; PostgreSQL does its own (autovacuum, checkpoints), so this does nothing there. Returns the pages of
-    /// the log left to copy.
-    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+    /// file; PostgreSQL does its own (autovacuum, checkpoints), so this does nothing there.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         dispatch!(self, "checkpoint", checkpoint())
     }
 

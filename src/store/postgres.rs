@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_token_lifecycle.sql")),
     (3, include_str!("../../migrations/postgres/0003_webhooks.sql")),
     (4, include_str!("../../migrations/postgres/0004_account_metadata.sql")),
+    (5, include_str!("../../migrations/postgres/0005_per_identifier_trims.sql")),
 ];
 
 /// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
@@ -193,8 +194,8 @@ impl PostgresStore {
     }
 
     /// PostgreSQL keeps its own write-ahead log and vacuums by itself; nothing to do.
-    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
-        Ok(0)
+    pub async fn checkpoint(&self) -> Result<super::Checkpoint, StoreError> {
+        Ok(super::Checkpoint::default())
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -242,9 +243,9 @@ impl PostgresStore {
         .await?;
         let trim = tx
             .prepare_cached(
-                "DELETE FROM authorization_links WHERE connection = $1 AND identifier = $2 AND id NOT IN
+                "DELETE FROM authorization_links WHERE id IN
                     (SELECT id FROM authorization_links WHERE connection = $1 AND identifier = $2
-                     ORDER BY created_at DESC, id LIMIT $3)",
+                     ORDER BY created_at DESC, id OFFSET $3)",
             )
             .await?;
         tx.execute(&trim, &[&link.connection, &link.identifier, &i64::from(keep)]).await?;
@@ -304,9 +305,9 @@ impl PostgresStore {
         .await?;
         let trim = tx
             .prepare_cached(
-                "DELETE FROM flows WHERE connection = $1 AND identifier = $2 AND status = 'started' AND id NOT IN
+                "DELETE FROM flows WHERE id IN
                     (SELECT id FROM flows WHERE connection = $1 AND identifier = $2 AND status = 'started'
-                     ORDER BY created_at DESC, id LIMIT $3)",
+                     ORDER BY created_at DESC, id OFFSET $3)",
             )
             .await?;
         tx.execute(&trim, &[&flow.connection, &flow.identifier, &i64::from(keep)]).await?;

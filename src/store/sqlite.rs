@@ -1,6 +1,6 @@
 //! The embedded SQLite backend: one file, one instance.
 //!
-//! Each SQLite connection lives on its own thread (`tokio-rusqlite`), and each store operation runs there whole:
+//! Each SQLite connection lives on its own thread ([`Worker`]), and each store operation runs there whole:
 //! one hand-off between the async runtime and the database thread per operation, however many statements its
 //! transaction holds, instead of one per statement. `docs/performance.md` (Finding 2) measured those hand-offs as
 //! the largest cost of a flow.
@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
@@ -50,20 +50,69 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: usize = 2;
 /// WAL pages after which the writer checkpoints by itself: only a backstop for when [`SqliteStore::checkpoint`] is not
 /// called often enough (SQLite's default is 1,000 pages, which at a few hundred flows per second puts a
-/// checkpoint, with its two fsyncs, on a request's path several times a second).
+/// checkpoint, with its two fsyncs, on a request's path several times a second). A flow writes about 18 pages, so
+/// the server checkpoints sooner the busier the log is (`server::checkpoint_forever`).
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// One connection on its own thread, with a bounded queue of operations.
+///
+/// Written here rather than taken from `tokio-rusqlite`, which this store used before: that crate's thread waits
+/// for its next operation in a channel receive that spins through `sched_yield` before it sleeps, and at a flow's
+/// six operations that spinning and the context switches it causes took a fifth of the service's CPU
+/// (`docs/performance.md`, Finding 7). Here the thread sleeps in tokio's `blocking_recv` until an operation comes.
 #[derive(Debug)]
 struct Worker {
-    connection: tokio_rusqlite::Connection,
-    queue: Semaphore,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// An operation for a connection's thread, or the request to close it.
+enum Job {
+    Run(Box<dyn FnOnce(&mut rusqlite::Connection) + Send>),
+    Close(oneshot::Sender<Result<(), rusqlite::Error>>),
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Run(_) => "Job::Run",
+            Self::Close(_) => "Job::Close",
+        })
+    }
 }
 
 impl Worker {
     async fn open(path: PathBuf, flags: OpenFlags) -> Result<Self, StoreError> {
-        let connection = tokio_rusqlite::Connection::open_with_flags(path, flags).await?;
-        Ok(Self { connection, queue: Semaphore::new(QUEUE) })
+        let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
+        let (opened_tx, opened) = oneshot::channel();
+        let spawned = std::thread::Builder::new().name("callback-gate-sqlite".into()).spawn(move || {
+            let mut connection = match rusqlite::Connection::open_with_flags(&path, flags) {
+                Ok(connection) => {
+                    let _ = opened_tx.send(Ok(()));
+                    connection
+                }
+                Err(err) => {
+                    let _ = opened_tx.send(Err(err));
+                    return;
+                }
+            };
+            while let Some(job) = queue.blocking_recv() {
+                match job {
+                    Job::Run(operation) => {
+                        // A panicking operation loses only its own answer (its caller sees `Closed`); an open
+                        // transaction rolls back as it unwinds, and the thread goes on serving.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(&mut connection)));
+                    }
+                    Job::Close(done) => {
+                        let closed = connection.close().map_err(|(_, err)| err);
+                        let _ = done.send(closed);
+                        return;
+                    }
+                }
+            }
+        });
+        spawned.map_err(|err| StoreError::Corrupt(format!("could not start a database thread: {err}")))?;
+        opened.await.map_err(|_| StoreError::Closed)??;
+        Ok(Self { jobs })
     }
 
     /// Runs `operation` on the connection's thread and waits for its answer.
@@ -72,23 +121,38 @@ impl Worker {
         F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let _place = tokio::time::timeout(QUEUE_WAIT, self.queue.acquire())
+        let place = tokio::time::timeout(QUEUE_WAIT, self.jobs.reserve())
             .await
             .map_err(|_| StoreError::Busy)?
             .map_err(|_| StoreError::Closed)?;
-        self.connection.call(operation).await.map_err(|err| match err {
-            tokio_rusqlite::Error::Error(err) => err,
-            _ => StoreError::Closed,
-        })
+        let (answer_tx, answer) = oneshot::channel();
+        place.send(Job::Run(Box::new(move |db| {
+            let _ = answer_tx.send(operation(db));
+        })));
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn close(&self) {
-        self.queue.close();
-        if let Err(err) = self.connection.clone().close().await {
+        let (done_tx, done) = oneshot::channel();
+        if self.jobs.send(Job::Close(done_tx)).await.is_err() {
+            return;
+        }
+        if let Ok(Err(err)) = done.await {
             tracing::warn!(target: "callback_gate::store", error = %err, "could not close a database connection");
         }
     }
 }
+
+/// Keeps the newest `?3` links of an identifier. Reads them through `authorization_links_newest`, in order.
+const TRIM_LINKS: &str = "DELETE FROM authorization_links WHERE id IN
+    (SELECT id FROM authorization_links WHERE connection = ?1 AND identifier = ?2
+     ORDER BY created_at DESC, id LIMIT -1 OFFSET ?3)";
+
+/// Keeps the newest `?3` flows of an identifier that wait for a callback. Reads only those, through the partial index
+/// `flows_started_newest`: the identifier's finished flows are never read.
+const TRIM_STARTED_FLOWS: &str = "DELETE FROM flows WHERE id IN
+    (SELECT id FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started'
+     ORDER BY created_at DESC, id LIMIT -1 OFFSET ?3)";
 
 /// The schema, in order; SQLite's `user_version` records how many have run.
 fn migrations() -> Migrations<'static> {
@@ -99,6 +163,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0004_token_lifecycle.sql")),
         M::up(include_str!("../../migrations/sqlite/0005_webhooks.sql")),
         M::up(include_str!("../../migrations/sqlite/0006_account_metadata.sql")),
+        M::up(include_str!("../../migrations/sqlite/0007_per_identifier_trims.sql")),
     ])
 }
 
@@ -171,14 +236,14 @@ impl SqliteStore {
 
     /// Copies committed pages from the write-ahead log into the database file on a connection of its own, without
     /// blocking the writer or readers (a passive checkpoint), so the log stays small and the writer never pays for
-    /// the copy and its fsyncs. Returns the pages of the log left to copy (readers still using them keep them).
-    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+    /// the copy and its fsyncs.
+    pub async fn checkpoint(&self) -> Result<super::Checkpoint, StoreError> {
         self.inner
             .checkpointer
             .run(|db| {
                 let (log, copied): (i64, i64) =
                     db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))?;
-                Ok(log - copied)
+                Ok(super::Checkpoint { log, left: log - copied })
             })
             .await
     }
@@ -245,11 +310,7 @@ impl SqliteStore {
                 millis(link.created_at),
                 millis(link.created_at)
             ])?;
-            tx.prepare_cached(
-                "DELETE FROM authorization_links WHERE connection = ?1 AND identifier = ?2 AND id NOT IN
-                    (SELECT id FROM authorization_links WHERE connection = ?1 AND identifier = ?2
-                     ORDER BY created_at DESC, id LIMIT ?3)",
-            )?
+            tx.prepare_cached(TRIM_LINKS)?
             .execute(params![link.connection, link.identifier, i64::from(keep)])?;
             tx.commit()?;
             Ok(())
@@ -306,11 +367,7 @@ impl SqliteStore {
                 millis(flow.expires_at)
             ])?;
             // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
-            tx.prepare_cached(
-                "DELETE FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started' AND id NOT IN
-                    (SELECT id FROM flows WHERE connection = ?1 AND identifier = ?2 AND status = 'started'
-                     ORDER BY created_at DESC, id LIMIT ?3)",
-            )?
+            tx.prepare_cached(TRIM_STARTED_FLOWS)?
             .execute(params![flow.connection, flow.identifier, i64::from(keep)])?;
             tx.commit()?;
             Ok(())
@@ -1343,6 +1400,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn trims_read_only_the_entries_they_keep_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        for (sql, index) in [(TRIM_LINKS, "authorization_links_newest"), (TRIM_STARTED_FLOWS, "flows_started_newest")] {
+            let plan: Vec<String> = store
+                .read(move |db| {
+                    let mut statement = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = statement.query_map(params!["c", "i", 5], |row| row.get::<_, String>(3))?;
+                    Ok(rows.collect::<Result<_, _>>()?)
+                })
+                .await
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains(index)), "{sql}: {plan:?}");
+            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_reopened_database_keeps_its_rows_and_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("gate.db").display());
@@ -1365,7 +1441,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         store.close().await;
     }
 
@@ -1390,7 +1466,7 @@ mod tests {
         let autocheckpoint: i64 =
             store.write(|db| Ok(db.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(autocheckpoint, i64::from(WRITER_AUTOCHECKPOINT_PAGES));
-        assert_eq!(store.checkpoint().await.unwrap(), 0, "every page of the log was copied");
+        assert_eq!(store.checkpoint().await.unwrap().left, 0, "every page of the log was copied");
         // The database file alone, without its log, holds every link (copied while the store is open: closing
         // the last connection would checkpoint by itself).
         let copy = dir.path().join("copy.db");

@@ -141,6 +141,21 @@ pub async fn callgrind(gate_binary: &Path, out: &Path, flows: usize, warmup: usi
         }
         counts.push(dump(pid, &profile, "result", flows).await?);
 
+        // Failure pages, half without a state and half with a well-formed one that matches no flow, on one
+        // keep-alive connection; their events are written in the background, within the wait.
+        zero(pid).await?;
+        let mut connection = crate::load::Connection::open(gate.server.addr).await.map_err(|err| err.to_string())?;
+        for n in 0..flows as u64 {
+            let path = crate::scenario::failure_path(n);
+            match connection.get(&path).await {
+                Ok((status, _)) if status.as_u16() == 400 => {}
+                Ok((status, _)) => return Err(format!("failure page {path}: HTTP {status}")),
+                Err(err) => return Err(format!("failure page {path}: {err}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        counts.push(dump(pid, &profile, "failure page (with its event's background write)", flows).await?);
+
         // What the background tasks (checkpoints, the refresher's look for due accounts) cost meanwhile, per second.
         zero(pid).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -151,10 +166,10 @@ pub async fn callgrind(gate_binary: &Path, out: &Path, flows: usize, warmup: usi
     gate.server.stop().await;
     provider.stop().await;
     let counts = counted?;
-    let total: u64 = counts.iter().filter(|c| !c.step.starts_with("idle")).map(|c| c.per_flow).sum();
+    let total: u64 = counts.iter().take(4).map(|c| c.per_flow).sum();
     let mut text = format!(
         "callgrind: instructions callback-gate spent per flow on each step ({flows} flows after {warmup} warm-up flows, \
-         one browser, SQLite)\n\n| Step | Instructions | Per flow |\n|---|---:|---:|\n"
+         one browser, SQLite)\n\n| Step | Instructions | Per flow (per request for failure pages) |\n|---|---:|---:|\n"
     );
     for count in &counts {
         text.push_str(&format!("| {} | {} | {} |\n", count.step, count.instructions, count.per_flow));

@@ -591,7 +591,7 @@ pub struct ReportHeader {
 }
 
 /// Half the failure-page requests carry no state at all, half a well-formed state that matches no flow.
-fn failure_path(n: u64) -> String {
+pub fn failure_path(n: u64) -> String {
     if n.is_multiple_of(2) {
         format!("/connect/callback/{}", browser::CONNECTION)
     } else {

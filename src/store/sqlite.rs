@@ -310,8 +310,7 @@ impl SqliteStore {
                 millis(link.created_at),
                 millis(link.created_at)
             ])?;
-            tx.prepare_cached(TRIM_LINKS)?
-            .execute(params![link.connection, link.identifier, i64::from(keep)])?;
+            tx.prepare_cached(TRIM_LINKS)?.execute(params![link.connection, link.identifier, i64::from(keep)])?;
             tx.commit()?;
             Ok(())
         })
@@ -367,8 +366,11 @@ impl SqliteStore {
                 millis(flow.expires_at)
             ])?;
             // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
-            tx.prepare_cached(TRIM_STARTED_FLOWS)?
-            .execute(params![flow.connection, flow.identifier, i64::from(keep)])?;
+            tx.prepare_cached(TRIM_STARTED_FLOWS)?.execute(params![
+                flow.connection,
+                flow.identifier,
+                i64::from(keep)
+            ])?;
             tx.commit()?;
             Ok(())
         })

@@ -74,18 +74,21 @@ fn too_large(frame: &Frame, language: &Language, api: bool, status: StatusCode, 
     pages::plain_notice(frame, language, status, &title_id, "refused-body")
 }
 
-/// Per-client rate limits for starting flows and for callbacks.
+/// Per-client rate limits for starting flows and for callbacks. One shared allocation: the middleware clones its
+/// state for every request.
 #[derive(Clone)]
-pub struct RateLimits {
-    starts: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    callbacks: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    trusted_proxies: Arc<[IpNet]>,
+pub struct RateLimits(Arc<Limiters>);
+
+struct Limiters {
+    starts: DefaultKeyedRateLimiter<IpAddr>,
+    callbacks: DefaultKeyedRateLimiter<IpAddr>,
+    trusted_proxies: Vec<IpNet>,
     frame: Arc<Frame>,
 }
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimits").field("trusted_proxies", &self.trusted_proxies).finish_non_exhaustive()
+        f.debug_struct("RateLimits").field("trusted_proxies", &self.0.trusted_proxies).finish_non_exhaustive()
     }
 }
 
@@ -95,20 +98,20 @@ fn quota(per_minute: NonZeroU32, burst: NonZeroU32) -> Quota {
 
 impl RateLimits {
     pub fn new(settings: &LimitSettings, frame: Arc<Frame>) -> Self {
-        Self {
-            starts: Arc::new(RateLimiter::keyed(quota(settings.starts_per_minute, settings.burst))),
-            callbacks: Arc::new(RateLimiter::keyed(quota(settings.callbacks_per_minute, settings.burst))),
-            trusted_proxies: settings.trusted_proxies.clone().into(),
+        Self(Arc::new(Limiters {
+            starts: RateLimiter::keyed(quota(settings.starts_per_minute, settings.burst)),
+            callbacks: RateLimiter::keyed(quota(settings.callbacks_per_minute, settings.burst)),
+            trusted_proxies: settings.trusted_proxies.clone(),
             frame,
-        }
+        }))
     }
 
     /// Forgets clients that are back to a full allowance, so the limiter's memory stays bounded.
     pub fn forget_idle(&self) {
-        self.starts.retain_recent();
-        self.callbacks.retain_recent();
-        self.starts.shrink_to_fit();
-        self.callbacks.shrink_to_fit();
+        self.0.starts.retain_recent();
+        self.0.callbacks.retain_recent();
+        self.0.starts.shrink_to_fit();
+        self.0.callbacks.shrink_to_fit();
     }
 }
 
@@ -155,7 +158,7 @@ pub fn bucket(client: IpAddr) -> IpAddr {
 }
 
 /// Applies the start or callback limit (which also counts credential forms), by path; every other route passes.
-pub async fn rate_limit(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
+pub async fn rate_limit(State(RateLimits(limits)): State<RateLimits>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let limiter = if path.starts_with("/connect/start/") {
         &limits.starts

@@ -311,16 +311,8 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
     let rate_limits = state.limits.clone();
     let frame = state.frame.clone();
     let unanswered = Unanswered { frame: state.frame.clone(), timeout: state.settings.request_timeout };
-    // Computed once: the policy only changes with the branding config.
-    let csp = HeaderValue::from_str(&pages::content_security_policy(&state.assets))
-        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-    let security_headers = [
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
-    ];
-    let mut router = Router::new()
+    let headers = Arc::new(ResponseHeaders::new(&state.assets));
+    Router::new()
         .merge(pages::routes())
         .nest("/v1", api::routes(state.clone()))
         .merge(extra)
@@ -336,11 +328,42 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(frame, limits::refuse_oversized))
         .layer(CatchPanicLayer::custom(mark_panic))
         .layer(middleware::from_fn_with_state(unanswered, answer_unanswered))
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-    for (name, value) in security_headers {
-        router = router.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
+        .layer(middleware::map_response_with_state(headers, add_response_headers))
+}
+
+/// The headers every response carries: security headers, and `no-store` unless a route chose its own caching.
+struct ResponseHeaders {
+    overriding: [(HeaderName, HeaderValue); 5],
+}
+
+impl ResponseHeaders {
+    fn new(assets: &Assets) -> Self {
+        // Computed once: the policy only changes with the branding config.
+        let csp = HeaderValue::from_str(&pages::content_security_policy(assets))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+        Self {
+            overriding: [
+                (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+                (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+                (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+                (HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin")),
+                (header::CONTENT_SECURITY_POLICY, csp),
+            ],
+        }
     }
-    router.layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, csp))
+}
+
+/// One layer for all of [`ResponseHeaders`] rather than one per header: every layer is cloned and polled on
+/// every request.
+async fn add_response_headers(State(headers): State<Arc<ResponseHeaders>>, mut response: Response) -> Response {
+    let map = response.headers_mut();
+    if !map.contains_key(header::CACHE_CONTROL) {
+        map.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    for (name, value) in &headers.overriding {
+        map.insert(name.clone(), value.clone());
+    }
+    response
 }
 
 /// What [`answer_unanswered`] needs: the page frame and how long a request may take.

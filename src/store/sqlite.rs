@@ -900,8 +900,9 @@ impl SqliteStore {
                 let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
                 if kept > keep {
                     tx.prepare_cached(
-                        "DELETE FROM outcome_events WHERE reference IN (
-                            SELECT reference FROM outcome_events WHERE unauthenticated = 1
+                        // By rowid, read from the partial index: no lookup through the reference index first.
+                        "DELETE FROM outcome_events WHERE rowid IN (
+                            SELECT rowid FROM outcome_events WHERE unauthenticated = 1
                             ORDER BY created_at LIMIT ?)",
                     )?
                     .execute([kept - keep])?;

@@ -156,7 +156,7 @@ pub async fn callgrind(gate_binary: &Path, out: &Path, flows: usize, warmup: usi
         tokio::time::sleep(Duration::from_millis(500)).await;
         counts.push(dump(pid, &profile, "failure page (with its event's background write)", flows).await?);
 
-        // What the background tasks (checkpoints, the refresher's look for due accounts) cost meanwhile, per second.
+        // What the background tasks (checkpoints, the refresher's look for due accounts) cost over two idle seconds.
         zero(pid).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         counts.push(dump(pid, &profile, "idle (2 s)", 1).await?);
@@ -166,6 +166,7 @@ pub async fn callgrind(gate_binary: &Path, out: &Path, flows: usize, warmup: usi
     gate.server.stop().await;
     provider.stop().await;
     let counts = counted?;
+    // The four steps of a flow come first: link, start, callback, result.
     let total: u64 = counts.iter().take(4).map(|c| c.per_flow).sum();
     let mut text = format!(
         "callgrind: instructions callback-gate spent per flow on each step ({flows} flows after {warmup} warm-up flows, \

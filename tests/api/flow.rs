@@ -102,6 +102,8 @@ async fn every_page_carries_the_security_headers() {
         assert_eq!(headers["cache-control"], "no-store", "{}", response.url());
         assert_eq!(headers["referrer-policy"], "no-referrer");
         assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(
             csp.contains("frame-ancestors 'none'")

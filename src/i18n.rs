@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use fluent_langneg::{NegotiationStrategy, accepted_languages, negotiate_languages};
 use fluent_templates::fluent_bundle::FluentValue;
@@ -28,30 +29,46 @@ static AVAILABLE: std::sync::LazyLock<Vec<LanguageIdentifier>> =
 /// Longest `Accept-Language` header considered; the rest is ignored.
 const MAX_ACCEPT_LANGUAGE: usize = 256;
 
-/// The language a page is written in.
+/// The language a page is written in: one of [`LANGUAGES`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Language(LanguageIdentifier);
+pub struct Language {
+    id: LanguageIdentifier,
+    /// Its place in [`LANGUAGES`], which is also its place in [`PLAIN_TEXTS`].
+    index: usize,
+}
+
+/// Messages without variables, per language, as formatted the first time a page asked for them: every page asks
+/// for the same few, and formatting one through Fluent costs more than a lookup here.
+static PLAIN_TEXTS: std::sync::LazyLock<[RwLock<HashMap<String, String>>; LANGUAGES.len()]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|_| RwLock::default()));
+
+/// Message ids come from the code, never from a request; this bounds the cache all the same.
+const MAX_PLAIN_TEXTS: usize = 1024;
 
 impl Default for Language {
     fn default() -> Self {
-        Self::parse("en")
+        Self::at(0)
     }
 }
 
 impl Language {
-    fn parse(tag: &str) -> Self {
-        Self(tag.parse().unwrap_or_default())
+    fn at(index: usize) -> Self {
+        Self { id: AVAILABLE.get(index).cloned().unwrap_or_default(), index }
     }
 
     /// The best supported language for an `Accept-Language` header (RFC 9110 section 12.5.4), English otherwise.
     pub fn negotiate(accept_language: Option<&str>) -> Self {
-        let header = accept_language.unwrap_or_default();
+        let Some(header) = accept_language.filter(|header| !header.is_empty()) else {
+            return Self::default();
+        };
         let header = header.get(..MAX_ACCEPT_LANGUAGE).unwrap_or(header);
         let requested = accepted_languages::parse(header);
-        let default: LanguageIdentifier = Self::default().0;
-        let chosen =
-            negotiate_languages(&requested, &AVAILABLE, Some(&default), NegotiationStrategy::Lookup).first().copied();
-        chosen.map_or_else(Self::default, |id| Self(id.clone()))
+        let chosen = negotiate_languages(&requested, &AVAILABLE, AVAILABLE.first(), NegotiationStrategy::Lookup)
+            .first()
+            .copied();
+        chosen
+            .and_then(|id| AVAILABLE.iter().position(|available| available == id))
+            .map_or_else(Self::default, Self::at)
     }
 
     pub fn from_headers(headers: &axum::http::HeaderMap) -> Self {
@@ -60,19 +77,31 @@ impl Language {
 
     /// The BCP 47 tag, for `<html lang>`.
     pub fn tag(&self) -> String {
-        self.0.to_string()
+        LANGUAGES.get(self.index).map_or_else(|| self.id.to_string(), |tag| (*tag).to_owned())
     }
 
     /// A message with no variables.
     pub fn text(&self, id: &str) -> String {
-        LOCALES.lookup(&self.0, id)
+        let Some(cache) = PLAIN_TEXTS.get(self.index) else {
+            return LOCALES.lookup(&self.id, id);
+        };
+        if let Some(text) = cache.read().ok().and_then(|texts| texts.get(id).cloned()) {
+            return text;
+        }
+        let text = LOCALES.lookup(&self.id, id);
+        if let Ok(mut texts) = cache.write()
+            && texts.len() < MAX_PLAIN_TEXTS
+        {
+            texts.insert(id.to_owned(), text.clone());
+        }
+        text
     }
 
     /// A message with variables.
     pub fn text_with(&self, id: &str, args: &[(&'static str, &str)]) -> String {
         let args: HashMap<Cow<'static, str>, FluentValue<'_>> =
             args.iter().map(|(name, value)| (Cow::Borrowed(*name), FluentValue::from(*value))).collect();
-        LOCALES.lookup_with_args(&self.0, id, &args)
+        LOCALES.lookup_with_args(&self.id, id, &args)
     }
 
     /// A message in exactly this language, without falling back to English (for completeness checks). Every
@@ -82,7 +111,7 @@ impl Language {
             .into_iter()
             .map(|name| (name, FluentValue::from("sample")))
             .collect();
-        LOCALES.lookup_no_default_fallback(&self.0, id, Some(&samples))
+        LOCALES.lookup_no_default_fallback(&self.id, id, Some(&samples))
     }
 }
 

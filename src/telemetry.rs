@@ -17,6 +17,8 @@ use time::OffsetDateTime;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
+mod json_line;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -50,7 +52,7 @@ where
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_span_events(FmtSpan::NONE);
     // A second initialisation (tests build several apps in one process) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder.event_format(json_line::JsonLine).try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }

@@ -917,7 +917,8 @@ async fn record_as(
         provider_status: failure.provider_status.map(i64::from),
         provider_body: failure.provider_body.clone(),
         detail: if unauthenticated { digest(&failure.detail, 512) } else { failure.detail.clone() },
-        hint: failure.hint(),
+        // Only a hint with specifics is stored whole; the catalog's own text is looked up again when read.
+        hint: if failure.hint_detail.is_some() { failure.hint() } else { String::new() },
         created_at: Millis(at),
         unauthenticated,
     };
@@ -968,10 +969,16 @@ fn queue_event(state: &Context, event: OutcomeEvent) -> Result<(), StoreError> {
 
 /// The outcome event behind a reference: from memory while it waits for its background write, else the store.
 pub async fn stored_event(state: &Context, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
-    match state.events.pending(reference) {
-        Some(event) => Ok(Some(event)),
-        None => state.store.reference(reference).await,
-    }
+    let event = match state.events.pending(reference) {
+        Some(event) => Some(event),
+        None => state.store.reference(reference).await?,
+    };
+    Ok(event.map(|mut event| {
+        if event.hint.is_empty() {
+            event.hint = crate::outcome::entry(&event.code, event.cause.as_deref()).hint.to_owned();
+        }
+        event
+    }))
 }
 
 /// Adds what only this deployment knows to a failure's hint: the exact redirect URI it sends.

@@ -422,6 +422,8 @@ pub struct OutcomeEvent {
     pub provider_status: Option<i64>,
     pub provider_body: Option<String>,
     pub detail: String,
+    /// The developer hint when it has specifics of this failure; empty when it is the catalog's text for `code` and
+    /// `cause`, which is not stored again with every event.
     pub hint: String,
     pub created_at: Millis,
     /// Caused by a request that matched no flow and no account: anyone can send one, so only a bounded digest is

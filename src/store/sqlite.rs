@@ -53,6 +53,10 @@ const READERS: usize = 2;
 /// checkpoint, with its two fsyncs, on a request's path several times a second). A flow writes about 18 pages, so
 /// the server checkpoints sooner the busier the log is (`server::checkpoint_forever`).
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// The writer's page cache, in KiB (as a negative `cache_size`). SQLite's default, 2 MiB, is smaller than the
+/// indexes a batch of outcome events inserts into at random (their references), so every batch read pages back
+/// and spilled dirty ones mid-transaction.
+const WRITER_CACHE_KIB: i64 = -8192;
 
 /// One connection on its own thread, with a bounded queue of operations.
 ///
@@ -164,6 +168,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0005_webhooks.sql")),
         M::up(include_str!("../../migrations/sqlite/0006_account_metadata.sql")),
         M::up(include_str!("../../migrations/sqlite/0007_per_identifier_trims.sql")),
+        M::up(include_str!("../../migrations/sqlite/0008_refresh_failed_from_account.sql")),
     ])
 }
 
@@ -210,6 +215,7 @@ impl SqliteStore {
                     return Err(StoreError::Corrupt(format!("the database refused WAL mode (it is in {mode} mode)")));
                 }
                 db.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
+                db.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
                 migrations().to_latest(db)?;
                 Ok(())
             })
@@ -1444,7 +1450,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 7);
+        assert_eq!(version, 8);
         store.close().await;
     }
 

@@ -158,6 +158,9 @@ async fn a_failed_flow_and_a_failed_refresh_are_told_with_their_code_and_referen
     let account = app.account("user_2").await;
     assert_eq!(refresh_failed["data"]["code"], "token_refresh_failed");
     assert_eq!(refresh_failed["data"]["reference"], account["last_error"]["reference"]);
+    assert_eq!(refresh_failed["data"]["connection"], "mock");
+    assert_eq!(refresh_failed["data"]["identifier"], "user_2");
+    assert!(refresh_failed["data"]["status"].is_string(), "{refresh_failed}");
     assert!(
         eventually(Duration::from_secs(5), async || {
             receiver.of_type("account.status_changed").iter().any(|e| e["data"]["status"] == "EXPIRED")

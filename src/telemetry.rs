@@ -69,16 +69,18 @@ pub fn excerpt(text: &str, max: usize) -> String {
 const REFERENCE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// A fresh reference id, `CG-XXXX-XXXX` (40 random bits).
+///
+/// A reference is not a secret (it is shown on the page and looked up only with an API key), so its bits come from
+/// the thread's generator, a CSPRNG seeded from the operating system, rather than from a system call per request.
 pub fn new_reference() -> String {
-    let mut bytes = [0u8; 5];
-    getrandom::fill(&mut bytes).unwrap_or_else(|err| panic!("the operating system's random source failed: {err}"));
-    let mut bits = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    use rand::Rng as _;
+    let mut bits: u64 = rand::rng().random::<u64>() & ((1 << 40) - 1);
     let mut chars = [0u8; 8];
     for slot in chars.iter_mut().rev() {
         *slot = REFERENCE_ALPHABET[(bits & 31) as usize];
         bits >>= 5;
     }
-    let text = String::from_utf8_lossy(&chars).into_owned();
+    let text = String::from_utf8_lossy(&chars);
     format!("CG-{}-{}", &text[..4], &text[4..])
 }
 

@@ -19,7 +19,7 @@ use super::{
     Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
     DeliveryRecord, DeliveryStatus, DueRefresh, FAILED_RETENTION, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
     Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StoreError, Table,
-    TokenState, TokenWrite, from_millis, millis,
+    TokenState, TokenWrite, UNAUTHENTICATED_SWEEP_WINDOW, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -34,7 +34,6 @@ const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 /// Advisory lock keys ("cg" and a number), so instances agree on who runs what.
 const LOCK_MIGRATE: i64 = 0x6367_0001;
 const LOCK_SWEEP: i64 = 0x6367_0002;
-const LOCK_TRIM_EVENTS: i64 = 0x6367_0003;
 
 /// The schema, in order: (version, SQL). The table `callback_gate_migrations` records which have run.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -43,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_webhooks.sql")),
     (4, include_str!("../../migrations/postgres/0004_account_metadata.sql")),
     (5, include_str!("../../migrations/postgres/0005_per_identifier_trims.sql")),
+    (6, include_str!("../../migrations/postgres/0006_unauthenticated_events.sql")),
 ];
 
 /// The connection settings a `postgres://` URL names, or why it names none. Checks the form only.
@@ -801,26 +801,22 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         for event in events.iter() {
-            insert_event(&tx, event).await?;
+            if event.unauthenticated {
+                insert_unauthenticated_event(&tx, event).await?;
+            } else {
+                insert_event(&tx, event).await?;
+            }
         }
-        // One instance trims at a time; another that finds the lock taken leaves the trimming to it.
-        if events.iter().any(|event| event.unauthenticated)
-            && tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_TRIM_EVENTS])
-                .await?
-                .try_get::<_, bool>(0)?
-        {
-            let kept: i64 =
-                tx.query_one("SELECT COUNT(*) FROM outcome_events WHERE unauthenticated", &[]).await?.try_get(0)?;
+        if events.iter().any(|event| event.unauthenticated) {
+            // Numbers grow with each insert and only the oldest are deleted, so the newest `keep` are those within
+            // `keep` of the largest (give or take the batches other instances are committing now).
             let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
-            if kept > keep {
-                tx.execute(
-                    "DELETE FROM outcome_events WHERE reference IN (
-                        SELECT reference FROM outcome_events WHERE unauthenticated ORDER BY created_at LIMIT $1)",
-                    &[&(kept - keep)],
+            let statement = tx
+                .prepare_cached(
+                    "DELETE FROM unauthenticated_events WHERE seq <= (SELECT max(seq) FROM unauthenticated_events) - $1",
                 )
                 .await?;
-            }
+            tx.execute(&statement, &[&keep]).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -828,7 +824,15 @@ impl PostgresStore {
 
     pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached("SELECT * FROM outcome_events WHERE reference = $1").await?;
+        let statement = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                ", unauthenticated FROM outcome_events WHERE reference = $1 UNION ALL SELECT ",
+                event_columns!(),
+                ", TRUE FROM unauthenticated_events WHERE reference = $1 LIMIT 1"
+            ))
+            .await?;
         client.query_opt(&statement, &[&reference]).await?.as_ref().map(event_from_row).transpose()
     }
 
@@ -905,9 +909,17 @@ impl PostgresStore {
             )
             .await?;
         }
-        let references = tx
-            .execute("DELETE FROM outcome_events WHERE created_at < $1", &[&millis(now - REFERENCE_RETENTION)])
-            .await?;
+        let before = millis(now - REFERENCE_RETENTION);
+        let references = tx.execute("DELETE FROM outcome_events WHERE created_at < $1", &[&before]).await?
+            // The oldest have the lowest numbers: a window at the front is enough to look at, and a sweep a minute
+            // clears far more than are written.
+            + tx
+                .execute(
+                    "DELETE FROM unauthenticated_events WHERE created_at < $1
+                     AND seq <= (SELECT min(seq) FROM unauthenticated_events) + $2",
+                    &[&before, &UNAUTHENTICATED_SWEEP_WINDOW],
+                )
+                .await?;
         let deliveries = tx
             .execute(
                 "DELETE FROM webhook_outbox WHERE (status = 'delivered' AND created_at < $1)
@@ -924,7 +936,9 @@ impl PostgresStore {
             Table::Links => "SELECT COUNT(*) FROM authorization_links",
             Table::Flows => "SELECT COUNT(*) FROM flows",
             Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
-            Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
+            Table::OutcomeEvents => {
+                "SELECT (SELECT COUNT(*) FROM outcome_events) + (SELECT COUNT(*) FROM unauthenticated_events)"
+            }
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
             Table::WebhookOutbox => "SELECT COUNT(*) FROM webhook_outbox",
         };
@@ -1039,6 +1053,41 @@ fn delivery_from_row(row: &Row) -> Result<DeliveryRecord, StoreError> {
         last_error: row.try_get("last_error")?,
         delivered_at: row.try_get::<_, Option<i64>>("delivered_at")?.map(from_millis).transpose()?,
     })
+}
+
+/// Inserts the event of a request that matched no flow and no account; a reference already stored is left as it is.
+async fn insert_unauthenticated_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(concat!(
+            "INSERT INTO unauthenticated_events (",
+            event_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (reference) DO NOTHING"
+        ))
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &event.reference,
+            &event.code,
+            &event.cause,
+            &event.class,
+            &event.connection,
+            &event.identifier,
+            &event.flow_id,
+            &event.error,
+            &event.error_description,
+            &event.error_uri,
+            &event.iss,
+            &event.provider_status,
+            &event.provider_body,
+            &event.detail,
+            &event.hint,
+            &millis(event.created_at.0),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Inserts one outcome event; a reference already stored is left as it is.

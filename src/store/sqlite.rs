@@ -19,7 +19,7 @@ use super::{
     Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
     DeliveryRecord, DeliveryStatus, DueRefresh, FAILED_RETENTION, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
     Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StoreError, Table,
-    TokenState, TokenWrite, from_millis, millis,
+    TokenState, TokenWrite, UNAUTHENTICATED_SWEEP_WINDOW, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -169,6 +169,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0006_account_metadata.sql")),
         M::up(include_str!("../../migrations/sqlite/0007_per_identifier_trims.sql")),
         M::up(include_str!("../../migrations/sqlite/0008_refresh_failed_from_account.sql")),
+        M::up(include_str!("../../migrations/sqlite/0009_unauthenticated_events.sql")),
     ])
 }
 
@@ -897,22 +898,20 @@ impl SqliteStore {
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for event in events.iter() {
-                insert_event(&tx, event)?;
+                if event.unauthenticated {
+                    insert_unauthenticated_event(&tx, event)?;
+                } else {
+                    insert_event(&tx, event)?;
+                }
             }
             if events.iter().any(|event| event.unauthenticated) {
-                let kept: i64 = tx
-                    .prepare_cached("SELECT COUNT(*) FROM outcome_events WHERE unauthenticated = 1")?
-                    .query_row([], |row| row.get(0))?;
+                // Rowids grow with each insert and only the oldest are ever deleted, so the newest `keep` are
+                // those within `keep` of the largest.
                 let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
-                if kept > keep {
-                    tx.prepare_cached(
-                        // By rowid, read from the partial index: no lookup through the reference index first.
-                        "DELETE FROM outcome_events WHERE rowid IN (
-                            SELECT rowid FROM outcome_events WHERE unauthenticated = 1
-                            ORDER BY created_at LIMIT ?)",
-                    )?
-                    .execute([kept - keep])?;
-                }
+                tx.prepare_cached(
+                    "DELETE FROM unauthenticated_events WHERE rowid <= (SELECT max(rowid) FROM unauthenticated_events) - ?",
+                )?
+                .execute([keep])?;
             }
             tx.commit()?;
             Ok(())
@@ -923,7 +922,13 @@ impl SqliteStore {
     pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
         let reference = reference.to_owned();
         self.read(move |db| {
-            let mut statement = db.prepare_cached("SELECT * FROM outcome_events WHERE reference = ?")?;
+            let mut statement = db.prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                ", unauthenticated FROM outcome_events WHERE reference = ?1 UNION ALL SELECT ",
+                event_columns!(),
+                ", 1 FROM unauthenticated_events WHERE reference = ?1 LIMIT 1"
+            ))?;
             let mut rows = statement.query([reference])?;
             rows.next()?.map(event_from_row).transpose()
         })
@@ -1009,8 +1014,15 @@ impl SqliteStore {
                     [],
                 )?;
             }
-            let references =
-                tx.execute("DELETE FROM outcome_events WHERE created_at < ?", [millis(now - REFERENCE_RETENTION)])?;
+            let before = millis(now - REFERENCE_RETENTION);
+            let references = tx.execute("DELETE FROM outcome_events WHERE created_at < ?", [before])?
+                // The oldest lie first: a window at the front is enough to look at, and a sweep a minute clears
+                // far more than are written.
+                + tx.execute(
+                    "DELETE FROM unauthenticated_events WHERE created_at < ?1
+                     AND rowid <= (SELECT min(rowid) FROM unauthenticated_events) + ?2",
+                    params![before, UNAUTHENTICATED_SWEEP_WINDOW],
+                )?;
             let deliveries = tx.execute(
                 "DELETE FROM webhook_outbox WHERE (status = 'delivered' AND created_at < ?1)
                                                OR (status = 'failed' AND created_at < ?2)",
@@ -1028,7 +1040,9 @@ impl SqliteStore {
             Table::Links => "SELECT COUNT(*) FROM authorization_links",
             Table::Flows => "SELECT COUNT(*) FROM flows",
             Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
-            Table::OutcomeEvents => "SELECT COUNT(*) FROM outcome_events",
+            Table::OutcomeEvents => {
+                "SELECT (SELECT COUNT(*) FROM outcome_events) + (SELECT COUNT(*) FROM unauthenticated_events)"
+            }
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
             Table::WebhookOutbox => "SELECT COUNT(*) FROM webhook_outbox",
         };
@@ -1187,6 +1201,33 @@ fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), S
         event.hint,
         millis(event.created_at.0),
         event.unauthenticated
+    ])?;
+    Ok(())
+}
+
+fn insert_unauthenticated_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
+    db.prepare_cached(concat!(
+        "INSERT INTO unauthenticated_events (",
+        event_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
+    ))?
+    .execute(params![
+        event.reference,
+        event.code,
+        event.cause,
+        event.class,
+        event.connection,
+        event.identifier,
+        event.flow_id,
+        event.error,
+        event.error_description,
+        event.error_uri,
+        event.iss,
+        event.provider_status,
+        event.provider_body,
+        event.detail,
+        event.hint,
+        millis(event.created_at.0),
     ])?;
     Ok(())
 }
@@ -1427,6 +1468,41 @@ mod tests {
         store.close().await;
     }
 
+    /// A database written before unauthenticated events had their own table keeps them: each still resolves, and
+    /// the events of flows stay where they were.
+    #[tokio::test]
+    async fn unmatched_references_move_to_their_own_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.db");
+        {
+            let mut db = rusqlite::Connection::open(&path).unwrap();
+            migrations().to_version(&mut db, 8).unwrap();
+            db.execute_batch(
+                "INSERT INTO outcome_events (reference, code, class, detail, hint, created_at, unauthenticated)
+                 VALUES ('CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', 1, 1),
+                        ('CG-BBBB-BBBB', 'access_denied', 'user', 'denied', '', 2, 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let unmatched = store.reference("CG-AAAA-AAAA").await.unwrap().expect("moved, not lost");
+        assert_eq!((unmatched.code.as_str(), unmatched.unauthenticated), ("state_missing", true));
+        let of_a_flow = store.reference("CG-BBBB-BBBB").await.unwrap().expect("kept");
+        assert_eq!((of_a_flow.code.as_str(), of_a_flow.unauthenticated), ("access_denied", false));
+        let rows: (i64, i64) = store
+            .read(|db| {
+                Ok(db.query_row(
+                    "SELECT (SELECT COUNT(*) FROM outcome_events), (SELECT COUNT(*) FROM unauthenticated_events)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, (1, 1));
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_reopened_database_keeps_its_rows_and_schema_version() {
         let dir = tempfile::tempdir().unwrap();
@@ -1450,7 +1526,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 8);
+        assert_eq!(version, 9);
         store.close().await;
     }
 

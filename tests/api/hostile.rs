@@ -148,7 +148,11 @@ async fn stored_bytes(app: &TestApp, reference: &str) -> i64 {
         .sql_rows(&format!(
             "SELECT COALESCE(length(error), 0) + COALESCE(length(error_description), 0) + COALESCE(length(error_uri), 0)
                   + COALESCE(length(iss), 0) + length(detail) + COALESCE(length(connection), 0)
-             FROM outcome_events WHERE reference = '{reference}'"
+             FROM (SELECT reference, error, error_description, error_uri, iss, detail, connection FROM outcome_events
+                   UNION ALL
+                   SELECT reference, error, error_description, error_uri, iss, detail, connection
+                   FROM unauthenticated_events) AS events
+             WHERE reference = '{reference}'"
         ))
         .await;
     rows[0][0].as_deref().expect("a length").parse().expect("a number")
@@ -217,4 +221,29 @@ async fn references_of_requests_matching_no_flow_are_capped() {
     assert_eq!(app.reference(newest).await["code"], "state_missing");
     let oldest = app.api.get(app.url(&format!("/v1/references/{}", references[0]))).bearer_auth(&app.api_key);
     assert_eq!(oldest.send().await.unwrap().status(), StatusCode::NOT_FOUND);
+}
+
+/// References are kept for 30 days, the unmatched ones as well as a flow's; a sweep within that time keeps both.
+#[tokio::test]
+async fn references_are_swept_after_their_retention() {
+    let app = spawn_with(Options::default()).await;
+    let (browser, started) = app.begin("user_1").await;
+    let response = app.callback(&browser, &format!("error=access_denied&state={}", started.state)).await;
+    let (_, page) = app.follow(&browser, response).await;
+    let flow_reference = reference_on(&page);
+    let stranger = crate::helpers::Browser::new();
+    let unmatched = reference_on(&app.callback(&stranger, "error=access_denied").await.text().await.unwrap());
+    assert_eq!(app.count(Table::OutcomeEvents).await, 2);
+
+    let now = time::OffsetDateTime::now_utc();
+    app.store.sweep(now + time::Duration::days(29)).await.expect("sweep");
+    assert_eq!(app.count(Table::OutcomeEvents).await, 2, "within 30 days both are kept");
+    assert_eq!(app.reference(&unmatched).await["code"], "state_missing");
+
+    app.store.sweep(now + time::Duration::days(31)).await.expect("sweep");
+    assert_eq!(app.count(Table::OutcomeEvents).await, 0, "after 30 days neither is");
+    for reference in [&flow_reference, &unmatched] {
+        let lookup = app.api.get(app.url(&format!("/v1/references/{reference}"))).bearer_auth(&app.api_key);
+        assert_eq!(lookup.send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    }
 }

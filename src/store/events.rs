@@ -24,15 +24,16 @@ const LINGER: Duration = Duration::from_millis(100);
 /// The sending side, shared by every request.
 #[derive(Debug, Clone)]
 pub struct EventWriter {
-    sender: mpsc::Sender<OutcomeEvent>,
-    pending: Arc<Mutex<HashMap<String, OutcomeEvent>>>,
+    sender: mpsc::Sender<Arc<OutcomeEvent>>,
+    /// The same events as the queue's (one allocation each), by reference.
+    pending: Arc<Mutex<HashMap<String, Arc<OutcomeEvent>>>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The receiving side, run by the server until shutdown.
 pub struct EventSink {
-    receiver: mpsc::Receiver<OutcomeEvent>,
-    pending: Arc<Mutex<HashMap<String, OutcomeEvent>>>,
+    receiver: mpsc::Receiver<Arc<OutcomeEvent>>,
+    pending: Arc<Mutex<HashMap<String, Arc<OutcomeEvent>>>>,
     /// Events of requests that matched no flow and no account kept in the store, at most.
     keep_unauthenticated: u64,
 }
@@ -50,6 +51,7 @@ impl EventWriter {
     /// Queues an event; returns false when the queue is full and the event was dropped.
     pub fn send(&self, event: OutcomeEvent) -> bool {
         let reference = event.reference.clone();
+        let event = Arc::new(event);
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(reference.clone(), event.clone());
         }
@@ -65,7 +67,8 @@ impl EventWriter {
 
     /// An event not written yet.
     pub fn pending(&self, reference: &str) -> Option<OutcomeEvent> {
-        self.pending.lock().ok().and_then(|pending| pending.get(reference).cloned())
+        let event = self.pending.lock().ok().and_then(|pending| pending.get(reference).cloned())?;
+        Some(OutcomeEvent::clone(&event))
     }
 
     /// Events queued but not written yet.
@@ -113,10 +116,9 @@ impl EventSink {
 
     /// Writes a batch; while the database is unreachable, tries again (the batch stays answerable from memory),
     /// up to [`RETRY_FOR`] and not once the service is stopping, so a database restart loses no reference.
-    async fn write(&self, store: &Store, batch: Vec<OutcomeEvent>, stop: &watch::Receiver<bool>) {
+    async fn write(&self, store: &Store, batch: Vec<Arc<OutcomeEvent>>, stop: &watch::Receiver<bool>) {
         let count = batch.len();
-        let references: Vec<String> = batch.iter().map(|event| event.reference.clone()).collect();
-        let batch: Arc<[OutcomeEvent]> = batch.into();
+        let batch: Arc<[Arc<OutcomeEvent>]> = batch.into();
         let mut wait = Duration::from_millis(250);
         let mut waited = Duration::ZERO;
         loop {
@@ -135,8 +137,8 @@ impl EventSink {
             }
         }
         if let Ok(mut pending) = self.pending.lock() {
-            for reference in &references {
-                pending.remove(reference);
+            for event in batch.iter() {
+                pending.remove(&event.reference);
             }
         }
     }

@@ -819,7 +819,7 @@ impl Store {
     /// requests, what they leave in the store is bounded.
     pub async fn record_outcomes(
         &self,
-        events: Arc<[OutcomeEvent]>,
+        events: Arc<[Arc<OutcomeEvent>]>,
         keep_unauthenticated: u64,
     ) -> Result<(), StoreError> {
         dispatch!(self, "record_outcomes", record_outcomes(events, keep_unauthenticated))

@@ -795,7 +795,7 @@ impl PostgresStore {
 
     pub async fn record_outcomes(
         &self,
-        events: Arc<[OutcomeEvent]>,
+        events: Arc<[Arc<OutcomeEvent>]>,
         keep_unauthenticated: u64,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;

@@ -892,7 +892,7 @@ impl SqliteStore {
     /// requests, what they leave in the store is bounded.
     pub async fn record_outcomes(
         &self,
-        events: Arc<[OutcomeEvent]>,
+        events: Arc<[Arc<OutcomeEvent>]>,
         keep_unauthenticated: u64,
     ) -> Result<(), StoreError> {
         self.write(move |db| {

@@ -53,10 +53,6 @@ const READERS: usize = 2;
 /// checkpoint, with its two fsyncs, on a request's path several times a second). A flow writes about 18 pages, so
 /// the server checkpoints sooner the busier the log is (`server::checkpoint_forever`).
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
-/// The writer's page cache, in KiB (as a negative `cache_size`). SQLite's default, 2 MiB, is smaller than the
-/// indexes a batch of outcome events inserts into at random (their references), so every batch read pages back
-/// and spilled dirty ones mid-transaction.
-const WRITER_CACHE_KIB: i64 = -8192;
 
 /// One connection on its own thread, with a bounded queue of operations.
 ///
@@ -216,7 +212,6 @@ impl SqliteStore {
                     return Err(StoreError::Corrupt(format!("the database refused WAL mode (it is in {mode} mode)")));
                 }
                 db.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
-                db.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
                 migrations().to_latest(db)?;
                 Ok(())
             })

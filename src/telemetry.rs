@@ -96,6 +96,10 @@ pub fn is_reference(value: &str) -> bool {
 /// Escapes characters that could forge or hide log lines: C0 and C1 controls, DEL, line and paragraph
 /// separators and bidirectional overrides, whatever the log format.
 pub fn escape(value: &str) -> String {
+    // Almost every value has nothing to escape: copy it whole rather than character by character.
+    if !value.chars().any(is_hidden_char) {
+        return value.to_owned();
+    }
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         if is_hidden_char(c) {

@@ -936,12 +936,13 @@ async fn record_as(
         }
     };
     let latency_ms = telemetry::millis_since(started);
+    let detail = telemetry::escape(&failure.detail);
     tracing::warn!(
         target: "callback_gate::outcome",
         outcome = entry.code,
         cause = entry.cause,
         class = entry.class.as_str(),
-        reference = %reference,
+        reference = reference.as_str(),
         connection = context.connection.as_deref().map(telemetry::escape),
         identifier = context.identifier.as_deref().map(telemetry::escape),
         flow = context.flow_id.as_deref(),
@@ -951,7 +952,7 @@ async fn record_as(
         error_uri = failure.error_uri.as_deref().map(telemetry::escape_bounded),
         iss = failure.iss.as_deref().map(telemetry::escape_bounded),
         provider_body = failure.provider_body.as_deref().map(telemetry::escape_bounded),
-        detail = %telemetry::escape(&failure.detail),
+        detail = detail.as_str(),
         stored = stored.is_ok(),
         latency_ms,
         "flow failed"

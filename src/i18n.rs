@@ -97,6 +97,28 @@ impl Language {
         text
     }
 
+    /// A message whose variables come from the configuration (the app's name), never from a request: kept, like a
+    /// message without variables, after it is first formatted.
+    pub fn text_with_configured(&self, id: &str, args: &[(&'static str, &str)]) -> String {
+        let Some(cache) = PLAIN_TEXTS.get(self.index) else {
+            return self.text_with(id, args);
+        };
+        let mut key = String::from(id);
+        for (name, value) in args {
+            key.extend(['\u{1f}'].into_iter().chain(name.chars()).chain(['=']).chain(value.chars()));
+        }
+        if let Some(text) = cache.read().ok().and_then(|texts| texts.get(&key).cloned()) {
+            return text;
+        }
+        let text = self.text_with(id, args);
+        if let Ok(mut texts) = cache.write()
+            && texts.len() < MAX_PLAIN_TEXTS
+        {
+            texts.insert(key, text.clone());
+        }
+        text
+    }
+
     /// A message with variables.
     pub fn text_with(&self, id: &str, args: &[(&'static str, &str)]) -> String {
         let args: HashMap<Cow<'static, str>, FluentValue<'_>> =
@@ -156,5 +178,20 @@ mod tests {
     fn variables_are_filled_in() {
         let english = Language::default();
         assert_eq!(english.text_with("back-to-app", &[("app", "Acme")]), "Back to Acme");
+    }
+
+    #[test]
+    fn kept_messages_are_kept_per_language_and_value() {
+        let (english, french) = (Language::default(), Language::negotiate(Some("fr")));
+        for _ in 0..2 {
+            assert_eq!(english.text_with_configured("back-to-app", &[("app", "Acme")]), "Back to Acme");
+            assert_eq!(english.text_with_configured("back-to-app", &[("app", "Globex")]), "Back to Globex");
+            assert_eq!(
+                french.text_with_configured("back-to-app", &[("app", "Acme")]),
+                french.text_with("back-to-app", &[("app", "Acme")])
+            );
+            assert_eq!(french.text("try-again"), french.exact("try-again").unwrap());
+        }
+        assert_ne!(french.text("try-again"), english.text("try-again"));
     }
 }

@@ -801,11 +801,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         for event in events.iter() {
-            if event.unauthenticated {
-                insert_unauthenticated_event(&tx, event).await?;
-            } else {
-                insert_event(&tx, event).await?;
-            }
+            insert_event(&tx, event).await?;
         }
         if events.iter().any(|event| event.unauthenticated) {
             // Numbers grow with each insert and only the oldest are deleted, so the newest `keep` are those within
@@ -1055,52 +1051,25 @@ fn delivery_from_row(row: &Row) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
-/// Inserts the event of a request that matched no flow and no account; a reference already stored is left as it is.
-async fn insert_unauthenticated_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(), StoreError> {
-    let statement = tx
-        .prepare_cached(concat!(
+/// Inserts one outcome event, into `unauthenticated_events` when it concerns no flow and no account; a reference
+/// already stored is left as it is.
+async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(), StoreError> {
+    let sql = if event.unauthenticated {
+        concat!(
             "INSERT INTO unauthenticated_events (",
             event_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (reference) DO NOTHING"
-        ))
-        .await?;
-    tx.execute(
-        &statement,
-        &[
-            &event.reference,
-            &event.code,
-            &event.cause,
-            &event.class,
-            &event.connection,
-            &event.identifier,
-            &event.flow_id,
-            &event.error,
-            &event.error_description,
-            &event.error_uri,
-            &event.iss,
-            &event.provider_status,
-            &event.provider_body,
-            &event.detail,
-            &event.hint,
-            &millis(event.created_at.0),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Inserts one outcome event; a reference already stored is left as it is.
-async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(), StoreError> {
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
-                error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at,
-                unauthenticated)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (reference) DO NOTHING",
         )
-        .await?;
+    } else {
+        concat!(
+            "INSERT INTO outcome_events (",
+            event_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (reference) DO NOTHING"
+        )
+    };
+    let statement = tx.prepare_cached(sql).await?;
     tx.execute(
         &statement,
         &[
@@ -1120,7 +1089,6 @@ async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(
             &event.detail,
             &event.hint,
             &millis(event.created_at.0),
-            &event.unauthenticated,
         ],
     )
     .await?;

@@ -893,11 +893,7 @@ impl SqliteStore {
         self.write(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for event in events.iter() {
-                if event.unauthenticated {
-                    insert_unauthenticated_event(&tx, event)?;
-                } else {
-                    insert_event(&tx, event)?;
-                }
+                insert_event(&tx, event)?;
             }
             if events.iter().any(|event| event.unauthenticated) {
                 // Rowids grow with each insert and only the oldest are ever deleted, so the newest `keep` are
@@ -1170,43 +1166,23 @@ fn delivery_from_row(row: &Row<'_>) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
-/// Inserts one outcome event; a reference already stored is left as it is.
+/// Inserts one outcome event, into `unauthenticated_events` when it concerns no flow and no account; a reference
+/// already stored is left as it is.
 fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
-    db.prepare_cached(
-        "INSERT INTO outcome_events (reference, code, cause, class, connection, identifier, flow_id, error,
-            error_description, error_uri, iss, provider_status, provider_body, detail, hint, created_at,
-            unauthenticated)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING",
-    )?
-    .execute(params![
-        event.reference,
-        event.code,
-        event.cause,
-        event.class,
-        event.connection,
-        event.identifier,
-        event.flow_id,
-        event.error,
-        event.error_description,
-        event.error_uri,
-        event.iss,
-        event.provider_status,
-        event.provider_body,
-        event.detail,
-        event.hint,
-        millis(event.created_at.0),
-        event.unauthenticated
-    ])?;
-    Ok(())
-}
-
-fn insert_unauthenticated_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
-    db.prepare_cached(concat!(
-        "INSERT INTO unauthenticated_events (",
-        event_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
-    ))?
-    .execute(params![
+    let sql = if event.unauthenticated {
+        concat!(
+            "INSERT INTO unauthenticated_events (",
+            event_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
+        )
+    } else {
+        concat!(
+            "INSERT INTO outcome_events (",
+            event_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
+        )
+    };
+    db.prepare_cached(sql)?.execute(params![
         event.reference,
         event.code,
         event.cause,

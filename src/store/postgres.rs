@@ -34,6 +34,7 @@ const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 /// Advisory lock keys ("cg" and a number), so instances agree on who runs what.
 const LOCK_MIGRATE: i64 = 0x6367_0001;
 const LOCK_SWEEP: i64 = 0x6367_0002;
+const LOCK_TRIM_EVENTS: i64 = 0x6367_0003;
 
 /// The schema, in order: (version, SQL). The table `callback_gate_migrations` records which have run.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -803,7 +804,14 @@ impl PostgresStore {
         for event in events.iter() {
             insert_event(&tx, event).await?;
         }
-        if events.iter().any(|event| event.unauthenticated) {
+        // One instance trims at a time, so that two never delete the same rows in different orders (a deadlock);
+        // another that finds the lock taken leaves the trimming to it.
+        if events.iter().any(|event| event.unauthenticated)
+            && tx
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_TRIM_EVENTS])
+                .await?
+                .try_get::<_, bool>(0)?
+        {
             // Numbers grow with each insert and only the oldest are deleted, so the newest `keep` are those within
             // `keep` of the largest (give or take the batches other instances are committing now).
             let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);

@@ -82,39 +82,32 @@ impl Language {
 
     /// A message with no variables.
     pub fn text(&self, id: &str) -> String {
-        let Some(cache) = PLAIN_TEXTS.get(self.index) else {
-            return LOCALES.lookup(&self.id, id);
-        };
-        if let Some(text) = cache.read().ok().and_then(|texts| texts.get(id).cloned()) {
-            return text;
-        }
-        let text = LOCALES.lookup(&self.id, id);
-        if let Ok(mut texts) = cache.write()
-            && texts.len() < MAX_PLAIN_TEXTS
-        {
-            texts.insert(id.to_owned(), text.clone());
-        }
-        text
+        self.kept(id, || LOCALES.lookup(&self.id, id))
     }
 
     /// A message whose variables come from the configuration (the app's name), never from a request: kept, like a
     /// message without variables, after it is first formatted.
     pub fn text_with_configured(&self, id: &str, args: &[(&'static str, &str)]) -> String {
-        let Some(cache) = PLAIN_TEXTS.get(self.index) else {
-            return self.text_with(id, args);
-        };
         let mut key = String::from(id);
         for (name, value) in args {
             key.extend(['\u{1f}'].into_iter().chain(name.chars()).chain(['=']).chain(value.chars()));
         }
-        if let Some(text) = cache.read().ok().and_then(|texts| texts.get(&key).cloned()) {
+        self.kept(&key, || self.text_with(id, args))
+    }
+
+    /// The text kept under `key` in this language, formatted by `format` the first time.
+    fn kept(&self, key: &str, format: impl FnOnce() -> String) -> String {
+        let Some(cache) = PLAIN_TEXTS.get(self.index) else {
+            return format();
+        };
+        if let Some(text) = cache.read().ok().and_then(|texts| texts.get(key).cloned()) {
             return text;
         }
-        let text = self.text_with(id, args);
+        let text = format();
         if let Ok(mut texts) = cache.write()
             && texts.len() < MAX_PLAIN_TEXTS
         {
-            texts.insert(key, text.clone());
+            texts.insert(key.to_owned(), text.clone());
         }
         text
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod crypto;
 pub mod demo;
+pub mod edge;
 pub mod flight;
 pub mod flow;
 pub mod i18n;

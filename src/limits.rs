@@ -18,9 +18,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
@@ -41,27 +40,27 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest request body accepted for a call through `/v1/proxy`.
 pub const MAX_PROXY_BODY_BYTES: usize = crate::proxy::MAX_REQUEST_BYTES;
 
-/// Refuses requests whose target, headers or declared body are too large.
-pub async fn refuse_oversized(State(frame): State<Arc<Frame>>, request: Request, next: Next) -> Response {
-    let language = Language::from_headers(request.headers());
+/// The refusal of a request whose target, headers or declared body are too large; `None` lets it through.
+pub fn refuse_oversized(frame: &Frame, request: &Request) -> Option<Response> {
     let api = request.uri().path().starts_with("/v1/");
     let target_len = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target_len > MAX_URI_BYTES {
-        return too_large(&frame, &language, api, StatusCode::URI_TOO_LONG, "uri_too_long");
-    }
     let headers = request.headers();
+    let refused = |status, code| Some(too_large(frame, &Language::from_headers(headers), api, status, code));
+    if target_len > MAX_URI_BYTES {
+        return refused(StatusCode::URI_TOO_LONG, "uri_too_long");
+    }
     let header_bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
     if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        return too_large(&frame, &language, api, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
+        return refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
     }
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // Calls through the proxy carry the app's payloads for the provider's API (a message, an attachment).
     let most = if request.uri().path().starts_with("/v1/proxy/") { MAX_PROXY_BODY_BYTES } else { MAX_BODY_BYTES };
     if declared.is_some_and(|len| len > most as u64) {
-        return too_large(&frame, &language, api, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        return refused(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
-    next.run(request).await
+    None
 }
 
 fn too_large(frame: &Frame, language: &Language, api: bool, status: StatusCode, code: &str) -> Response {
@@ -157,35 +156,36 @@ pub fn bucket(client: IpAddr) -> IpAddr {
     }
 }
 
-/// Applies the start or callback limit (which also counts credential forms), by path; every other route passes.
-pub async fn rate_limit(State(RateLimits(limits)): State<RateLimits>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let limiter = if path.starts_with("/connect/start/") {
-        &limits.starts
-    } else if path.starts_with("/connect/callback/") || path.starts_with("/connect/credential/") {
-        &limits.callbacks
-    } else {
-        return next.run(request).await;
-    };
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-    let Some(peer) = peer else {
-        return next.run(request).await;
-    };
-    let client = client_address(peer.ip(), request.headers(), &limits.trusted_proxies);
-    if limiter.check_key(&bucket(client)).is_ok() {
-        return next.run(request).await;
+impl RateLimits {
+    /// Applies the start or callback limit (which also counts credential forms), by path: the refusal of a
+    /// request over its client's allowance; `None` lets it through, as every other route.
+    pub fn refuse(&self, request: &Request) -> Option<Response> {
+        let limits = &self.0;
+        let path = request.uri().path();
+        let limiter = if path.starts_with("/connect/start/") {
+            &limits.starts
+        } else if path.starts_with("/connect/callback/") || path.starts_with("/connect/credential/") {
+            &limits.callbacks
+        } else {
+            return None;
+        };
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
+        let client = client_address(peer.ip(), request.headers(), &limits.trusted_proxies);
+        if limiter.check_key(&bucket(client)).is_ok() {
+            return None;
+        }
+        tracing::debug!(target: "callback_gate::limits", path, "request refused by a rate limit");
+        let language = Language::from_headers(request.headers());
+        let mut response = pages::plain_notice(
+            &limits.frame,
+            &language,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited-title",
+            "rate-limited-body",
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        Some(response)
     }
-    tracing::debug!(target: "callback_gate::limits", path, "request refused by a rate limit");
-    let language = Language::from_headers(request.headers());
-    let mut response = pages::plain_notice(
-        &limits.frame,
-        &language,
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited-title",
-        "rate-limited-body",
-    );
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-    response
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{Route, get};
 use hyper::body::Incoming;
@@ -26,12 +26,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt};
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::assets::Assets;
 use crate::config::Settings;
 use crate::context::Context;
+use crate::edge::{Edge, EdgeService};
 use crate::i18n::Language;
 use crate::limits::{self, RateLimits};
 use crate::pages::Frame;
@@ -96,9 +96,17 @@ pub struct Application {
     listener: TcpListener,
     /// `metrics.listen`: serves `/metrics` without an API key.
     metrics_listener: Option<TcpListener>,
-    router: Router,
+    served: Served,
     state: AppState,
     events: EventSink,
+}
+
+/// What the listener serves.
+enum Served {
+    /// The routes, to serve inside the edge.
+    Routes { edge: Arc<Edge>, routes: Router },
+    /// The edge and the routes inside layers added by [`Application::layer`].
+    Layered(Router),
 }
 
 /// Binds the configured `listen` address.
@@ -140,8 +148,14 @@ impl Application {
         let tasks = TaskTracker::new();
         let context = Context { settings, store, providers, metrics, events, tasks, refreshes: Default::default() };
         let state = AppState(Arc::new(Shared { context, limits, assets, frame }));
-        let router = router(state.clone(), extra);
-        Ok(Self { listener, metrics_listener, router, state, events: sink })
+        let edge = Arc::new(Edge::new(
+            state.limits.clone(),
+            state.frame.clone(),
+            &state.assets,
+            state.settings.request_timeout,
+        ));
+        let served = Served::Routes { edge, routes: router(state.clone(), extra) };
+        Ok(Self { listener, metrics_listener, served, state, events: sink })
     }
 
     /// Wraps every route, the service's own included, in `layer`, outside all of the service's layers (the demo
@@ -154,7 +168,11 @@ impl Application {
         <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.router = self.router.layer(layer);
+        let inside = match self.served {
+            Served::Routes { edge, routes } => Router::new().fallback_service(edged(edge, routes)),
+            Served::Layered(router) => router,
+        };
+        self.served = Served::Layered(inside.layer(layer));
         self
     }
 
@@ -194,7 +212,13 @@ impl Application {
         };
         let (stop_refreshing, refreshing_stopped) = watch::channel(false);
         let refresher = tokio::spawn(refresh_forever(self.state.clone(), refreshing_stopped));
-        serve(self.listener, self.router, connections, self.state.metrics.clone(), shutdown).await;
+        let counted = self.state.metrics.clone();
+        match self.served {
+            Served::Routes { edge, routes } => {
+                serve(self.listener, edged(edge, routes), connections, counted, shutdown).await;
+            }
+            Served::Layered(router) => serve(self.listener, router, connections, counted, shutdown).await,
+        }
         // No new background refreshes from here; those running finish with the other tasks.
         let _ = stop_refreshing.send(true);
         let _ = refresher.await;
@@ -232,7 +256,7 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// is serving (idle ones close at once) and returns when all are closed.
 async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: impl RouteService,
     limits: Connections,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -265,7 +289,8 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
+        let service = service.clone().map_request(move |request: axum::http::Request<Incoming>| {
+            let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });
@@ -307,11 +332,8 @@ async fn accept_failed(err: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
+/// Every route; what every request passes through around them is [`Edge`].
 fn router(state: AppState, extra: Router<AppState>) -> Router {
-    let rate_limits = state.limits.clone();
-    let frame = state.frame.clone();
-    let unanswered = Unanswered { frame: state.frame.clone(), timeout: state.settings.request_timeout };
-    let headers = Arc::new(ResponseHeaders::new(&state.assets));
     Router::new()
         .merge(pages::routes())
         .nest("/v1", api::routes(state.clone()))
@@ -323,92 +345,26 @@ fn router(state: AppState, extra: Router<AppState>) -> Router {
         // Last, so that it reaches every route above, the merged ones included.
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(middleware::from_fn_with_state(rate_limits, limits::rate_limit))
-        .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(frame, limits::refuse_oversized))
-        .layer(CatchPanicLayer::custom(mark_panic))
-        .layer(middleware::from_fn_with_state(unanswered, answer_unanswered))
-        .layer(middleware::map_response_with_state(headers, add_response_headers))
 }
 
-/// The headers every response carries: security headers, and `no-store` unless a route chose its own caching.
-struct ResponseHeaders {
-    overriding: [(HeaderName, HeaderValue); 5],
+/// The routes inside the edge, with the default body limit that extractors read.
+fn edged(edge: Arc<Edge>, routes: Router) -> EdgeService<impl RouteService> {
+    EdgeService::new(edge, DefaultBodyLimit::max(limits::MAX_BODY_BYTES).layer(routes))
 }
 
-impl ResponseHeaders {
-    fn new(assets: &Assets) -> Self {
-        // Computed once: the policy only changes with the branding config.
-        let csp = HeaderValue::from_str(&pages::content_security_policy(assets))
-            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-        Self {
-            overriding: [
-                (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-                (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-                (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-                (HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin")),
-                (header::CONTENT_SECURITY_POLICY, csp),
-            ],
-        }
-    }
+/// A service that answers every request, as a route does.
+trait RouteService:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + Sync + 'static
+{
 }
 
-/// One layer for all of [`ResponseHeaders`] rather than one per header: every layer is cloned and polled on
-/// every request.
-async fn add_response_headers(State(headers): State<Arc<ResponseHeaders>>, mut response: Response) -> Response {
-    let map = response.headers_mut();
-    if !map.contains_key(header::CACHE_CONTROL) {
-        map.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    for (name, value) in &headers.overriding {
-        map.insert(name.clone(), value.clone());
-    }
-    response
-}
-
-/// What [`answer_unanswered`] needs: the page frame and how long a request may take.
-#[derive(Clone)]
-struct Unanswered {
-    frame: Arc<Frame>,
-    timeout: Duration,
-}
-
-/// Marks the bare response made for a panic. The panic catcher cannot see the request, so the answer is rendered
-/// by [`answer_unanswered`], which can.
-#[derive(Clone, Copy)]
-struct Panicked;
-
-fn mark_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The panic's message stays out of the log line and the answer: it may hold anything the handler had in hand.
-    tracing::error!(target: "callback_gate::server", "a request handler panicked; answered 500");
-    let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    response.extensions_mut().insert(Panicked);
-    response
-}
-
-/// Bounds every request by the request timeout and answers the failures no handler answered (a panic, the
-/// timeout) in the request's kind: the API's JSON error under `/v1`, the safe page elsewhere.
-async fn answer_unanswered(State(unanswered): State<Unanswered>, request: Request, next: Next) -> Response {
-    let api = api::is_api_path(request.uri().path());
-    let language = Language::from_headers(request.headers());
-    let (status, code, message) = match tokio::time::timeout(unanswered.timeout, next.run(request)).await {
-        Ok(response) if response.extensions().get::<Panicked>().is_none() => return response,
-        Ok(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; try again".into())
-        }
-        Err(_) => {
-            tracing::warn!(target: "callback_gate::server", timeout = ?unanswered.timeout, "a request took longer than the request timeout; answered 504");
-            (
-                StatusCode::GATEWAY_TIMEOUT,
-                "request_timeout",
-                format!("the request did not finish within {:?}", unanswered.timeout),
-            )
-        }
-    };
-    if api {
-        return api::error_response(status, code, message);
-    }
-    pages::plain_notice(&unanswered.frame, &language, status, "internal-title", "internal-body")
+impl<S> RouteService for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// A route exists but not for this method: under `/v1` the API's JSON error, elsewhere the bare status (axum adds

@@ -1,8 +1,8 @@
-//! The layers of `src/`, checked: HTTP (server, pages, api, limits, openapi, demo, cli) above the domain (context,
-//! flow, tokens, outcome, provider, config), the store below it, and the foundation (telemetry, account, crypto)
-//! at the bottom. A module may use its own layer's modules only where the order below allows, and lower layers
-//! only: no domain module reaches up into the web layer, and config, provider, store, account and telemetry form
-//! no cycle.
+//! The layers of `src/`, checked: HTTP (server, edge, pages, api, limits, openapi, demo, cli) above the domain
+//! (context, flow, tokens, outcome, provider, config), the store below it, and the foundation (telemetry, account,
+//! crypto) at the bottom. A module may use its own layer's modules only where the order below allows, and lower
+//! layers only: no domain module reaches up into the web layer, and config, provider, store, account and telemetry
+//! form no cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,7 +24,8 @@ const ORDERED: &[&str] = &[
     "tokens",
     "webhooks",
 ];
-const HTTP: &[&str] = &["i18n", "assets", "limits", "pages", "api", "proxy", "openapi", "server", "demo", "cli"];
+const HTTP: &[&str] =
+    &["i18n", "assets", "limits", "pages", "api", "proxy", "openapi", "edge", "server", "demo", "cli"];
 
 /// The top-level modules each module of `src/` names with `crate::…`.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {

@@ -166,6 +166,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0007_per_identifier_trims.sql")),
         M::up(include_str!("../../migrations/sqlite/0008_refresh_failed_from_account.sql")),
         M::up(include_str!("../../migrations/sqlite/0009_unauthenticated_events.sql")),
+        M::up(include_str!("../../migrations/sqlite/0010_unmatched_references_unindexed.sql")),
     ])
 }
 
@@ -1166,14 +1167,15 @@ fn delivery_from_row(row: &Row<'_>) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
-/// Inserts one outcome event, into `unauthenticated_events` when it concerns no flow and no account; a reference
-/// already stored is left as it is.
+/// Inserts one outcome event, into `unauthenticated_events` when it concerns no flow and no account (that table has
+/// no reference index to check: see migration 0010); in `outcome_events`, a reference already stored is left as it
+/// is.
 fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
     let sql = if event.unauthenticated {
         concat!(
             "INSERT INTO unauthenticated_events (",
             event_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
     } else {
         concat!(
@@ -1475,6 +1477,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unmatched_references_resolve_without_an_index_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.db");
+        {
+            let mut db = rusqlite::Connection::open(&path).unwrap();
+            migrations().to_version(&mut db, 9).unwrap();
+            db.execute_batch(
+                "INSERT INTO unauthenticated_events (rowid, reference, code, class, detail, hint, created_at)
+                 VALUES (7, 'CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', 1),
+                        (9, 'CG-BBBB-BBBB', 'state_invalid', 'security', 'forged', '', 2);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let (indexes, rowids): (i64, String) = store
+            .read(|db| {
+                Ok(db.query_row(
+                    "SELECT (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'unauthenticated_events'),
+                            (SELECT group_concat(rowid || '=' || reference, ' ') FROM unauthenticated_events)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(indexes, 0, "no index to maintain on every batch");
+        assert_eq!(rowids, "7=CG-AAAA-AAAA 9=CG-BBBB-BBBB", "rowids, which order the trim, are kept");
+        let found = store.reference("CG-BBBB-BBBB").await.unwrap().expect("found by reading the table");
+        assert_eq!((found.code.as_str(), found.unauthenticated), ("state_invalid", true));
+        assert!(store.reference("CG-CCCC-CCCC").await.unwrap().is_none());
+        // The trim still keeps the newest, by rowid.
+        let event = |reference: &str| OutcomeEvent {
+            reference: reference.into(),
+            code: "state_missing".into(),
+            cause: None,
+            class: "security".into(),
+            connection: None,
+            identifier: None,
+            flow_id: None,
+            error: None,
+            error_description: None,
+            error_uri: None,
+            iss: None,
+            provider_status: None,
+            provider_body: None,
+            detail: "no state".into(),
+            hint: String::new(),
+            created_at: Millis(OffsetDateTime::now_utc()),
+            unauthenticated: true,
+        };
+        let batch: Arc<[Arc<OutcomeEvent>]> = vec![Arc::new(event("CG-DDDD-DDDD"))].into();
+        store.record_outcomes(batch, 2).await.unwrap();
+        assert!(store.reference("CG-AAAA-AAAA").await.unwrap().is_none(), "the oldest went");
+        assert!(store.reference("CG-BBBB-BBBB").await.unwrap().is_some());
+        assert!(store.reference("CG-DDDD-DDDD").await.unwrap().is_some());
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_reopened_database_keeps_its_rows_and_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("gate.db").display());
@@ -1497,7 +1558,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 9);
+        assert_eq!(version, 10);
         store.close().await;
     }
 

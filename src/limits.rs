@@ -105,6 +105,36 @@ impl RateLimits {
         }))
     }
 
+    /// Applies the start or callback limit (which also counts credential forms), by path: the refusal of a
+    /// request over its client's allowance; `None` lets it through, as every other route.
+    pub fn refuse(&self, request: &Request) -> Option<Response> {
+        let limits = &self.0;
+        let path = request.uri().path();
+        let limiter = if path.starts_with("/connect/start/") {
+            &limits.starts
+        } else if path.starts_with("/connect/callback/") || path.starts_with("/connect/credential/") {
+            &limits.callbacks
+        } else {
+            return None;
+        };
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
+        let client = client_address(peer.ip(), request.headers(), &limits.trusted_proxies);
+        if limiter.check_key(&bucket(client)).is_ok() {
+            return None;
+        }
+        tracing::debug!(target: "callback_gate::limits", path, "request refused by a rate limit");
+        let language = Language::from_headers(request.headers());
+        let mut response = pages::plain_notice(
+            &limits.frame,
+            &language,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited-title",
+            "rate-limited-body",
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        Some(response)
+    }
+
     /// Forgets clients that are back to a full allowance, so the limiter's memory stays bounded.
     pub fn forget_idle(&self) {
         self.0.starts.retain_recent();
@@ -153,38 +183,6 @@ pub fn bucket(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-    }
-}
-
-impl RateLimits {
-    /// Applies the start or callback limit (which also counts credential forms), by path: the refusal of a
-    /// request over its client's allowance; `None` lets it through, as every other route.
-    pub fn refuse(&self, request: &Request) -> Option<Response> {
-        let limits = &self.0;
-        let path = request.uri().path();
-        let limiter = if path.starts_with("/connect/start/") {
-            &limits.starts
-        } else if path.starts_with("/connect/callback/") || path.starts_with("/connect/credential/") {
-            &limits.callbacks
-        } else {
-            return None;
-        };
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
-        let client = client_address(peer.ip(), request.headers(), &limits.trusted_proxies);
-        if limiter.check_key(&bucket(client)).is_ok() {
-            return None;
-        }
-        tracing::debug!(target: "callback_gate::limits", path, "request refused by a rate limit");
-        let language = Language::from_headers(request.headers());
-        let mut response = pages::plain_notice(
-            &limits.frame,
-            &language,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited-title",
-            "rate-limited-body",
-        );
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        Some(response)
     }
 }
 

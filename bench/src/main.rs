@@ -109,6 +109,9 @@ enum Role {
         /// Complete flows run before counting.
         #[arg(long, default_value_t = 20)]
         warmup: usize,
+        /// Fail when the callback step costs more instructions per flow than this (CI's budget, `bench/instructions`).
+        #[arg(long)]
+        max_callback_instructions: Option<u64>,
     },
     /// Closed-loop load on one running server, for profiling it: `GET` the failure-page callbacks (or `--path`)
     /// on keep-alive connections and print the rate and latency.
@@ -280,7 +283,7 @@ fn main() -> ExitCode {
             })();
             report_text(outcome)
         }
-        Some(Role::Callgrind { gate_bin, out, flows, warmup }) => {
+        Some(Role::Callgrind { gate_bin, out, flows, warmup, max_callback_instructions }) => {
             let outcome = (|| {
                 let repo = repository_root();
                 let out = out.unwrap_or_else(|| repo.join("bench").join("out"));
@@ -289,7 +292,7 @@ fn main() -> ExitCode {
                     Some(path) => (path, String::new()),
                     None => build_gate(&repo, true)?,
                 };
-                runtime.block_on(profile::callgrind(&binary, &out, flows, warmup))
+                runtime.block_on(profile::callgrind(&binary, &out, flows, warmup, max_callback_instructions))
             })();
             report_text(outcome)
         }

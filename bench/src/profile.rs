@@ -82,7 +82,14 @@ pub struct StepCount {
 }
 
 /// `callgrind`: instructions callback-gate spends per flow on each step.
-pub async fn callgrind(gate_binary: &Path, out: &Path, flows: usize, warmup: usize) -> Result<String, String> {
+/// With `budget`, fails when the callback step costs more instructions per flow than that.
+pub async fn callgrind(
+    gate_binary: &Path,
+    out: &Path,
+    flows: usize,
+    warmup: usize,
+    budget: Option<u64>,
+) -> Result<String, String> {
     let flows = flows.max(1);
     let provider = servers::spawn_role(&["provider", "--token-delay-ms", "0"]).await?;
     let dir = out.join("callgrind");
@@ -176,6 +183,19 @@ pub async fn callgrind(gate_binary: &Path, out: &Path, flows: usize, warmup: usi
         text.push_str(&format!("| {} | {} | {} |\n", count.step, count.instructions, count.per_flow));
     }
     text.push_str(&format!("| complete flow (link + start + callback + result) | | {total} |\n"));
+    if let Some(budget) = budget {
+        let callback = counts.iter().find(|count| count.step == "callback").map_or(0, |count| count.per_flow);
+        if callback > budget {
+            return Err(format!(
+                "{text}\nthe callback step costs {callback} instructions per flow, over its budget of {budget}: \
+                 find what grew (docs/performance.md, \"Instructions per step\"), or raise the budget in \
+                 bench/instructions if the cost is meant"
+            ));
+        }
+        text.push_str(&format!(
+            "\nThe callback step is within its budget: {callback} of {budget} instructions per flow.\n"
+        ));
+    }
     Ok(text)
 }
 

@@ -184,7 +184,11 @@ pub async fn callgrind(
     }
     text.push_str(&format!("| complete flow (link + start + callback + result) | | {total} |\n"));
     if let Some(budget) = budget {
-        let callback = counts.iter().find(|count| count.step == "callback").map_or(0, |count| count.per_flow);
+        let callback = counts
+            .iter()
+            .find(|count| count.step == "callback")
+            .map(|count| count.per_flow)
+            .ok_or("the callback step was not counted")?;
         if callback > budget {
             return Err(format!(
                 "{text}\nthe callback step costs {callback} instructions per flow, over its budget of {budget}: \

@@ -207,9 +207,7 @@ async fn result(
                     "connected-body",
                     &[("connection", connection_name(&state, &flow.connection)), ("app", app)],
                 ),
-                back: back.map(|href| {
-                    Action::new("return", language.text_with_configured("back-to-app", &[("app", app)]), href, true)
-                }),
+                back: back.map(|href| Action::back_to_app(&language, app, href, true)),
             };
             render(StatusCode::OK, &page)
         }
@@ -287,6 +285,11 @@ impl Action {
     fn new(kind: &'static str, label: String, href: String, primary: bool) -> Self {
         Self { kind, label, href, primary }
     }
+
+    /// "Back to {app}": the way back to the app, on every page that offers it.
+    fn back_to_app(language: &Language, app: &str, href: String, primary: bool) -> Self {
+        Self::new("return", language.text_with_configured("back-to-app", &[("app", app)]), href, primary)
+    }
 }
 
 #[derive(Template)]
@@ -344,14 +347,7 @@ struct CredentialPage<'a> {
 
 fn credential_page(state: &AppState, language: &Language, status: StatusCode, form: &CredentialForm) -> Response {
     let service = [("connection", form.display_name.as_str()), ("app", display_name(state))];
-    let back = return_url(state, None).map(|href| {
-        Action::new(
-            "return",
-            language.text_with_configured("back-to-app", &[("app", display_name(state))]),
-            href,
-            false,
-        )
-    });
+    let back = return_url(state, None).map(|href| Action::back_to_app(language, display_name(state), href, false));
     let basic = form.kind == crate::catalog::Kind::Basic;
     let page = CredentialPage {
         chrome: Chrome::new(state, language, language.text_with("credential-title", &service)),
@@ -404,12 +400,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
     }
     if let Some(href) = offer_return.then(|| return_url(state, context.return_to.as_deref())).flatten() {
         let primary = actions.is_empty();
-        actions.push(Action::new(
-            "return",
-            language.text_with_configured("back-to-app", &[("app", app)]),
-            href,
-            primary,
-        ));
+        actions.push(Action::back_to_app(language, app, href, primary));
     }
     if let Some(href) =
         entry.actions.contains(Actions::SUPPORT).then(|| support_url(state, language, recorded, &at)).flatten()
@@ -484,9 +475,12 @@ fn notice_page(state: &AppState, language: &Language, id: &str, refresh: Option<
     NoticePage {
         chrome: Chrome::new(state, language, language.text(&format!("{id}-title"))),
         message: language.text(&format!("{id}-body")),
-        back: state.settings.app.return_url.as_ref().map(|url| {
-            Action::new("return", language.text_with_configured("back-to-app", &[("app", app)]), url.to_string(), true)
-        }),
+        back: state
+            .settings
+            .app
+            .return_url
+            .as_ref()
+            .map(|url| Action::back_to_app(language, app, url.to_string(), true)),
         refresh,
     }
 }
@@ -501,14 +495,7 @@ pub struct Frame {
 
 /// A page for requests refused before any handler runs (not found, size limits, rate limits, panics).
 pub fn plain_notice(frame: &Frame, language: &Language, status: StatusCode, title_id: &str, body_id: &str) -> Response {
-    let back = frame.return_url.as_ref().map(|href| {
-        Action::new(
-            "return",
-            language.text_with_configured("back-to-app", &[("app", &frame.app_name)]),
-            href.clone(),
-            true,
-        )
-    });
+    let back = frame.return_url.as_ref().map(|href| Action::back_to_app(language, &frame.app_name, href.clone(), true));
     let page = NoticePage {
         chrome: Chrome::with_assets(&frame.assets, language, language.text(title_id), frame.app_name.clone()),
         message: language.text(body_id),

@@ -65,7 +65,12 @@ pub fn main() -> ExitCode {
             return if err.use_stderr() { ExitCode::from(INVALID) } else { ExitCode::SUCCESS };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(telemetry::flush_log_lines)
+        .on_thread_stop(telemetry::flush_log_lines)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: could not start the async runtime: {err}");

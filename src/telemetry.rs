@@ -18,6 +18,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 mod json_line;
+mod log_lines;
+
+pub use log_lines::flush as flush_log_lines;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +41,10 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber, writing to stderr. `RUST_LOG` refines the default `info` level.
+/// Installs the global subscriber, writing to stderr (in batches on the runtime's workers, whose park and stop hooks
+/// call [`flush_log_lines`]). `RUST_LOG` refines the default `info` level.
 pub fn init(format: LogFormat) {
-    init_with_writer(format, std::io::stderr);
+    init_with_writer(format, log_lines::Stderr);
 }
 
 /// Installs the global subscriber with another writer (tests capture the log this way).

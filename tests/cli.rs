@@ -849,3 +849,79 @@ fn postgres_that_cannot_be_used_at_start_up_is_one_line_and_exit_2() {
         assert!(!output.to_string().contains("not-the-password-42"), "no password in the output\n{output}");
     }
 }
+
+/// The service's workers keep log lines in batches and write them when they go idle (src/telemetry/log_lines.rs):
+/// every line of a burst reaches the log while the service still runs, each one whole, and so does the last line
+/// at shutdown.
+#[test]
+fn serve_writes_every_line_of_a_burst_whole_while_it_runs() {
+    use std::io::{Read as _, Write as _};
+
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 40;
+    let scratch = Scratch::new();
+    let path = scratch.write("serve.toml", VALID);
+    let log_path = scratch.dir.path().join("serve.log");
+    let mut command = command(&["serve", "--config", path_str(&path)], &scratch.cwd, &env());
+    command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log_path).expect("log file"));
+    let mut serve = common::ChildGuard::new(command.spawn().expect("spawn serve"));
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let port = loop {
+        let log = read_log();
+        if let Some(ready) = log.lines().find(|line| line.contains("callback-gate is ready")) {
+            let ready: serde_json::Value = serde_json::from_str(ready).expect("the ready line is JSON");
+            break ready["port"].as_u64().expect("the ready line names the port");
+        }
+        assert!(serve.try_wait().is_none(), "serve exited before it was ready\n{log}");
+        assert!(std::time::Instant::now() < deadline, "serve was not ready in time\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // Callbacks without `state`, from several clients at once so that the workers are busy while they log.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            std::thread::spawn(move || {
+                (0..REQUESTS)
+                    .map(|_| {
+                        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("connect");
+                        let request = format!(
+                            "GET /connect/callback/gmail HTTP/1.1\r\nHost: app.example.com\r\n\
+                             X-Forwarded-For: 192.0.2.{client}\r\nConnection: close\r\n\r\n"
+                        );
+                        stream.write_all(request.as_bytes()).expect("send");
+                        let mut response = String::new();
+                        stream.read_to_string(&mut response).expect("read");
+                        response
+                    })
+                    .filter(|response| response.starts_with("HTTP/1.1 400"))
+                    .count()
+            })
+        })
+        .collect();
+    let answered: usize = clients.into_iter().map(|client| client.join().expect("client")).sum();
+    assert_eq!(answered, CLIENTS * REQUESTS, "every callback gets its failure page");
+
+    let failures = |log: &str| log.lines().filter(|line| line.contains(r#""outcome":"state_missing""#)).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = read_log();
+        if failures(&log) >= answered {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} of {answered} lines logged\n{log}", failures(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(serve.try_wait().is_none(), "the lines were written by the running service");
+    assert_eq!(failures(&log), answered, "one line per failure");
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|err| panic!("{err}: a line is cut\n{line}"));
+    }
+
+    serve.terminate();
+    assert!(serve.wait_timeout(TIMEOUT).is_some(), "serve stops on SIGTERM");
+    let log = read_log();
+    assert_eq!(failures(&log), answered, "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(last.contains("shutting down") || last.contains("stopped"), "the last line is the shutdown's\n{log}");
+}

@@ -1,12 +1,14 @@
 //! Log lines reach stderr in batches from the tokio workers, and one at a time from every other thread.
 //!
-//! A `write` system call per line was a third of what logging a failure cost under load (docs/performance.md,
-//! Finding 15). A worker thread keeps its lines in a buffer of its own and writes them with one call when it is about
-//! to go idle (the runtime's park hook calls [`flush`]), when the buffer holds [`FLUSH_BYTES`], when its oldest line
-//! is [`FLUSH_AGE`] old as another is added, and when the thread stops. So a line is written as soon as its worker has
-//! nothing left to do, and under load several lines share a call, without a thread of their own to wake (which cost
-//! more than it saved). Each line is still written whole; lines of different workers may reach stderr out of their
-//! timestamps' order by up to the time a batch is kept.
+//! A `write` system call per line was more than half of what logging a failure cost under load
+//! (docs/performance.md, Finding 15). A worker thread keeps its lines in a buffer of its own and writes them with one
+//! call when it is about to go idle (the runtime's park hook calls [`flush`]), when the buffer holds [`FLUSH_BYTES`],
+//! when its oldest line is [`FLUSH_AGE`] old as another is added, and when the thread stops. So a line is written as
+//! soon as its worker has nothing left to do, and under load several lines share a call, without a thread of their
+//! own to wake (which cost more than it saved). Each line is still written whole; lines of different workers may
+//! reach stderr out of their timestamps' order by up to the time a batch is kept. A process killed without a chance
+//! to stop its threads (SIGKILL) loses the lines its workers still kept, at most [`FLUSH_BYTES`] each; SIGTERM
+//! writes them all.
 //!
 //! A thread buffers only once its park hook has run, which makes it a worker of the service's runtime: the database
 //! threads, the blocking pool, the main thread and every thread of a test write each line straight away.

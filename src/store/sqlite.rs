@@ -3,7 +3,9 @@
 //! Each SQLite connection lives on its own thread ([`Worker`]), and each store operation runs there whole:
 //! one hand-off between the async runtime and the database thread per operation, however many statements its
 //! transaction holds, instead of one per statement. `docs/performance.md` (Finding 2) measured those hand-offs as
-//! the largest cost of a flow.
+//! the largest cost of a flow. The writer's thread commits the writes it finds waiting together, in one transaction
+//! with a savepoint each (Finding 16): under load a commit is shared by several flows, and each caller is answered
+//! once its write is durable.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,9 +67,13 @@ struct Worker {
     jobs: mpsc::Sender<Job>,
 }
 
+/// What is left of an operation once it has run: answering its caller, with the error of the commit that was to
+/// make it durable, if that failed (`None` when its own transaction committed it, or the group's did).
+type Answer = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+
 /// An operation for a connection's thread, or the request to close it.
 enum Job {
-    Run(Box<dyn FnOnce(&mut rusqlite::Connection) + Send>),
+    Run(Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>),
     Close(oneshot::Sender<Result<(), rusqlite::Error>>),
 }
 
@@ -80,8 +86,90 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Whether a connection's thread commits the operations it finds waiting together (the writer) or runs each alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    Alone,
+    Grouped,
+}
+
+/// Operations committed together, at most.
+const GROUP: usize = 32;
+
+/// Runs one operation; `None` when it panicked (a panicking operation loses only its own answer, its caller sees
+/// `Closed`, and its transaction or savepoint rolls back as it unwinds).
+fn run_caught(
+    operation: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>,
+    db: &mut rusqlite::Connection,
+) -> Option<Answer> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(db))).ok()
+}
+
+/// Runs the operations waiting behind `first` (up to [`GROUP`]) in one transaction and commits it once: each
+/// operation's own transaction becomes a savepoint inside it ([`begin`]), so one that fails still leaves nothing
+/// behind, and every caller is answered only after the shared commit. Returns the request to close, if one was
+/// waiting among them.
+fn run_group(
+    first: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>,
+    queue: &mut mpsc::Receiver<Job>,
+    db: &mut rusqlite::Connection,
+) -> Option<oneshot::Sender<Result<(), rusqlite::Error>>> {
+    let mut operations = Vec::with_capacity(GROUP);
+    operations.push(first);
+    let mut close = None;
+    while operations.len() < GROUP {
+        match queue.try_recv() {
+            Ok(Job::Run(operation)) => operations.push(operation),
+            Ok(Job::Close(done)) => {
+                close = Some(done);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if db.execute_batch("BEGIN IMMEDIATE").is_err() {
+        // The group's transaction could not start: each operation tries its own, as it would alone.
+        for operation in operations {
+            if let Some(answer) = run_caught(operation, db) {
+                answer(None);
+            }
+        }
+        return close;
+    }
+    let mut answers = Vec::with_capacity(operations.len());
+    let mut operations = operations.into_iter();
+    for operation in operations.by_ref() {
+        answers.extend(run_caught(operation, db));
+        if db.is_autocommit() {
+            // SQLite rolled the whole transaction back (an I/O error, a full disk): what the group wrote so far is
+            // gone, so its callers hear so, and the rest run alone.
+            let rolled_back = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
+                Some("the transaction of a group of writes was rolled back".into()),
+            );
+            for answer in answers {
+                answer(Some(&rolled_back));
+            }
+            for operation in operations {
+                if let Some(answer) = run_caught(operation, db) {
+                    answer(None);
+                }
+            }
+            return close;
+        }
+    }
+    let committed = db.execute_batch("COMMIT");
+    if committed.is_err() && !db.is_autocommit() {
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    for answer in answers {
+        answer(committed.as_ref().err());
+    }
+    close
+}
+
 impl Worker {
-    async fn open(path: PathBuf, flags: OpenFlags) -> Result<Self, StoreError> {
+    async fn open(path: PathBuf, flags: OpenFlags, grouping: Grouping) -> Result<Self, StoreError> {
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         let (opened_tx, opened) = oneshot::channel();
         let spawned = std::thread::Builder::new().name("callback-gate-sqlite".into()).spawn(move || {
@@ -96,17 +184,22 @@ impl Worker {
                 }
             };
             while let Some(job) = queue.blocking_recv() {
-                match job {
+                let close = match job {
+                    Job::Run(operation) if grouping == Grouping::Grouped && !queue.is_empty() => {
+                        run_group(operation, &mut queue, &mut connection)
+                    }
                     Job::Run(operation) => {
-                        // A panicking operation loses only its own answer (its caller sees `Closed`); an open
-                        // transaction rolls back as it unwinds, and the thread goes on serving.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(&mut connection)));
+                        if let Some(answer) = run_caught(operation, &mut connection) {
+                            answer(None);
+                        }
+                        None
                     }
-                    Job::Close(done) => {
-                        let closed = connection.close().map_err(|(_, err)| err);
-                        let _ = done.send(closed);
-                        return;
-                    }
+                    Job::Close(done) => Some(done),
+                };
+                if let Some(done) = close {
+                    let closed = connection.close().map_err(|(_, err)| err);
+                    let _ = done.send(closed);
+                    return;
                 }
             }
         });
@@ -115,7 +208,7 @@ impl Worker {
         Ok(Self { jobs })
     }
 
-    /// Runs `operation` on the connection's thread and waits for its answer.
+    /// Runs `operation` on the connection's thread and waits for its answer, given once what it wrote is committed.
     async fn run<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
@@ -127,7 +220,13 @@ impl Worker {
             .map_err(|_| StoreError::Closed)?;
         let (answer_tx, answer) = oneshot::channel();
         place.send(Job::Run(Box::new(move |db| {
-            let _ = answer_tx.send(operation(db));
+            let result = operation(db);
+            Box::new(move |failed_commit: Option<&rusqlite::Error>| {
+                let _ = answer_tx.send(match failed_commit {
+                    None => result,
+                    Some(err) => Err(commit_failed(err)),
+                });
+            })
         })));
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -139,6 +238,54 @@ impl Worker {
         }
         if let Ok(Err(err)) = done.await {
             tracing::warn!(target: "callback_gate::store", error = %err, "could not close a database connection");
+        }
+    }
+}
+
+/// The error a group's failed commit gives each of its operations: SQLite's code and message (its errors are not
+/// `Clone`).
+fn commit_failed(err: &rusqlite::Error) -> StoreError {
+    match err {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            StoreError::Database(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        other => StoreError::Unavailable(format!("the commit failed: {other}")),
+    }
+}
+
+/// A write operation's transaction: its own (`BEGIN IMMEDIATE`) when it runs alone, or a savepoint inside the
+/// writer's transaction when it runs in a group ([`run_group`]), which the group commits. Every write operation
+/// that needs a transaction takes it from here; `BEGIN` inside a group would fail.
+fn begin(db: &mut rusqlite::Connection) -> rusqlite::Result<WriteTransaction<'_>> {
+    if db.is_autocommit() {
+        Ok(WriteTransaction::Own(db.transaction_with_behavior(TransactionBehavior::Immediate)?))
+    } else {
+        Ok(WriteTransaction::InGroup(db.savepoint()?))
+    }
+}
+
+/// See [`begin`]. Dropped without [`WriteTransaction::commit`], it rolls back what it wrote, either way.
+enum WriteTransaction<'c> {
+    Own(rusqlite::Transaction<'c>),
+    InGroup(rusqlite::Savepoint<'c>),
+}
+
+impl WriteTransaction<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Self::Own(transaction) => transaction.commit(),
+            Self::InGroup(savepoint) => savepoint.commit(),
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTransaction<'_> {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        match self {
+            Self::Own(transaction) => transaction,
+            Self::InGroup(savepoint) => savepoint,
         }
     }
 }
@@ -204,7 +351,7 @@ impl SqliteStore {
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
         let path = database_path(database_url)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let writer = Worker::open(path.clone(), flags).await?;
+        let writer = Worker::open(path.clone(), flags, Grouping::Grouped).await?;
         writer
             .run(|db| {
                 configure(db)?;
@@ -219,12 +366,16 @@ impl SqliteStore {
             .await?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let reader =
-                Worker::open(path.clone(), OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).await?;
+            let reader = Worker::open(
+                path.clone(),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                Grouping::Alone,
+            )
+            .await?;
             reader.run(|db| Ok(configure(db)?)).await?;
             readers.push(reader);
         }
-        let checkpointer = Worker::open(path, flags).await?;
+        let checkpointer = Worker::open(path, flags, Grouping::Alone).await?;
         checkpointer
             .run(|db| {
                 configure(db)?;
@@ -289,7 +440,7 @@ impl SqliteStore {
     pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
         let link = link.clone();
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             tx.prepare_cached(
                 "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
                  VALUES (?, ?, ?, ?, ?, ?)",
@@ -349,7 +500,7 @@ impl SqliteStore {
     pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
         let flow = flow.clone();
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             tx.prepare_cached(
                 "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
                                     return_to, status, created_at, expires_at)
@@ -449,7 +600,7 @@ impl SqliteStore {
         let scopes = tokens.scopes_json()?;
         let (flow_id, tokens) = (flow_id.to_owned(), tokens.clone());
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             let completed = complete_in(&tx, &flow_id, &tokens, &scopes, now)?;
             if completed {
                 tx.commit()?;
@@ -472,7 +623,7 @@ impl SqliteStore {
         let (scopes, metadata) = (tokens.scopes_json()?, tokens.metadata_json()?);
         let (request_hash, flow_id, tokens) = (request_hash.to_owned(), flow_id.to_owned(), tokens.clone());
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             tx.prepare_cached(
                 "INSERT INTO pending_verifications (request_hash, flow_id, connection, identifier, scopes, sealed_tokens,
                                                     key_id, token_expires_at, refresh_due_at, created_at, expires_at,
@@ -528,7 +679,7 @@ impl SqliteStore {
         let (request_hash, identifier, confirmation_hash) =
             (request_hash.to_owned(), identifier.to_owned(), confirmation_hash.to_owned());
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             let sql = concat!(
                 "SELECT ",
                 pending_columns!(),
@@ -565,7 +716,7 @@ impl SqliteStore {
     ) -> Result<Option<Arrival>, StoreError> {
         let confirmation_hash = confirmation_hash.to_owned();
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             let sql = concat!(
                 "SELECT ",
                 pending_columns!(),
@@ -754,7 +905,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (connection, identifier) = (connection.to_owned(), identifier.to_owned());
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             let current: Option<Option<String>> = tx
                 .prepare_cached(
                     "SELECT missing_scopes FROM connected_accounts
@@ -819,7 +970,7 @@ impl SqliteStore {
         ending_for: impl Fn(FlowStatus) -> FlowEnding + Send + 'static,
     ) -> Result<Vec<Abandoned>, StoreError> {
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             // Two halves, so each is answered from its partial index rather than by scanning every flow.
             let sql = concat!(
                 "SELECT ",
@@ -861,7 +1012,7 @@ impl SqliteStore {
     pub async fn record_outcome(&self, event: &OutcomeEvent) -> Result<(), StoreError> {
         let event = event.clone();
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             insert_event(&tx, &event)?;
             if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
                 tx.prepare_cached(
@@ -892,7 +1043,7 @@ impl SqliteStore {
         keep_unauthenticated: u64,
     ) -> Result<(), StoreError> {
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             for event in events.iter() {
                 insert_event(&tx, event)?;
             }
@@ -993,7 +1144,7 @@ impl SqliteStore {
     /// Deletes expired links, old flows and old references, so the store stays bounded.
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.write(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = begin(db)?;
             let links = tx.execute("DELETE FROM authorization_links WHERE expires_at < ?", [millis(now)])?;
             let flows = tx.execute("DELETE FROM flows WHERE created_at < ?", [millis(now - FLOW_RETENTION)])?;
             let held = tx.execute("DELETE FROM pending_verifications WHERE expires_at < ?", [millis(now)])?;
@@ -1208,7 +1359,7 @@ fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), S
 /// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
 /// the flow was no longer exchanging or verifying. The caller commits.
 fn complete_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     flow_id: &str,
     tokens: &TokenWrite,
     scopes: &str,
@@ -1268,7 +1419,7 @@ fn fail_in(db: &rusqlite::Connection, flow_id: &str, ending: &FlowEnding) -> Res
 
 /// Discards held tokens and fails their flow.
 fn discard_held(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     pending: &PendingVerification,
     ending: &FlowEnding,
 ) -> Result<(), StoreError> {
@@ -1594,5 +1745,199 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM authorization_links", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 50);
+    }
+    /// Holds the writer's thread until the returned sender is dropped, so that the writes sent meanwhile wait
+    /// together; returns once the writer is held.
+    async fn hold_writer(store: &SqliteStore) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (holding, started) = oneshot::channel();
+        let holder = store.clone();
+        let task = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    let _ = holding.send(());
+                    // Dropping the sender ends the wait as an error, which is the signal.
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        });
+        started.await.unwrap();
+        (release, task)
+    }
+
+    async fn until_queued(store: &SqliteStore, waiting: usize) {
+        // The holder's own job has left the queue; `waiting` more are in it.
+        while QUEUE - store.inner.writer.jobs.capacity() < waiting {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn link(id: &str) -> LinkRecord {
+        let now = OffsetDateTime::now_utc();
+        LinkRecord {
+            id: id.into(),
+            connection: "c".into(),
+            identifier: id.into(),
+            return_to: None,
+            created_at: now,
+            expires_at: now + Duration::from_secs(60),
+            consumed_at: None,
+        }
+    }
+
+    fn insert_link_row(db: &rusqlite::Connection, id: &str) -> rusqlite::Result<usize> {
+        db.execute(
+            "INSERT INTO authorization_links (id, connection, identifier, created_at, expires_at) VALUES (?1, 'c', ?1, 0, 0)",
+            [id],
+        )
+    }
+
+    #[tokio::test]
+    async fn writes_waiting_together_commit_once_and_one_that_fails_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let (release, holder) = hold_writer(&store).await;
+
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.create_link(&link("first"), 5).await }
+        });
+        until_queued(&store, 1).await;
+        let failing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|db| {
+                        let tx = begin(db)?;
+                        insert_link_row(&tx, "failing")?;
+                        Err::<(), _>(StoreError::Corrupt("refused after writing".into()))
+                    })
+                    .await
+            }
+        });
+        until_queued(&store, 2).await;
+        let panicking = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write::<(), _>(|db| {
+                        let tx = begin(db)?;
+                        insert_link_row(&tx, "panicking")?;
+                        panic!("an operation that panics after writing")
+                    })
+                    .await
+            }
+        });
+        until_queued(&store, 3).await;
+        let last = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|db| {
+                        let in_group = !db.is_autocommit();
+                        let tx = begin(db)?;
+                        insert_link_row(&tx, "last")?;
+                        tx.commit()?;
+                        Ok(in_group)
+                    })
+                    .await
+            }
+        });
+        until_queued(&store, 4).await;
+        drop(release);
+        holder.await.unwrap();
+
+        first.await.unwrap().expect("the first write is committed");
+        assert!(matches!(failing.await.unwrap(), Err(StoreError::Corrupt(_))), "the failing write's own error");
+        assert!(matches!(panicking.await.unwrap(), Err(StoreError::Closed)), "a panic loses only its own answer");
+        assert!(last.await.unwrap().unwrap(), "the last write ran inside the group's transaction");
+        for (id, kept) in [("first", true), ("failing", false), ("panicking", false), ("last", true)] {
+            assert_eq!(store.find_link(id).await.unwrap().is_some(), kept, "{id}");
+        }
+        // Alone, a write has its own transaction.
+        let alone = store.write(|db| Ok(db.is_autocommit())).await.unwrap();
+        assert!(alone);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_group_that_cannot_commit_tells_every_caller_and_keeps_none_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        store
+            .write(|db| {
+                db.execute_batch(
+                    "CREATE TABLE parent (id TEXT PRIMARY KEY);
+                     CREATE TABLE child (parent TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (release, holder) = hold_writer(&store).await;
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.create_link(&link("first"), 5).await }
+        });
+        until_queued(&store, 1).await;
+        // Its own savepoint releases, and the foreign key it breaks is checked only when the group commits.
+        let breaking = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|db| {
+                        let tx = begin(db)?;
+                        tx.execute("INSERT INTO child (parent) VALUES ('missing')", [])?;
+                        Ok(tx.commit()?)
+                    })
+                    .await
+            }
+        });
+        until_queued(&store, 2).await;
+        drop(release);
+        holder.await.unwrap();
+        assert!(matches!(first.await.unwrap(), Err(StoreError::Database(_))), "told that its write is not stored");
+        assert!(matches!(breaking.await.unwrap(), Err(StoreError::Database(_))));
+        assert!(store.find_link("first").await.unwrap().is_none(), "nothing of the group is kept");
+        let children: i64 =
+            store.read(|db| Ok(db.query_row("SELECT COUNT(*) FROM child", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(children, 0);
+        // The writer goes on.
+        store.create_link(&link("after"), 5).await.unwrap();
+        assert!(store.find_link("after").await.unwrap().is_some());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn when_sqlite_rolls_a_group_back_its_callers_hear_so_and_the_rest_run_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let (release, holder) = hold_writer(&store).await;
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.create_link(&link("first"), 5).await }
+        });
+        until_queued(&store, 1).await;
+        // What SQLite does by itself on an I/O error or a full disk.
+        let rolling_back = tokio::spawn({
+            let store = store.clone();
+            async move { store.write(|db| Ok(db.execute_batch("ROLLBACK")?)).await }
+        });
+        until_queued(&store, 2).await;
+        let last = tokio::spawn({
+            let store = store.clone();
+            async move { store.create_link(&link("last"), 5).await }
+        });
+        until_queued(&store, 3).await;
+        drop(release);
+        holder.await.unwrap();
+        assert!(first.await.unwrap().is_err(), "its write was rolled back with the group");
+        assert!(rolling_back.await.unwrap().is_err());
+        last.await.unwrap().expect("the rest ran alone and committed");
+        assert!(store.find_link("first").await.unwrap().is_none());
+        assert!(store.find_link("last").await.unwrap().is_some());
+        store.close().await;
     }
 }

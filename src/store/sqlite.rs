@@ -5,7 +5,7 @@
 //! transaction holds, instead of one per statement. `docs/performance.md` (Finding 2) measured those hand-offs as
 //! the largest cost of a flow. The writer's thread commits the writes it finds waiting together, in one transaction
 //! with a savepoint each (Finding 16): under load a commit is shared by several flows, and each caller is answered
-//! once its write is durable.
+//! once its write is committed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,7 +68,7 @@ struct Worker {
 }
 
 /// What is left of an operation once it has run: answering its caller, with the error of the commit that was to
-/// make it durable, if that failed (`None` when its own transaction committed it, or the group's did).
+/// keep what it wrote, if that failed (`None` when its own transaction committed it, or the group's did).
 type Answer = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
 
 /// An operation for a connection's thread, or the request to close it.
@@ -105,6 +105,26 @@ fn run_caught(
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(db))).ok()
 }
 
+/// Runs one operation in its own transaction. One that leaves a transaction open (its rollback failed as it was
+/// dropped) has written nothing that is committed: it is rolled back here and its caller told so.
+fn run_alone(operation: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>, db: &mut rusqlite::Connection) {
+    let answer = run_caught(operation, db);
+    let left_open = !db.is_autocommit();
+    if left_open {
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    if let Some(answer) = answer {
+        answer(left_open.then(left_open_error).as_ref());
+    }
+}
+
+fn left_open_error() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
+        Some("a write left its transaction open; it was rolled back".into()),
+    )
+}
+
 /// Runs the operations waiting behind `first` (up to [`GROUP`]) in one transaction and commits it once: each
 /// operation's own transaction becomes a savepoint inside it ([`begin`]), so one that fails still leaves nothing
 /// behind, and every caller is answered only after the shared commit. Returns the request to close, if one was
@@ -130,9 +150,7 @@ fn run_group(
     if db.execute_batch("BEGIN IMMEDIATE").is_err() {
         // The group's transaction could not start: each operation tries its own, as it would alone.
         for operation in operations {
-            if let Some(answer) = run_caught(operation, db) {
-                answer(None);
-            }
+            run_alone(operation, db);
         }
         return close;
     }
@@ -151,9 +169,7 @@ fn run_group(
                 answer(Some(&rolled_back));
             }
             for operation in operations {
-                if let Some(answer) = run_caught(operation, db) {
-                    answer(None);
-                }
+                run_alone(operation, db);
             }
             return close;
         }
@@ -189,13 +205,20 @@ impl Worker {
                         run_group(operation, &mut queue, &mut connection)
                     }
                     Job::Run(operation) => {
-                        if let Some(answer) = run_caught(operation, &mut connection) {
-                            answer(None);
-                        }
+                        run_alone(operation, &mut connection);
                         None
                     }
                     Job::Close(done) => Some(done),
                 };
+                if !connection.is_autocommit() && connection.execute_batch("ROLLBACK").is_err() {
+                    // Every later write would land in a transaction that is never committed: stop instead, so that
+                    // callers hear `Closed` rather than an answer for a write that is not kept.
+                    tracing::error!(
+                        target: "callback_gate::store",
+                        "a database connection was left inside a transaction that could not be rolled back; it is closed"
+                    );
+                    return;
+                }
                 if let Some(done) = close {
                     let closed = connection.close().map_err(|(_, err)| err);
                     let _ = done.send(closed);
@@ -222,9 +245,10 @@ impl Worker {
         place.send(Job::Run(Box::new(move |db| {
             let result = operation(db);
             Box::new(move |failed_commit: Option<&rusqlite::Error>| {
+                // An operation that failed keeps its own error; one that succeeded hears why it was not kept.
                 let _ = answer_tx.send(match failed_commit {
                     None => result,
-                    Some(err) => Err(commit_failed(err)),
+                    Some(err) => result.and(Err(commit_failed(err))),
                 });
             })
         })));
@@ -246,6 +270,10 @@ impl Worker {
 /// `Clone`).
 fn commit_failed(err: &rusqlite::Error) -> StoreError {
     match err {
+        // Rolled back with others, through no fault of its own (or its own, which it keeps): worth trying again.
+        rusqlite::Error::SqliteFailure(code, message) if code.code == rusqlite::ErrorCode::OperationAborted => {
+            StoreError::Unavailable(message.clone().unwrap_or_else(|| "the write was rolled back".into()))
+        }
         rusqlite::Error::SqliteFailure(code, message) => {
             StoreError::Database(rusqlite::Error::SqliteFailure(*code, message.clone()))
         }
@@ -1769,9 +1797,12 @@ mod tests {
 
     async fn until_queued(store: &SqliteStore, waiting: usize) {
         // The holder's own job has left the queue; `waiting` more are in it.
-        while QUEUE - store.inner.writer.jobs.capacity() < waiting {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let queued = async {
+            while QUEUE - store.inner.writer.jobs.capacity() < waiting {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), queued).await.expect("the writes were queued");
     }
 
     fn link(id: &str) -> LinkRecord {
@@ -1933,11 +1964,32 @@ mod tests {
         until_queued(&store, 3).await;
         drop(release);
         holder.await.unwrap();
-        assert!(first.await.unwrap().is_err(), "its write was rolled back with the group");
+        let first = first.await.unwrap().expect_err("its write was rolled back with the group");
+        assert!(first.is_unavailable(), "through no fault of its own, so worth trying again: {first:?}");
         assert!(rolling_back.await.unwrap().is_err());
         last.await.unwrap().expect("the rest ran alone and committed");
         assert!(store.find_link("first").await.unwrap().is_none());
         assert!(store.find_link("last").await.unwrap().is_some());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_that_leaves_its_transaction_open_is_rolled_back_and_its_caller_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let leaking = store
+            .write(|db| {
+                db.execute_batch("BEGIN")?;
+                insert_link_row(db, "leaked")?;
+                Ok(())
+            })
+            .await;
+        assert!(leaking.is_err(), "told that nothing it wrote is kept");
+        // The next writes have their own transactions again, and are kept.
+        store.create_link(&link("after"), 5).await.unwrap();
+        assert!(store.write(|db| Ok(db.is_autocommit())).await.unwrap());
+        assert!(store.find_link("leaked").await.unwrap().is_none());
+        assert!(store.find_link("after").await.unwrap().is_some());
         store.close().await;
     }
 }

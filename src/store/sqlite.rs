@@ -1774,6 +1774,14 @@ mod tests {
             .unwrap();
         assert_eq!(count, 50);
     }
+
+    /// A store on a fresh database file in a folder of its own, kept as long as the folder.
+    async fn scratch_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        (dir, store)
+    }
+
     /// Holds the writer's thread until the returned sender is dropped, so that the writes sent meanwhile wait
     /// together; returns once the writer is held.
     async fn hold_writer(store: &SqliteStore) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -1795,17 +1803,39 @@ mod tests {
         (release, task)
     }
 
-    async fn until_queued(store: &SqliteStore, waiting: usize) {
-        // The holder's own job has left the queue; `waiting` more are in it.
+    /// Spawns `write` while the writer is held, and returns once its operation waits in the queue behind the ones
+    /// sent before it.
+    async fn queued<T: Send + 'static>(
+        store: &SqliteStore,
+        write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T, StoreError>> {
+        let waiting = QUEUE - store.inner.writer.jobs.capacity() + 1;
+        let task = tokio::spawn(write);
         let queued = async {
             while QUEUE - store.inner.writer.jobs.capacity() < waiting {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), queued).await.expect("the writes were queued");
+        tokio::time::timeout(Duration::from_secs(10), queued).await.expect("the write was queued");
+        task
     }
 
-    fn link(id: &str) -> LinkRecord {
+    async fn queue_write<T, F>(store: &SqliteStore, operation: F) -> tokio::task::JoinHandle<Result<T, StoreError>>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let writer = store.clone();
+        queued(store, async move { writer.write(operation).await }).await
+    }
+
+    /// The store's own `create_link`, queued.
+    async fn queue_link(store: &SqliteStore, id: &'static str) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        let writer = store.clone();
+        queued(store, async move { writer.create_link(&link_record(id), 5).await }).await
+    }
+
+    fn link_record(id: &str) -> LinkRecord {
         let now = OffsetDateTime::now_utc();
         LinkRecord {
             id: id.into(),
@@ -1827,56 +1857,29 @@ mod tests {
 
     #[tokio::test]
     async fn writes_waiting_together_commit_once_and_one_that_fails_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let (_dir, store) = scratch_store().await;
         let (release, holder) = hold_writer(&store).await;
-
-        let first = tokio::spawn({
-            let store = store.clone();
-            async move { store.create_link(&link("first"), 5).await }
-        });
-        until_queued(&store, 1).await;
-        let failing = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|db| {
-                        let tx = begin(db)?;
-                        insert_link_row(&tx, "failing")?;
-                        Err::<(), _>(StoreError::Corrupt("refused after writing".into()))
-                    })
-                    .await
-            }
-        });
-        until_queued(&store, 2).await;
-        let panicking = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write::<(), _>(|db| {
-                        let tx = begin(db)?;
-                        insert_link_row(&tx, "panicking")?;
-                        panic!("an operation that panics after writing")
-                    })
-                    .await
-            }
-        });
-        until_queued(&store, 3).await;
-        let last = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|db| {
-                        let in_group = !db.is_autocommit();
-                        let tx = begin(db)?;
-                        insert_link_row(&tx, "last")?;
-                        tx.commit()?;
-                        Ok(in_group)
-                    })
-                    .await
-            }
-        });
-        until_queued(&store, 4).await;
+        let first = queue_link(&store, "first").await;
+        let failing = queue_write(&store, |db| {
+            let tx = begin(db)?;
+            insert_link_row(&tx, "failing")?;
+            Err::<(), _>(StoreError::Corrupt("refused after writing".into()))
+        })
+        .await;
+        let panicking = queue_write::<(), _>(&store, |db| {
+            let tx = begin(db)?;
+            insert_link_row(&tx, "panicking")?;
+            panic!("an operation that panics after writing")
+        })
+        .await;
+        let last = queue_write(&store, |db| {
+            let in_group = !db.is_autocommit();
+            let tx = begin(db)?;
+            insert_link_row(&tx, "last")?;
+            tx.commit()?;
+            Ok(in_group)
+        })
+        .await;
         drop(release);
         holder.await.unwrap();
 
@@ -1895,8 +1898,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_that_cannot_commit_tells_every_caller_and_keeps_none_of_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let (_dir, store) = scratch_store().await;
         store
             .write(|db| {
                 db.execute_batch(
@@ -1908,25 +1910,14 @@ mod tests {
             .await
             .unwrap();
         let (release, holder) = hold_writer(&store).await;
-        let first = tokio::spawn({
-            let store = store.clone();
-            async move { store.create_link(&link("first"), 5).await }
-        });
-        until_queued(&store, 1).await;
+        let first = queue_link(&store, "first").await;
         // Its own savepoint releases, and the foreign key it breaks is checked only when the group commits.
-        let breaking = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|db| {
-                        let tx = begin(db)?;
-                        tx.execute("INSERT INTO child (parent) VALUES ('missing')", [])?;
-                        Ok(tx.commit()?)
-                    })
-                    .await
-            }
-        });
-        until_queued(&store, 2).await;
+        let breaking = queue_write(&store, |db| {
+            let tx = begin(db)?;
+            tx.execute("INSERT INTO child (parent) VALUES ('missing')", [])?;
+            Ok(tx.commit()?)
+        })
+        .await;
         drop(release);
         holder.await.unwrap();
         assert!(matches!(first.await.unwrap(), Err(StoreError::Database(_))), "told that its write is not stored");
@@ -1936,32 +1927,19 @@ mod tests {
             store.read(|db| Ok(db.query_row("SELECT COUNT(*) FROM child", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(children, 0);
         // The writer goes on.
-        store.create_link(&link("after"), 5).await.unwrap();
+        store.create_link(&link_record("after"), 5).await.unwrap();
         assert!(store.find_link("after").await.unwrap().is_some());
         store.close().await;
     }
 
     #[tokio::test]
     async fn when_sqlite_rolls_a_group_back_its_callers_hear_so_and_the_rest_run_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let (_dir, store) = scratch_store().await;
         let (release, holder) = hold_writer(&store).await;
-        let first = tokio::spawn({
-            let store = store.clone();
-            async move { store.create_link(&link("first"), 5).await }
-        });
-        until_queued(&store, 1).await;
+        let first = queue_link(&store, "first").await;
         // What SQLite does by itself on an I/O error or a full disk.
-        let rolling_back = tokio::spawn({
-            let store = store.clone();
-            async move { store.write(|db| Ok(db.execute_batch("ROLLBACK")?)).await }
-        });
-        until_queued(&store, 2).await;
-        let last = tokio::spawn({
-            let store = store.clone();
-            async move { store.create_link(&link("last"), 5).await }
-        });
-        until_queued(&store, 3).await;
+        let rolling_back = queue_write(&store, |db| Ok(db.execute_batch("ROLLBACK")?)).await;
+        let last = queue_link(&store, "last").await;
         drop(release);
         holder.await.unwrap();
         let first = first.await.unwrap().expect_err("its write was rolled back with the group");
@@ -1975,8 +1953,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_that_leaves_its_transaction_open_is_rolled_back_and_its_caller_told() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("gate.db").display())).await.unwrap();
+        let (_dir, store) = scratch_store().await;
         let leaking = store
             .write(|db| {
                 db.execute_batch("BEGIN")?;
@@ -1986,7 +1963,7 @@ mod tests {
             .await;
         assert!(leaking.is_err(), "told that nothing it wrote is kept");
         // The next writes have their own transactions again, and are kept.
-        store.create_link(&link("after"), 5).await.unwrap();
+        store.create_link(&link_record("after"), 5).await.unwrap();
         assert!(store.write(|db| Ok(db.is_autocommit())).await.unwrap());
         assert!(store.find_link("leaked").await.unwrap().is_none());
         assert!(store.find_link("after").await.unwrap().is_some());

@@ -71,9 +71,12 @@ struct Worker {
 /// keep what it wrote, if that failed (`None` when its own transaction committed it, or the group's did).
 type Answer = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
 
+/// A store operation, as its connection's thread runs it.
+type Operation = Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>;
+
 /// An operation for a connection's thread, or the request to close it.
 enum Job {
-    Run(Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>),
+    Run(Operation),
     Close(oneshot::Sender<Result<(), rusqlite::Error>>),
 }
 
@@ -98,31 +101,27 @@ const GROUP: usize = 32;
 
 /// Runs one operation; `None` when it panicked (a panicking operation loses only its own answer, its caller sees
 /// `Closed`, and its transaction or savepoint rolls back as it unwinds).
-fn run_caught(
-    operation: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>,
-    db: &mut rusqlite::Connection,
-) -> Option<Answer> {
+fn run_caught(operation: Operation, db: &mut rusqlite::Connection) -> Option<Answer> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(db))).ok()
 }
 
 /// Runs one operation in its own transaction. One that leaves a transaction open (its rollback failed as it was
 /// dropped) has written nothing that is committed: it is rolled back here and its caller told so.
-fn run_alone(operation: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>, db: &mut rusqlite::Connection) {
+fn run_alone(operation: Operation, db: &mut rusqlite::Connection) {
     let answer = run_caught(operation, db);
     let left_open = !db.is_autocommit();
     if left_open {
         let _ = db.execute_batch("ROLLBACK");
     }
     if let Some(answer) = answer {
-        answer(left_open.then(left_open_error).as_ref());
+        answer(left_open.then(|| rolled_back("a write left its transaction open; it was rolled back")).as_ref());
     }
 }
 
-fn left_open_error() -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
-        Some("a write left its transaction open; it was rolled back".into()),
-    )
+/// The error of writes whose transaction was rolled back through no failure of their own statements: worth trying
+/// again ([`commit_failed`]).
+fn rolled_back(why: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK), Some(why.into()))
 }
 
 /// Runs the operations waiting behind `first` (up to [`GROUP`]) in one transaction and commits it once: each
@@ -130,7 +129,7 @@ fn left_open_error() -> rusqlite::Error {
 /// behind, and every caller is answered only after the shared commit. Returns the request to close, if one was
 /// waiting among them.
 fn run_group(
-    first: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>,
+    first: Operation,
     queue: &mut mpsc::Receiver<Job>,
     db: &mut rusqlite::Connection,
 ) -> Option<oneshot::Sender<Result<(), rusqlite::Error>>> {
@@ -161,10 +160,7 @@ fn run_group(
         if db.is_autocommit() {
             // SQLite rolled the whole transaction back (an I/O error, a full disk): what the group wrote so far is
             // gone, so its callers hear so, and the rest run alone.
-            let rolled_back = rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
-                Some("the transaction of a group of writes was rolled back".into()),
-            );
+            let rolled_back = rolled_back("the transaction of a group of writes was rolled back");
             for answer in answers {
                 answer(Some(&rolled_back));
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::endings::RecentEndings;
 use crate::flight::Flights;
 use crate::provider::Providers;
 use crate::store::Store;
@@ -25,4 +26,6 @@ pub struct Context {
     pub tasks: TaskTracker,
     /// The token refreshes running in this process, one per account at a time.
     pub refreshes: Arc<Flights>,
+    /// The flows this process ended a moment ago, for the result pages that follow.
+    pub endings: Arc<RecentEndings>,
 }

@@ -14,6 +14,7 @@ pub mod context;
 pub mod crypto;
 pub mod demo;
 pub mod edge;
+pub mod endings;
 pub mod flight;
 pub mod flow;
 pub mod i18n;

@@ -171,7 +171,7 @@ async fn result(
 ) -> Response {
     let started = Instant::now();
     let language = Language::from_headers(&headers);
-    let mut found = state.store.find_flow(&flow_id).await;
+    let mut found = flow::for_result(&state, &flow_id).await;
     // A flow that waits for something that can no longer happen is ended now rather than shown as pending.
     if let Ok(Some(flow)) = &found
         && flow::may_be_abandoned(&state.settings, flow, OffsetDateTime::now_utc())

@@ -146,7 +146,16 @@ impl Application {
         };
         let settings = Arc::new(settings);
         let tasks = TaskTracker::new();
-        let context = Context { settings, store, providers, metrics, events, tasks, refreshes: Default::default() };
+        let context = Context {
+            settings,
+            store,
+            providers,
+            metrics,
+            events,
+            tasks,
+            refreshes: Default::default(),
+            endings: Default::default(),
+        };
         let state = AppState(Arc::new(Shared { context, limits, assets, frame }));
         let edge = Arc::new(Edge::new(
             state.limits.clone(),

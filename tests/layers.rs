@@ -16,6 +16,7 @@ const ORDERED: &[&str] = &[
     "telemetry",
     "account",
     "store",
+    "endings",
     "config",
     "provider",
     "context",

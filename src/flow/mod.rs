@@ -434,8 +434,14 @@ async fn finish(
 /// reference instead of a result page that would wait forever.
 async fn end_failed(state: &Context, flow: &FlowRecord, failure: Failure, started: Instant) -> Ending {
     let recorded = record(state, failure, FailureContext::of_flow(flow), started).await;
-    match state.store.fail_flow(&flow.id, ending_of(&recorded)).await {
-        Ok(_) => Ending::Redirect { location: result_path(&flow.id), set_browser: None },
+    let ending = ending_of(&recorded);
+    match state.store.fail_flow(&flow.id, ending.clone()).await {
+        Ok(ended) => {
+            if ended {
+                state.endings.failed(flow, &ending);
+            }
+            Ending::Redirect { location: result_path(&flow.id), set_browser: None }
+        }
         Err(err) => {
             tracing::error!(target: "callback_gate::flow", flow = %flow.id, reference = %recorded.reference, error = %err, "could not mark the flow failed; rendering its page in place");
             Ending::Failed(Box::new(recorded))
@@ -450,6 +456,14 @@ fn ending_of(recorded: &Recorded) -> FlowEnding {
         cause: recorded.failure.cause().map(str::to_owned),
         reference: recorded.reference.clone(),
         at: recorded.at,
+    }
+}
+
+/// The flow a result page shows: as this process ended it a moment ago, else from the store.
+pub async fn for_result(state: &Context, flow_id: &str) -> Result<Option<FlowRecord>, StoreError> {
+    match state.endings.get(flow_id) {
+        Some(ended) => Ok(Some(ended)),
+        None => state.store.find_flow(flow_id).await,
     }
 }
 
@@ -615,6 +629,7 @@ async fn connect(
                 return Err(Failure::new("internal_error")
                     .with_detail("the flow was ended while its callback was still running; the tokens were dropped"));
             }
+            state.endings.succeeded(flow);
             ("connected", result_path(&flow.id))
         }
     };

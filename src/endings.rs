@@ -2,8 +2,10 @@
 //! needs no store read.
 //!
 //! A flow that has succeeded or failed never changes again (only the sweeper deletes it, a day later), so the
-//! record the callback wrote is what the store would answer. What is kept is bounded in count and in age; a result
-//! page that reaches another instance, comes after a restart, or comes late reads the store, as before.
+//! record the callback wrote is what the store would answer. An ending is handed out once, to the result page
+//! that follows its callback, so only the endings whose browser has not come yet are kept: a handful, and at
+//! most [`KEPT`] for at most a minute. A result page that is opened again, reaches another instance, comes after
+//! a restart or comes late reads the store, as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 use crate::store::{FlowEnding, FlowRecord, FlowStatus};
 
 /// Endings kept at most: a browser asks for its result page milliseconds after its callback, so even at several
-/// thousand flows a second an ending is still here when it does. About 1.5 MB when full.
+/// thousand flows a second an ending is still here when it does. Under 2 MB when full, which only browsers that
+/// never come to their result page can fill.
 const KEPT: usize = 4096;
 /// How long an ending is kept at most.
 const KEEP_FOR: Duration = Duration::from_secs(60);
@@ -26,7 +29,7 @@ pub struct RecentEndings {
 
 #[derive(Default)]
 struct Kept {
-    by_id: HashMap<String, (Instant, FlowRecord)>,
+    by_id: HashMap<String, (Instant, Box<FlowRecord>)>,
     /// Ids in the order they were kept, oldest first, to forget them in that order.
     order: VecDeque<String>,
 }
@@ -58,11 +61,10 @@ impl RecentEndings {
         });
     }
 
-    /// The ended flow with this id, if this instance ended it a moment ago.
-    pub fn get(&self, flow_id: &str) -> Option<FlowRecord> {
-        let kept = self.lock();
-        let (at, flow) = kept.by_id.get(flow_id)?;
-        (at.elapsed() < self.keep_for).then(|| flow.clone())
+    /// The ended flow with this id, if this instance ended it a moment ago and has not handed it out yet.
+    pub fn take(&self, flow_id: &str) -> Option<FlowRecord> {
+        let (at, flow) = self.lock().by_id.remove(flow_id)?;
+        (at.elapsed() < self.keep_for).then_some(*flow)
     }
 
     fn keep(&self, flow: FlowRecord) {
@@ -79,7 +81,7 @@ impl RecentEndings {
             }
         }
         order.push_back(flow.id.clone());
-        by_id.insert(flow.id.clone(), (now, flow));
+        by_id.insert(flow.id.clone(), (now, Box::new(flow)));
     }
 
     fn lock(&self) -> MutexGuard<'_, Kept> {
@@ -88,9 +90,9 @@ impl RecentEndings {
     }
 }
 
-/// What is kept of a flow: everything the result page reads, and not its sealed secrets, which it does not.
+/// What is kept of a flow: everything the result page reads, and not its state's hash or sealed secrets.
 fn kept(flow: &FlowRecord) -> FlowRecord {
-    FlowRecord { sealed_secrets: Vec::new(), ..flow.clone() }
+    FlowRecord { state_hash: String::new(), sealed_secrets: Vec::new(), ..flow.clone() }
 }
 
 #[cfg(test)]
@@ -121,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn keeps_an_ending_as_the_store_would_answer_it_without_its_secrets() {
+    fn hands_an_ending_out_once_as_the_store_would_answer_it_without_its_secrets() {
         let endings = RecentEndings::default();
         endings.succeeded(&flow("a"));
         let ending = FlowEnding {
@@ -132,56 +134,49 @@ mod tests {
         };
         endings.failed(&flow("b"), &ending);
 
-        let a = endings.get("a").expect("kept");
+        let a = endings.take("a").expect("kept");
         assert_eq!(a.status, FlowStatus::Succeeded);
         assert_eq!((a.outcome_code, a.reference), (None, None));
-        assert!(a.sealed_secrets.is_empty());
-        let b = endings.get("b").expect("kept");
+        assert!(a.sealed_secrets.is_empty() && a.state_hash.is_empty());
+        assert_eq!((a.browser_hash.as_str(), a.connection.as_str()), ("browser", "github"));
+        assert!(endings.take("a").is_none(), "handed out once");
+        let b = endings.take("b").expect("kept");
         assert_eq!(b.status, FlowStatus::Failed);
         assert_eq!(b.outcome_code.as_deref(), Some("failed_to_exchange_token"));
         assert_eq!(b.outcome_cause.as_deref(), Some("invalid_grant"));
         assert_eq!(b.reference.as_deref(), Some("ref-1"));
-        assert_eq!(b.browser_hash, "browser");
-        assert!(endings.get("c").is_none());
+        assert!(endings.take("c").is_none());
     }
 
     #[test]
-    fn forgets_the_oldest_beyond_its_capacity() {
+    fn forgets_the_oldest_beyond_its_capacity_and_what_it_handed_out() {
         let endings = RecentEndings::new(3, KEEP_FOR);
         for id in ["a", "b", "c", "d", "e"] {
             endings.succeeded(&flow(id));
         }
-        assert!(endings.get("a").is_none() && endings.get("b").is_none());
-        assert!(["c", "d", "e"].iter().all(|id| endings.get(id).is_some()));
         assert_eq!(endings.lock().by_id.len(), 3);
-        assert_eq!(endings.lock().order.len(), 3);
+        assert_eq!(endings.lock().order, ["c", "d", "e"]);
+        assert!(endings.take("a").is_none() && endings.take("b").is_none());
+        assert!(endings.take("c").is_some() && endings.take("d").is_some());
+        // What was handed out leaves the order at the next keep, and what is left stays.
+        endings.succeeded(&flow("f"));
+        assert_eq!(endings.lock().order, ["e", "f"]);
+        assert!(endings.take("e").is_some() && endings.take("f").is_some());
     }
 
     #[test]
     fn forgets_an_ending_once_it_is_old() {
         let endings = RecentEndings::new(100, Duration::from_millis(50));
         endings.succeeded(&flow("a"));
-        assert!(endings.get("a").is_some());
+        endings.succeeded(&flow("b"));
+        assert!(endings.take("a").is_some());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(endings.get("a").is_none(), "an old ending is not answered");
-        endings.succeeded(&flow("b"));
-        assert_eq!(endings.lock().order.iter().collect::<Vec<_>>(), ["b"], "and is dropped at the next keep");
-    }
-
-    #[test]
-    fn a_flow_kept_twice_is_answered_with_its_last_ending() {
-        let endings = RecentEndings::new(2, KEEP_FOR);
-        endings.succeeded(&flow("a"));
-        let ending = FlowEnding {
-            code: "internal_error".into(),
-            cause: None,
-            reference: "r".into(),
-            at: OffsetDateTime::now_utc(),
-        };
-        endings.failed(&flow("a"), &ending);
-        assert_eq!(endings.get("a").expect("kept").status, FlowStatus::Failed);
-        endings.succeeded(&flow("b"));
+        assert!(endings.take("b").is_none(), "an old ending is not handed out");
         endings.succeeded(&flow("c"));
-        assert!(endings.get("c").is_some() && endings.get("b").is_some());
+        endings.succeeded(&flow("d"));
+        std::thread::sleep(Duration::from_millis(60));
+        endings.succeeded(&flow("e"));
+        assert_eq!(endings.lock().order, ["e"], "old endings are dropped at the next keep");
+        assert_eq!(endings.lock().by_id.len(), 1);
     }
 }

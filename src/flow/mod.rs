@@ -459,9 +459,10 @@ fn ending_of(recorded: &Recorded) -> FlowEnding {
     }
 }
 
-/// The flow a result page shows: as this process ended it a moment ago, else from the store.
+/// The flow a result page shows: as this process ended it a moment ago, the first time it is shown, else from the
+/// store.
 pub async fn for_result(state: &Context, flow_id: &str) -> Result<Option<FlowRecord>, StoreError> {
-    match state.endings.get(flow_id) {
+    match state.endings.take(flow_id) {
         Some(ended) => Ok(Some(ended)),
         None => state.store.find_flow(flow_id).await,
     }

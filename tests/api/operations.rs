@@ -107,43 +107,62 @@ async fn a_refused_refresh_is_timed_under_its_cause() {
 }
 
 /// The result page a browser is sent to after its callback is answered by the instance that ended the flow from
-/// what it just wrote, without a store read; the browser check applies as before.
+/// what it just wrote, once, without a store read; the browser check applies as before.
 #[tokio::test]
 async fn the_result_page_after_a_callback_on_this_instance_reads_no_flow_from_the_store() {
     let app = spawn_app().await;
     let find_flow = r#"callback_gate_store_operation_duration_seconds_count{operation="find_flow"}"#;
-    app.mock_token_success(1).await;
+    app.mock_token_success(2).await;
     let (browser, started) = app.begin("user_result_connected").await;
     let response = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let (status, page) = app.follow(&browser, response).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("data-outcome=\"connected\""), "{page}");
-    let stranger = Browser::new().get(&app.url(&location)).await;
-    assert_eq!(stranger.status(), StatusCode::FORBIDDEN);
 
     // A flow that failed after its claim: the result page shows the failure and its reference.
     app.provider.reset().await;
     app.mock_token(wiremock::ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"})))
         .await;
-    let (browser, started) = app.begin("user_result_failed").await;
-    let response = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await;
-    let (status, page) = app.follow(&browser, response).await;
+    let (failing, started) = app.begin("user_result_failed").await;
+    let response = app.callback(&failing, &format!("code=the-code&state={}", started.state)).await;
+    let (status, page) = app.follow(&failing, response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
     assert_eq!(crate::helpers::code_on(&page), "failed_to_exchange_token");
     let reference = crate::helpers::reference_on(&page);
     assert_eq!(app.reference(&reference).await["code"], "failed_to_exchange_token");
-
     let page = app.metrics().await;
     assert_eq!(sample(&page, find_flow), None, "a result page read its flow from the store:\n{page}");
+
+    // Opened again, the page reads the store, and shows the same.
+    let again = browser.get(&app.url(&location)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.text().await.unwrap().contains("data-outcome=\"connected\""));
+    assert_eq!(sample(&app.metrics().await, find_flow), Some(1.0));
+
+    // Another browser that comes first is refused from what was kept, and the flow's own browser still gets
+    // its page, from the store.
+    app.provider.reset().await;
+    app.mock_token_success(1).await;
+    let (browser, started) = app.begin("user_result_raced").await;
+    let response = app.callback(&browser, &format!("code=c&state={}", started.state)).await;
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let stranger = Browser::new().get(&app.url(&location)).await;
+    assert_eq!(stranger.status(), StatusCode::FORBIDDEN);
+    assert!(!stranger.text().await.unwrap().contains("Connected</h1>"));
+    let page = browser.get(&app.url(&location)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("data-outcome=\"connected\""));
+    assert_eq!(sample(&app.metrics().await, find_flow), Some(2.0));
+
     // The flows are stored as the pages showed them.
-    let mut rows = app.sql_rows("SELECT identifier, status, reference FROM flows ORDER BY identifier").await;
-    rows.sort();
+    let rows = app.sql_rows("SELECT identifier, status, reference FROM flows ORDER BY identifier").await;
     assert_eq!(
         rows,
         [
             vec![Some("user_result_connected".into()), Some("succeeded".into()), None],
             vec![Some("user_result_failed".into()), Some("failed".into()), Some(reference)],
+            vec![Some("user_result_raced".into()), Some("succeeded".into()), None],
         ]
     );
 }

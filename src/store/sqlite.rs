@@ -1948,6 +1948,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_takes_at_most_its_cap_of_waiting_writes() {
+        let (dir, store) = scratch_store().await;
+        let path = dir.path().join("gate.db");
+        let (release, holder) = hold_writer(&store).await;
+        let mut writes = Vec::new();
+        for i in 0..GROUP + 8 {
+            let path = path.clone();
+            // Each write stores a link, then counts the links another connection sees: those committed before
+            // its group's transaction.
+            writes.push(
+                queue_write(&store, move |db| {
+                    let tx = begin(db)?;
+                    insert_link_row(&tx, &format!("link-{i}"))?;
+                    tx.commit()?;
+                    let outside = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                    Ok(outside.query_row("SELECT COUNT(*) FROM authorization_links", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await,
+            );
+        }
+        drop(release);
+        holder.await.unwrap();
+        let mut seen = Vec::new();
+        for write in writes {
+            seen.push(write.await.unwrap().unwrap());
+        }
+        let cap = i64::try_from(GROUP).unwrap();
+        let expected: Vec<i64> = std::iter::repeat_n(0, GROUP).chain(std::iter::repeat_n(cap, 8)).collect();
+        assert_eq!(seen, expected, "the first {GROUP} commit together, the rest in the next group");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_close_found_among_waiting_writes_ends_the_group_and_the_writes_before_it_are_kept() {
+        let (_dir, store) = scratch_store().await;
+        let (release, holder) = hold_writer(&store).await;
+        let before = [queue_link(&store, "before-1").await, queue_link(&store, "before-2").await];
+        let closer = store.clone();
+        let closing = queued(&store, async move {
+            closer.inner.writer.close().await;
+            Ok(())
+        })
+        .await;
+        let after = queue_link(&store, "after").await;
+        drop(release);
+        holder.await.unwrap();
+        for write in before {
+            write.await.unwrap().expect("committed before the close");
+        }
+        closing.await.unwrap().unwrap();
+        assert!(matches!(after.await.unwrap(), Err(StoreError::Closed)), "a write after the close is not run");
+        // The readers are still open.
+        assert!(store.find_link("before-1").await.unwrap().is_some());
+        assert!(store.find_link("before-2").await.unwrap().is_some());
+        assert!(store.find_link("after").await.unwrap().is_none());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn when_a_group_cannot_begin_each_write_runs_alone_and_is_answered() {
+        let (dir, store) = scratch_store().await;
+        store.write(|db| Ok(db.busy_timeout(Duration::from_millis(20))?)).await.unwrap();
+        // Another process holds the write lock.
+        let other = rusqlite::Connection::open(dir.path().join("gate.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (release, holder) = hold_writer(&store).await;
+        let needs_the_lock = queue_link(&store, "locked-out").await;
+        let reads_only = queue_write(&store, |db| Ok(db.is_autocommit())).await;
+        drop(release);
+        holder.await.unwrap();
+        assert!(needs_the_lock.await.unwrap().is_err(), "its own transaction could not begin either");
+        assert!(reads_only.await.unwrap().unwrap(), "it ran alone, outside any group's transaction");
+        other.execute_batch("ROLLBACK").unwrap();
+        store.create_link(&link_record("later"), 5).await.unwrap();
+        assert!(store.find_link("locked-out").await.unwrap().is_none());
+        assert!(store.find_link("later").await.unwrap().is_some());
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_write_that_leaves_its_transaction_open_is_rolled_back_and_its_caller_told() {
         let (_dir, store) = scratch_store().await;
         let leaking = store

@@ -16,10 +16,10 @@ use crate::context::Context;
 use crate::crypto::{self, Pkce, Secret};
 use crate::outcome::Failure;
 use crate::provider::exchange::{self, Tokens};
-use crate::provider::{Provider, quirks};
+use crate::provider::{Provider, Providers, quirks};
 use crate::store::{
     Arrival, Claim, Confirmation, FlowEnding, FlowRecord, FlowStatus, LinkRecord, Millis, OutcomeEvent,
-    PendingVerification, Store, StoreError, TokenWrite,
+    PendingVerification, StartedFlow, Store, StoreError, TokenWrite,
 };
 use crate::telemetry;
 
@@ -162,9 +162,38 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
         )
         .await;
     }
-    let link = match state.store.find_link(link_id).await {
-        Ok(Some(link)) => link,
-        Ok(None) => {
+    let now = OffsetDateTime::now_utc();
+    let (browser, set_browser) = match browser {
+        Some(existing) => (existing, None),
+        None => {
+            let fresh = Secret::new(crypto::random_token::<32>());
+            (fresh.clone(), Some(fresh))
+        }
+    };
+    let flow_state = state.settings.secret_key.new_state();
+    let pkce = Pkce::new();
+    // Drawn before the link is read, and used only if its connection is an OpenID one.
+    let nonce = Secret::new(crypto::random_token::<32>());
+    let fresh = FreshFlow {
+        id: crypto::random_token::<16>(),
+        state_hash: crypto::hash_hex(flow_state.expose()),
+        browser_hash: crypto::hash_hex(browser.expose()),
+        verifier: pkce.verifier.clone(),
+        nonce: nonce.clone(),
+        now,
+    };
+    // The link is read, checked and the flow stored in one store operation; the checks run again below, on the
+    // link as read, to say why a link started no flow.
+    let build = {
+        let (settings, providers) = (state.settings.clone(), state.providers.clone());
+        Box::new(move |link: &LinkRecord| {
+            let provider = startable(&settings, &providers, link, now).ok()?;
+            Some(fresh.flow(&settings, &provider, link))
+        })
+    };
+    let (link, flow) = match state.store.start_flow(link_id, state.settings.limits.flows_per_identifier, build).await {
+        Ok(StartedFlow { link: Some(link), flow }) => (link, flow),
+        Ok(StartedFlow { link: None, .. }) => {
             let failure = Failure::new("link_invalid")
                 .with_detail("the link is signed but not stored (swept or from another database)");
             return fail(state, failure, FailureContext::default(), started).await;
@@ -180,68 +209,14 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
         return_to: link.return_to.clone(),
         ..FailureContext::default()
     };
-    let now = OffsetDateTime::now_utc();
-    if let Some(consumed_at) = link.consumed_at {
-        let failure = Failure::new("link_used").with_detail(format!(
-            "the link already connected the account at {}; a link connects once, so mint a new one to connect again",
-            telemetry::rfc3339(consumed_at)
-        ));
-        return fail(state, failure, context, started).await;
-    }
-    if now >= link.expires_at {
-        let failure = Failure::new("link_expired")
-            .with_detail(format!("the link expired at {}", telemetry::rfc3339(link.expires_at)));
-        return fail(state, failure, context, started).await;
-    }
-    let Some(provider) = state.providers.get(&link.connection) else {
-        let failure = Failure::new("connection_unknown")
-            .with_detail(format!("connection \"{}\" is not configured", link.connection));
+    let provider = match startable(&state.settings, &state.providers, &link, now) {
+        Ok(provider) => provider,
+        Err(failure) => return fail(state, *failure, context, started).await,
+    };
+    let Some(flow) = flow else {
+        let failure = Failure::new("internal_error").with_detail("the link passed its checks but started no flow");
         return fail(state, failure, context, started).await;
     };
-
-    if provider.connection.user_verification && state.settings.app.user_verify_url.is_none() {
-        // Caught before the user consents: the flow could not finish without a page to verify the user on.
-        let failure = Failure::new("user_verify_url_not_configured").with_detail(format!(
-            "connection \"{}\" has user_verification on, but app.user_verify_url is not set",
-            link.connection
-        ));
-        return fail(state, failure, context, started).await;
-    }
-    let (browser, set_browser) = match browser {
-        Some(existing) => (existing, None),
-        None => {
-            let fresh = Secret::new(crypto::random_token::<32>());
-            (fresh.clone(), Some(fresh))
-        }
-    };
-    let flow_id = crypto::random_token::<16>();
-    let flow_state = state.settings.secret_key.new_state();
-    let pkce = Pkce::new();
-    let nonce = provider.is_oidc().then(|| Secret::new(crypto::random_token::<32>()));
-    let secrets = FlowSecrets { verifier: pkce.verifier.clone(), nonce: nonce.clone() };
-    let Ok(secrets_json) = serde_json::to_vec(&secrets) else {
-        unreachable!("flow secrets always serialise");
-    };
-    let flow = FlowRecord {
-        id: flow_id.clone(),
-        state_hash: crypto::hash_hex(flow_state.expose()),
-        link_id: link.id.clone(),
-        connection: link.connection.clone(),
-        identifier: link.identifier.clone(),
-        browser_hash: crypto::hash_hex(browser.expose()),
-        sealed_secrets: state.settings.secret_key.seal(&secrets_json, &crypto::flow_associated_data(&flow_id)),
-        return_to: link.return_to.clone(),
-        status: FlowStatus::Started,
-        outcome_code: None,
-        outcome_cause: None,
-        reference: None,
-        created_at: now,
-        expires_at: now + state.settings.flow_ttl,
-        claimed_at: None,
-    };
-    if let Err(err) = state.store.create_flow(&flow, state.settings.limits.flows_per_identifier).await {
-        return fail(state, store_failure(&err), context, started).await;
-    }
     tracing::info!(
         target: "callback_gate::flow",
         event = "flow_started",
@@ -255,6 +230,7 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
         let form = CredentialForm::new(&provider.connection, flow_state, None);
         return Ending::Form { form, set_browser };
     }
+    let nonce = provider.is_oidc().then_some(nonce);
     let Some(location) =
         provider.authorization_request(flow_state.expose(), &pkce.challenge, nonce.as_ref().map(Secret::expose))
     else {
@@ -264,6 +240,79 @@ pub async fn start(state: &Context, token: &str, browser: Option<Secret>) -> End
         return fail(state, failure, context, started).await;
     };
     Ending::Redirect { location: location.into(), set_browser }
+}
+
+/// Whether a link can start a flow now, and with which provider; else the failure that says why not.
+fn startable(
+    settings: &Settings,
+    providers: &Providers,
+    link: &LinkRecord,
+    now: OffsetDateTime,
+) -> Result<Arc<Provider>, Box<Failure>> {
+    if let Some(consumed_at) = link.consumed_at {
+        return Err(Box::new(Failure::new("link_used").with_detail(format!(
+            "the link already connected the account at {}; a link connects once, so mint a new one to connect again",
+            telemetry::rfc3339(consumed_at)
+        ))));
+    }
+    if now >= link.expires_at {
+        return Err(Box::new(
+            Failure::new("link_expired")
+                .with_detail(format!("the link expired at {}", telemetry::rfc3339(link.expires_at))),
+        ));
+    }
+    let Some(provider) = providers.get(&link.connection) else {
+        return Err(Box::new(
+            Failure::new("connection_unknown")
+                .with_detail(format!("connection \"{}\" is not configured", link.connection)),
+        ));
+    };
+    if provider.connection.user_verification && settings.app.user_verify_url.is_none() {
+        // Caught before the user consents: the flow could not finish without a page to verify the user on.
+        return Err(Box::new(Failure::new("user_verify_url_not_configured").with_detail(format!(
+            "connection \"{}\" has user_verification on, but app.user_verify_url is not set",
+            link.connection
+        ))));
+    }
+    Ok(provider)
+}
+
+/// What a new flow is made of before its link is read: its id, the hashes of its state and browser, and the
+/// secrets its callback will need.
+struct FreshFlow {
+    id: String,
+    state_hash: String,
+    browser_hash: String,
+    verifier: Secret,
+    nonce: Secret,
+    now: OffsetDateTime,
+}
+
+impl FreshFlow {
+    /// The flow record for `link`, its secrets sealed; the nonce is kept only for an OpenID connection.
+    fn flow(self, settings: &Settings, provider: &Provider, link: &LinkRecord) -> FlowRecord {
+        let secrets = FlowSecrets { verifier: self.verifier, nonce: provider.is_oidc().then_some(self.nonce) };
+        let Ok(secrets_json) = serde_json::to_vec(&secrets) else {
+            unreachable!("flow secrets always serialise");
+        };
+        FlowRecord {
+            sealed_secrets: settings.secret_key.seal(&secrets_json, &crypto::flow_associated_data(&self.id)),
+            id: self.id,
+            state_hash: self.state_hash,
+            link_id: link.id.clone(),
+            connection: link.connection.clone(),
+            identifier: link.identifier.clone(),
+            browser_hash: self.browser_hash,
+            return_to: link.return_to.clone(),
+            status: FlowStatus::Started,
+            outcome_code: None,
+            outcome_cause: None,
+            reference: None,
+            created_at: self.now,
+            expires_at: self.now + settings.flow_ttl,
+            claimed_at: None,
+        }
+    }
 }
 
 /// `GET /connect/callback/{connection}`: validates the flow, exchanges the code and stores the account.

@@ -374,6 +374,19 @@ pub struct PendingVerification {
     pub expires_at: OffsetDateTime,
 }
 
+/// Makes the flow a link starts, or refuses to (`None`), for [`Store::start_flow`]; it may run on a database thread,
+/// so it only computes.
+pub type BuildFlow = Box<dyn FnOnce(&LinkRecord) -> Option<FlowRecord> + Send>;
+
+/// What [`Store::start_flow`] found and stored.
+#[derive(Debug)]
+pub struct StartedFlow {
+    /// The link, as read; `None` when there is no such link.
+    pub link: Option<LinkRecord>,
+    /// The flow stored; `None` when there is no link or the builder refused it.
+    pub flow: Option<FlowRecord>,
+}
+
 /// How a flow's failure is written on the flow: its code, cause and reference.
 #[derive(Debug, Clone)]
 pub struct FlowEnding {
@@ -646,9 +659,13 @@ impl Store {
         dispatch!(self, "find_link", find_link(id))
     }
 
-    /// Stores a new flow. At most `keep` started flows are kept per connection and identifier: the oldest go first.
-    pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
-        dispatch!(self, "create_flow", create_flow(flow, keep))
+    /// Starts a flow from a link in one operation: reads the link, lets `build` make the flow from it (or refuse,
+    /// with `None`), and stores the flow; at most `keep` started flows are kept per connection and identifier, the
+    /// oldest go first. Answers the link as read (`None`: there is no such link) and the flow stored, if any. On
+    /// SQLite all of it runs on the writer, in one transaction, so the link cannot change between the check and the
+    /// insert, and a start makes one hand-off to a database thread instead of two.
+    pub async fn start_flow(&self, link_id: &str, keep: u32, build: BuildFlow) -> Result<StartedFlow, StoreError> {
+        dispatch!(self, "start_flow", start_flow(link_id, keep, build))
     }
 
     pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {

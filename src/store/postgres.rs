@@ -16,10 +16,10 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
+    Abandoned, AccountQuery, Arrival, BuildFlow, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
     DeliveryRecord, DeliveryStatus, DueRefresh, FAILED_RETENTION, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
-    Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StoreError, Table,
-    TokenState, TokenWrite, UNAUTHENTICATED_SWEEP_WINDOW, from_millis, millis,
+    Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StartedFlow,
+    StoreError, Table, TokenState, TokenWrite, UNAUTHENTICATED_SWEEP_WINDOW, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -276,7 +276,20 @@ impl PostgresStore {
         }))
     }
 
-    pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
+    /// Reads the link, then stores the flow built from it in a transaction of its own that locks the identifier:
+    /// each is a round trip to the server, whether or not they share a transaction.
+    pub async fn start_flow(&self, link_id: &str, keep: u32, build: BuildFlow) -> Result<StartedFlow, StoreError> {
+        let Some(link) = self.find_link(link_id).await? else {
+            return Ok(StartedFlow { link: None, flow: None });
+        };
+        let Some(flow) = build(&link) else {
+            return Ok(StartedFlow { link: Some(link), flow: None });
+        };
+        self.create_flow(&flow, keep).await?;
+        Ok(StartedFlow { link: Some(link), flow: Some(flow) })
+    }
+
+    async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_identifier(&tx, &flow.connection, &flow.identifier).await?;

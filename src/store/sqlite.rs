@@ -18,10 +18,10 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Abandoned, AccountQuery, Arrival, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
+    Abandoned, AccountQuery, Arrival, BuildFlow, Claim, Confirmation, DELIVERED_RETENTION, DeliveryEnd, DeliveryQuery,
     DeliveryRecord, DeliveryStatus, DueRefresh, FAILED_RETENTION, FLOW_RETENTION, FlowEnding, FlowRecord, FlowStatus,
-    Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StoreError, Table,
-    TokenState, TokenWrite, UNAUTHENTICATED_SWEEP_WINDOW, from_millis, millis,
+    Lease, LinkRecord, Millis, OutcomeEvent, PendingVerification, REFERENCE_RETENTION, RefreshEnd, StartedFlow,
+    StoreError, Table, TokenState, TokenWrite, UNAUTHENTICATED_SWEEP_WINDOW, from_millis, millis,
 };
 use crate::account::{AccountStatus, ConnectedAccount, LastError};
 
@@ -497,60 +497,22 @@ impl SqliteStore {
 
     pub async fn find_link(&self, id: &str) -> Result<Option<LinkRecord>, StoreError> {
         let id = id.to_owned();
-        self.read(move |db| {
-            let mut statement = db.prepare_cached(
-                "SELECT id, connection, identifier, return_to, created_at, expires_at, consumed_at
-                 FROM authorization_links WHERE id = ?",
-            )?;
-            let mut rows = statement.query([id])?;
-            rows.next()?
-                .map(|row| {
-                    Ok(LinkRecord {
-                        id: row.get("id")?,
-                        connection: row.get("connection")?,
-                        identifier: row.get("identifier")?,
-                        return_to: row.get("return_to")?,
-                        created_at: from_millis(row.get("created_at")?)?,
-                        expires_at: from_millis(row.get("expires_at")?)?,
-                        consumed_at: row.get::<_, Option<i64>>("consumed_at")?.map(from_millis).transpose()?,
-                    })
-                })
-                .transpose()
-        })
-        .await
+        self.read(move |db| link_in(db, &id)).await
     }
 
-    /// Stores a new flow. At most `keep` started flows are kept per connection and identifier: the oldest go first.
-    pub async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
-        let flow = flow.clone();
+    pub async fn start_flow(&self, link_id: &str, keep: u32, build: BuildFlow) -> Result<StartedFlow, StoreError> {
+        let link_id = link_id.to_owned();
         self.write(move |db| {
+            let Some(link) = link_in(db, &link_id)? else {
+                return Ok(StartedFlow { link: None, flow: None });
+            };
+            let Some(flow) = build(&link) else {
+                return Ok(StartedFlow { link: Some(link), flow: None });
+            };
             let tx = begin(db)?;
-            tx.prepare_cached(
-                "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
-                                    return_to, status, created_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                flow.id,
-                flow.state_hash,
-                flow.link_id,
-                flow.connection,
-                flow.identifier,
-                flow.browser_hash,
-                flow.sealed_secrets,
-                flow.return_to,
-                flow.status.as_str(),
-                millis(flow.created_at),
-                millis(flow.expires_at)
-            ])?;
-            // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
-            tx.prepare_cached(TRIM_STARTED_FLOWS)?.execute(params![
-                flow.connection,
-                flow.identifier,
-                i64::from(keep)
-            ])?;
+            insert_flow(&tx, &flow, keep)?;
             tx.commit()?;
-            Ok(())
+            Ok(StartedFlow { link: Some(link), flow: Some(flow) })
         })
         .await
     }
@@ -1380,6 +1342,54 @@ fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), S
     Ok(())
 }
 
+/// The link with this id.
+fn link_in(db: &rusqlite::Connection, id: &str) -> Result<Option<LinkRecord>, StoreError> {
+    let mut statement = db.prepare_cached(
+        "SELECT id, connection, identifier, return_to, created_at, expires_at, consumed_at
+         FROM authorization_links WHERE id = ?",
+    )?;
+    let mut rows = statement.query([id])?;
+    rows.next()?
+        .map(|row| {
+            Ok(LinkRecord {
+                id: row.get("id")?,
+                connection: row.get("connection")?,
+                identifier: row.get("identifier")?,
+                return_to: row.get("return_to")?,
+                created_at: from_millis(row.get("created_at")?)?,
+                expires_at: from_millis(row.get("expires_at")?)?,
+                consumed_at: row.get::<_, Option<i64>>("consumed_at")?.map(from_millis).transpose()?,
+            })
+        })
+        .transpose()
+}
+
+/// Inserts a new flow; a flood of starts for one identifier keeps only its newest `keep` flows waiting for a
+/// callback.
+fn insert_flow(tx: &rusqlite::Connection, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
+                            return_to, status, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        flow.id,
+        flow.state_hash,
+        flow.link_id,
+        flow.connection,
+        flow.identifier,
+        flow.browser_hash,
+        flow.sealed_secrets,
+        flow.return_to,
+        flow.status.as_str(),
+        millis(flow.created_at),
+        millis(flow.expires_at)
+    ])?;
+    // A flood of starts for one identifier keeps only its newest flows waiting for a callback.
+    tx.prepare_cached(TRIM_STARTED_FLOWS)?.execute(params![flow.connection, flow.identifier, i64::from(keep)])?;
+    Ok(())
+}
+
 /// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
 /// the flow was no longer exchanging or verifying. The caller commits.
 fn complete_in(
@@ -1849,6 +1859,51 @@ mod tests {
             "INSERT INTO authorization_links (id, connection, identifier, created_at, expires_at) VALUES (?1, 'c', ?1, 0, 0)",
             [id],
         )
+    }
+
+    #[tokio::test]
+    async fn a_flow_starts_from_its_link_as_stored_or_not_at_all() {
+        let (_dir, store) = scratch_store().await;
+        let built = |id: &'static str| -> BuildFlow {
+            Box::new(move |link: &LinkRecord| {
+                let now = OffsetDateTime::now_utc();
+                Some(FlowRecord {
+                    id: id.into(),
+                    state_hash: format!("state-{id}"),
+                    link_id: link.id.clone(),
+                    connection: link.connection.clone(),
+                    identifier: link.identifier.clone(),
+                    browser_hash: "browser".into(),
+                    sealed_secrets: vec![1],
+                    return_to: None,
+                    status: FlowStatus::Started,
+                    outcome_code: None,
+                    outcome_cause: None,
+                    reference: None,
+                    created_at: now,
+                    expires_at: now + Duration::from_secs(60),
+                    claimed_at: None,
+                })
+            })
+        };
+        let missing = store.start_flow("missing", 5, Box::new(|_| panic!("no link, nothing to build"))).await.unwrap();
+        assert!(missing.link.is_none() && missing.flow.is_none());
+
+        store.create_link(&link_record("link"), 5).await.unwrap();
+        let refused = store.start_flow("link", 5, Box::new(|_| None)).await.unwrap();
+        assert_eq!(refused.link.map(|l| l.id).as_deref(), Some("link"));
+        assert!(refused.flow.is_none());
+        let flows = || store.read(|db| Ok(db.query_row("SELECT COUNT(*) FROM flows", [], |r| r.get::<_, i64>(0))?));
+        assert_eq!(flows().await.unwrap(), 0, "a refused start stores no flow");
+
+        let started = store.start_flow("link", 5, built("flow-1")).await.unwrap();
+        assert_eq!(started.flow.map(|f| f.identifier).as_deref(), Some("link"), "built from the stored link");
+        let stored = store.find_flow("flow-1").await.unwrap().expect("stored");
+        assert_eq!((stored.link_id.as_str(), stored.status), ("link", FlowStatus::Started));
+        // A builder whose flow cannot be stored (its id is taken) starts nothing, and says so.
+        assert!(store.start_flow("link", 5, built("flow-1")).await.is_err());
+        assert_eq!(flows().await.unwrap(), 1);
+        store.close().await;
     }
 
     #[tokio::test]

@@ -74,10 +74,13 @@ async fn a_flow_is_counted_by_outcome_and_connection_with_its_token_and_store_ti
     assert!(!page.contains("not-configured"), "{page}");
     let token = r#"callback_gate_token_request_duration_seconds_count{provider="oauth2",connection="mock",grant="authorization_code",result="ok"}"#;
     assert_eq!(sample(&page, token), Some(1.0), "{page}");
-    for operation in ["create_link", "find_link", "create_flow", "claim_flow", "complete_flow"] {
+    for operation in ["create_link", "start_flow", "claim_flow", "complete_flow"] {
         let count = format!(r#"callback_gate_store_operation_duration_seconds_count{{operation="{operation}"}}"#);
         assert!(sample(&page, &count).is_some_and(|n| n >= 1.0), "{operation} not timed:\n{page}");
     }
+    // The start reads its link in the same operation that stores the flow.
+    let find_link = r#"callback_gate_store_operation_duration_seconds_count{operation="find_link"}"#;
+    assert_eq!(sample(&page, find_link), None, "{page}");
 }
 
 #[tokio::test]

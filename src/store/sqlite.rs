@@ -503,13 +503,13 @@ impl SqliteStore {
     pub async fn start_flow(&self, link_id: &str, keep: u32, build: BuildFlow) -> Result<StartedFlow, StoreError> {
         let link_id = link_id.to_owned();
         self.write(move |db| {
-            let Some(link) = link_in(db, &link_id)? else {
+            let tx = begin(db)?;
+            let Some(link) = link_in(&tx, &link_id)? else {
                 return Ok(StartedFlow { link: None, flow: None });
             };
             let Some(flow) = build(&link) else {
                 return Ok(StartedFlow { link: Some(link), flow: None });
             };
-            let tx = begin(db)?;
             insert_flow(&tx, &flow, keep)?;
             tx.commit()?;
             Ok(StartedFlow { link: Some(link), flow: Some(flow) })

@@ -722,6 +722,7 @@ struct App {
     address: String,
     api_key: String,
     http: reqwest::Client,
+    _database: helpers::TestDatabase,
     _dir: tempfile::TempDir,
 }
 
@@ -733,7 +734,8 @@ async fn spawn_production() -> App {
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
     // The backend under test: SQLite, or PostgreSQL with TEST_STORE=postgres.
-    let database_url = helpers::fresh_database(dir.path()).await;
+    let database = helpers::fresh_database(dir.path()).await;
+    let database_url = &database.url;
     let document = format!(
         r#"
 public_url = "{PUBLIC_URL}"
@@ -781,7 +783,7 @@ burst = 100000
     let app = Application::build(settings, listener, axum::Router::new()).await.expect("app builds");
     tokio::spawn(app.run_until(std::future::pending()));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    App { address, api_key, http, _dir: dir }
+    App { address, api_key, http, _database: database, _dir: dir }
 }
 
 /// One hostile callback: what the provider sends and how the browser arrives.

@@ -115,6 +115,8 @@ pub struct TestApp {
     /// The app's `database_url`: a fresh SQLite file, or a fresh PostgreSQL database when
     /// `TEST_POSTGRES_URL` names a server (see [`fresh_database`]).
     pub database_url: String,
+    /// The fresh database this app was spawned on, dropped with it; `None` when `Options::database` named one.
+    database: Option<TestDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -175,9 +177,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let port = listener.local_addr().expect("address").port();
     let address = format!("http://127.0.0.1:{port}");
     let public_url = options.public_url.clone().unwrap_or_else(|| address.clone());
-    let database_url = match options.database.clone() {
-        Some(url) => url,
-        None => fresh_database(dir.path()).await,
+    let (database_url, database) = match options.database.clone() {
+        Some(url) => (url, None),
+        None => {
+            let database = fresh_database(dir.path()).await;
+            (database.url.clone(), Some(database))
+        }
     };
     let document = format!(
         r#"
@@ -283,6 +288,7 @@ user_verification = false
         provider,
         api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         database_url,
+        database,
         _dir: dir,
     }
 }
@@ -294,18 +300,20 @@ pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
 /// The backend the suite runs against: `sqlite` (the default) or `postgres` (on the server above).
 pub const STORE_ENV: &str = "TEST_STORE";
 
-/// A `database_url` for an empty database of the backend under test: a SQLite file in `dir`, or a new database on
-/// the PostgreSQL server when `TEST_STORE=postgres`.
-pub async fn fresh_database(dir: &std::path::Path) -> String {
+/// An empty database of the backend under test: a SQLite file in `dir`, or a new database on the PostgreSQL server
+/// when `TEST_STORE=postgres`.
+pub async fn fresh_database(dir: &std::path::Path) -> TestDatabase {
     match std::env::var(STORE_ENV).as_deref() {
         Ok("postgres") => postgres_database().await,
-        Ok("sqlite") | Err(_) => format!("sqlite://{}", dir.join("test.db").display()),
+        Ok("sqlite") | Err(_) => {
+            TestDatabase { url: format!("sqlite://{}", dir.join("test.db").display()), dropped_from: None }
+        }
         Ok(other) => panic!("{STORE_ENV}={other}: expected sqlite or postgres"),
     }
 }
 
-/// A new, empty database on the test PostgreSQL server.
-pub async fn postgres_database() -> String {
+/// A new, empty database on the test PostgreSQL server, dropped with the returned value.
+pub async fn postgres_database() -> TestDatabase {
     let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
         panic!("{POSTGRES_ENV} names no PostgreSQL server: run ./scripts/test, or set it to the URL `scripts/postgres start DIR` prints")
     });
@@ -313,7 +321,41 @@ pub async fn postgres_database() -> String {
     sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
     let mut url = Url::parse(&admin).expect("TEST_POSTGRES_URL is a URL");
     url.set_path(&name);
-    url.to_string()
+    TestDatabase { url: url.to_string(), dropped_from: Some((admin, name)) }
+}
+
+/// A test's database. A PostgreSQL one is dropped when this is, so that a suite of a few hundred tests does not
+/// leave a few hundred databases (each about 8 MB) on the server's disk.
+pub struct TestDatabase {
+    /// The `database_url` to configure.
+    pub url: String,
+    /// The server's admin URL and the database's name, for a PostgreSQL database.
+    dropped_from: Option<(String, String)>,
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database, ending the sessions still open on it (an app that outlives the test's last line keeps
+    /// its pool). It runs on a thread of its own because the test's runtime may be a single thread blocked here.
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.dropped_from.take() else { return };
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                client.batch_execute(&statement).await.map_err(|e| format!("{name}: {e}"))
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("the test database was not dropped: {error}"),
+            Err(_) => eprintln!("the test database was not dropped: its thread panicked"),
+        }
+    }
 }
 
 /// Runs statements on the database a `database_url` names.
@@ -436,6 +478,12 @@ pub struct Started {
 }
 
 impl TestApp {
+    /// Makes this app keep a database several apps share, so that it is dropped with the app, not before.
+    pub fn keeping(mut self, database: TestDatabase) -> Self {
+        self.database = Some(database);
+        self
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

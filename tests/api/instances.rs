@@ -27,19 +27,19 @@ async fn two_instances_with(options: Options) -> (TestApp, TestApp) {
     let database = postgres_database().await;
     let secret_key = new_secret_key();
     let first = spawn_with(Options {
-        database: Some(database.clone()),
+        database: Some(database.url.clone()),
         secret_key: Some(secret_key.clone()),
         ..options.clone()
     })
     .await;
     let second = spawn_with(Options {
-        database: Some(database),
+        database: Some(database.url.clone()),
         secret_key: Some(secret_key),
         provider_base: Some(first.provider.uri()),
         ..options
     })
     .await;
-    (first, second)
+    (first.keeping(database), second)
 }
 
 /// How many token requests the shared provider received.
@@ -171,7 +171,7 @@ impl Relay {
 #[tokio::test]
 async fn a_database_that_goes_away_is_answered_with_a_reference_and_recovered_from_without_a_restart() {
     let database = postgres_database().await;
-    let mut url = url::Url::parse(&database).expect("url");
+    let mut url = url::Url::parse(&database.url).expect("url");
     let target = format!("{}:{}", url.host_str().expect("host"), url.port().expect("port"));
     let relay = Relay::to(target).await;
     url.set_port(Some(relay.port)).expect("port");
@@ -209,7 +209,10 @@ async fn a_database_that_goes_away_is_answered_with_a_reference_and_recovered_fr
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let page = response.text().await.expect("page");
     assert_eq!(code_on(&page), "internal_error");
-    assert!(!page.contains(&database) && !page.contains("callback-gate-test"), "nothing of the database on the page");
+    assert!(
+        !page.contains(&database.url) && !page.contains("callback-gate-test"),
+        "nothing of the database on the page"
+    );
 
     // The database stays away long enough for the background write of that reference to fail at least once.
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -222,13 +222,13 @@ async fn two_instances_on_one_database_deliver_each_event_once() {
     let database = crate::helpers::postgres_database().await;
     let secret_key = crate::helpers::new_secret_key();
     let first = spawn_with(with_webhooks(
-        Options { database: Some(database.clone()), secret_key: Some(secret_key.clone()), ..exposing() },
+        Options { database: Some(database.url.clone()), secret_key: Some(secret_key.clone()), ..exposing() },
         &server,
         &keys,
     ))
     .await;
     let _second = spawn_with(with_webhooks(
-        Options { database: Some(database), secret_key: Some(secret_key), ..exposing() },
+        Options { database: Some(database.url.clone()), secret_key: Some(secret_key), ..exposing() },
         &server,
         &keys,
     ))

@@ -41,7 +41,8 @@ pub struct Options {
     pub provider_base: Option<String>,
     /// The `[limits]` section. Tests run many flows from one address, so the default is generous.
     pub limits: String,
-    /// Use this database (a `database_url`) instead of a fresh one, to restart an app on the same data.
+    /// Use this database (a `database_url`) instead of a fresh one, to restart an app on the same data. A fresh
+    /// PostgreSQL database is dropped with the app or [`TestDatabase`] that made it, which must outlive this one.
     pub database: Option<String>,
     /// `CALLBACK_GATE_SECRET_KEY` instead of a fresh random key.
     pub secret_key: Option<String>,

@@ -75,6 +75,11 @@ impl Language {
         Self::negotiate(headers.get(axum::http::header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()))
     }
 
+    /// Its place in [`LANGUAGES`]: a language's pages are the same whatever `Accept-Language` chose it.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// The BCP 47 tag, for `<html lang>`.
     pub fn tag(&self) -> String {
         LANGUAGES.get(self.index).map_or_else(|| self.id.to_string(), |tag| (*tag).to_owned())

@@ -53,6 +53,8 @@ pub struct Shared {
     pub limits: RateLimits,
     pub assets: Arc<Assets>,
     pub frame: Arc<Frame>,
+    /// Failure pages rendered once, filled in with each request's reference and time.
+    pub prerendered: crate::pages::Prerendered,
 }
 
 impl std::ops::Deref for AppState {
@@ -156,7 +158,7 @@ impl Application {
             refreshes: Default::default(),
             endings: Default::default(),
         };
-        let state = AppState(Arc::new(Shared { context, limits, assets, frame }));
+        let state = AppState(Arc::new(Shared { context, limits, assets, frame, prerendered: Default::default() }));
         let edge = Arc::new(Edge::new(
             state.limits.clone(),
             state.frame.clone(),

@@ -26,6 +26,11 @@ use crate::server::AppState;
 use crate::store::FlowStatus;
 use crate::telemetry;
 
+mod prerendered;
+
+pub use prerendered::Prerendered;
+use prerendered::{Slot, Values};
+
 /// `Content-Security-Policy` of every response: nothing but this origin's own styles and images (plus the app's
 /// logo origin when the logo is a URL), no script at all.
 pub fn content_security_policy(assets: &Assets) -> String {
@@ -311,8 +316,8 @@ struct FailurePage<'a> {
     actions_label: String,
     reference_label: String,
     reference: &'a str,
-    at: String,
-    at_display: String,
+    at: &'a str,
+    at_display: &'a str,
     developer: Option<DeveloperDetails<'a>>,
 }
 
@@ -378,6 +383,57 @@ struct NoticePage {
 }
 
 async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded) -> Response {
+    let status = StatusCode::from_u16(recorded.failure.entry.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let at = telemetry::rfc3339(recorded.at);
+    let at_display = readable_time(recorded.at);
+    let values = Values { reference: &recorded.reference, at: &at, at_display: &at_display };
+    if let Some(page) = prerendered_failure(state, language, recorded, &values).await {
+        return (status, Html(page)).into_response();
+    }
+    render(status, &failure_content(state, language, recorded, &values).await)
+}
+
+/// The failure page from its parts rendered before (rendering and keeping them the first time), when nothing on it
+/// but the reference and time is the request's own; `None` when the page must be rendered whole.
+async fn prerendered_failure(
+    state: &AppState,
+    language: &Language,
+    recorded: &Recorded,
+    values: &Values<'_>,
+) -> Option<String> {
+    let failure = &recorded.failure;
+    let entry = failure.entry;
+    let context = &recorded.context;
+    let developer = state.settings.developer_hints;
+    let own_restart = context.link_id.is_some() && entry.actions.contains(Actions::RESTART);
+    // The support link carries the reference and time inside a prefilled message.
+    let own_support = entry.actions.contains(Actions::SUPPORT);
+    let provider_text = failure.error.is_some() || failure.error_description.is_some() || failure.error_uri.is_some();
+    if own_restart || own_support || context.return_to.is_some() || developer && provider_text {
+        return None;
+    }
+    let key = prerendered::Key { entry: std::ptr::from_ref(entry) as usize, language: language.index() };
+    let (detail, hint_detail) =
+        if developer { (failure.detail.as_str(), failure.hint_detail.as_deref()) } else { ("", None) };
+    if let Some(parts) = state.prerendered.get(&key, detail, hint_detail) {
+        return parts.fill(values);
+    }
+    let (reference, at, at_display) = (Slot::Reference.mark(), Slot::At.mark(), Slot::AtDisplay.mark());
+    let marked = Values { reference: &reference, at: &at, at_display: &at_display };
+    let rendered = failure_content(state, language, recorded, &marked).await.render().ok()?;
+    let parts = Arc::new(prerendered::Parts::cut(&rendered)?);
+    let developer = prerendered::Developer { detail: detail.to_owned(), hint_detail: hint_detail.map(str::to_owned) };
+    state.prerendered.keep(key, developer, parts.clone());
+    parts.fill(values)
+}
+
+/// What a failure page shows, with `values` for its reference and time.
+async fn failure_content<'a>(
+    state: &'a AppState,
+    language: &Language,
+    recorded: &'a Recorded,
+    values: &Values<'a>,
+) -> FailurePage<'a> {
     let entry = recorded.failure.entry;
     let context = &recorded.context;
     let app = display_name(state);
@@ -393,7 +449,6 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
     // When restarting is not possible any more, going back to the app is how the user starts again.
     let offer_return =
         entry.actions.contains(Actions::RETURN) || entry.actions.contains(Actions::RESTART) && restart_url.is_none();
-    let at = telemetry::rfc3339(recorded.at);
     let mut actions = Vec::new();
     if let Some(href) = restart_url {
         actions.push(Action::new("restart", language.text("try-again"), href, true));
@@ -403,7 +458,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
         actions.push(Action::back_to_app(language, app, href, primary));
     }
     if let Some(href) =
-        entry.actions.contains(Actions::SUPPORT).then(|| support_url(state, language, recorded, &at)).flatten()
+        entry.actions.contains(Actions::SUPPORT).then(|| support_url(state, language, recorded, values.at)).flatten()
     {
         actions.push(Action::new("support", language.text("contact-support"), href, false));
     }
@@ -413,7 +468,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
         actions.push(Action::new("status", language.text("check-status"), url.to_string(), false));
     }
     let (title_id, message_id) = crate::i18n::outcome_ids(entry.code, entry.cause);
-    let page = FailurePage {
+    FailurePage {
         chrome: Chrome::new(state, language, language.text(&title_id)),
         code: entry.code,
         class: entry.class.as_str(),
@@ -421,9 +476,9 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
         actions,
         actions_label: language.text("actions-label"),
         reference_label: language.text("reference-label"),
-        reference: &recorded.reference,
-        at_display: readable_time(recorded.at),
-        at,
+        reference: values.reference,
+        at: values.at,
+        at_display: values.at_display,
         developer: state.settings.developer_hints.then(|| DeveloperDetails {
             hint: recorded.failure.hint(),
             cause: entry.cause,
@@ -432,9 +487,7 @@ async fn failure_page(state: &AppState, language: &Language, recorded: &Recorded
             error_uri: recorded.failure.error_uri.as_deref().map(telemetry::escape),
             detail: telemetry::escape(&recorded.failure.detail),
         }),
-    };
-    let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    render(status, &page)
+    }
 }
 
 /// `mailto:` (or the support URL) with the reference, connection and time prefilled; never raw error text.
@@ -531,5 +584,123 @@ async fn static_file(State(state): State<AppState>, Path(file): Path<String>) ->
                 .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{CATALOG, Failure};
+    use crate::server::Application;
+
+    fn secrets(name: &str) -> Option<String> {
+        match name {
+            "CALLBACK_GATE_SECRET_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+            "CALLBACK_GATE_API_KEYS" => Some("0123456789abcdef0123".into()),
+            "SECRET" => Some("s".into()),
+            _ => None,
+        }
+    }
+
+    async fn app(dir: &std::path::Path, mode: &str) -> Application {
+        let document = format!(
+            r#"
+public_url = "https://app.example.com"
+mode = "{mode}"
+database_url = "sqlite://{}"
+[app]
+name = "Pages <Test> & Co"
+return_url = "https://app.example.com/settings?from=gate&x='y'"
+user_verify_url = "https://app.example.com/verify"
+[support]
+email = "support@example.com"
+status_page_url = "https://status.example.com/"
+[[connections]]
+name = "corp"
+provider = "oauth2"
+client_id = "c"
+client_secret_env = "SECRET"
+authorization_url = "https://idp.example.com/authorize"
+token_url = "https://idp.example.com/token"
+"#,
+            dir.join(format!("{mode}.db")).display()
+        );
+        let settings = crate::config::from_toml(&document, &secrets).expect("config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Application::build(settings, listener, Router::new()).await.expect("app")
+    }
+
+    /// Every outcome in every language, in both modes: a page assembled from kept parts, the first time (when the
+    /// parts are rendered and kept) and after, is the page rendered whole.
+    #[tokio::test]
+    async fn a_page_from_kept_parts_is_the_page_rendered_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut assembled = 0;
+        for mode in ["production", "development"] {
+            let app = app(dir.path(), mode).await;
+            let state = app.state();
+            for entry in CATALOG {
+                for (index, tag) in crate::i18n::LANGUAGES.iter().enumerate() {
+                    let language = Language::negotiate(Some(tag));
+                    assert_eq!(language.index(), index);
+                    let mut failure =
+                        Failure::from_entry(entry).with_detail(format!("{} <failed> & \"why\"", entry.code));
+                    if entry.code == "redirect_uri_mismatch" {
+                        failure.hint_detail = Some("send exactly <this>".into());
+                    }
+                    let at = OffsetDateTime::now_utc();
+                    let recorded = Recorded {
+                        failure,
+                        reference: telemetry::new_reference(),
+                        context: flow::FailureContext { connection: Some("corp".into()), ..Default::default() },
+                        at,
+                    };
+                    let (at, at_display) = (telemetry::rfc3339(at), readable_time(at));
+                    let values = Values { reference: &recorded.reference, at: &at, at_display: &at_display };
+                    let whole = failure_content(state, &language, &recorded, &values).await.render().expect("render");
+                    let first = prerendered_failure(state, &language, &recorded, &values).await;
+                    let again = prerendered_failure(state, &language, &recorded, &values).await;
+                    if entry.actions.contains(Actions::SUPPORT) {
+                        assert_eq!(
+                            (first, again),
+                            (None, None),
+                            "{}: the support link is the request's own",
+                            entry.code
+                        );
+                        continue;
+                    }
+                    assert_eq!(first.as_deref(), Some(whole.as_str()), "{} in {tag} ({mode}), first", entry.code);
+                    assert_eq!(again.as_deref(), Some(whole.as_str()), "{} in {tag} ({mode}), kept", entry.code);
+                    assembled += 1;
+                }
+            }
+        }
+        assert!(assembled > CATALOG.len(), "most outcomes' pages are kept: {assembled}");
+    }
+
+    /// A page with anything of the request's own besides its reference and time is rendered whole.
+    #[tokio::test]
+    async fn pages_with_the_requests_own_text_are_not_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = app(dir.path(), "development").await;
+        let state = app.state();
+        let language = Language::default();
+        let entry = crate::outcome::entry("state_missing", None);
+        let at = OffsetDateTime::now_utc();
+        let (stamp, display) = (telemetry::rfc3339(at), readable_time(at));
+        let with = |failure: Failure, context: flow::FailureContext| Recorded {
+            failure,
+            reference: "CG-TEST-0001".into(),
+            context,
+            at,
+        };
+        let provider_error = Failure { error: Some("<script>".into()), ..Failure::from_entry(entry) };
+        let return_to =
+            flow::FailureContext { return_to: Some("https://app.example.com/x".into()), ..Default::default() };
+        for recorded in [with(provider_error, Default::default()), with(Failure::from_entry(entry), return_to)] {
+            let values = Values { reference: &recorded.reference, at: &stamp, at_display: &display };
+            assert_eq!(prerendered_failure(state, &language, &recorded, &values).await, None);
+        }
+        assert!(state.prerendered.is_empty());
     }
 }

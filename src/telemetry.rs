@@ -101,7 +101,7 @@ pub fn is_reference(value: &str) -> bool {
 /// separators and bidirectional overrides, whatever the log format.
 pub fn escape(value: &str) -> String {
     // Almost every value has nothing to escape: copy it whole rather than character by character.
-    if !value.chars().any(is_hidden_char) {
+    if is_plain_ascii(value) || !value.chars().any(is_hidden_char) {
         return value.to_owned();
     }
     let mut out = String::with_capacity(value.len());
@@ -113,6 +113,12 @@ pub fn escape(value: &str) -> String {
         }
     }
     out
+}
+
+/// Printable ASCII only, so nothing [`is_hidden_char`]: checked without an early return, many bytes at once, which
+/// is cheaper than decoding each character for the values that are.
+fn is_plain_ascii(value: &str) -> bool {
+    !value.bytes().fold(false, |other, byte| other | !(0x20..0x7f).contains(&byte))
 }
 
 /// Characters that break, hide or reorder text when shown: C0 and C1 controls, DEL, the line and paragraph
@@ -380,6 +386,20 @@ impl Collector for DroppedEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_character_that_hides_text_is_escaped_and_only_those() {
+        let samples = (0u32..0x3000).filter_map(char::from_u32).chain(['\u{feff}', '日', '\u{10ffff}']);
+        for c in samples {
+            let value = format!("a{c}b");
+            let escaped = escape(&value);
+            if is_hidden_char(c) {
+                assert_eq!(escaped, format!("a\\u{{{:x}}}b", c as u32), "{:x}", c as u32);
+            } else {
+                assert_eq!(escaped, value, "{:x}", c as u32);
+            }
+        }
+    }
 
     #[test]
     fn references_have_their_shape() {

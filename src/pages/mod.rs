@@ -235,8 +235,9 @@ fn connection_name<'a>(state: &'a AppState, connection: &'a str) -> &'a str {
 
 /// A time as people read it, in UTC.
 fn readable_time(at: OffsetDateTime) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    at.format(&format).unwrap_or_else(|_| telemetry::rfc3339(at))
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", at.hour(), at.minute())
 }
 
 /// The name pages show: `branding.name`, else `app.name`.
@@ -676,6 +677,12 @@ token_url = "https://idp.example.com/token"
             }
         }
         assert!(assembled > CATALOG.len(), "most outcomes' pages are kept: {assembled}");
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_to_the_minute() {
+        assert_eq!(readable_time(time::macros::datetime!(2026-01-04 09:05:59.9 UTC)), "2026-01-04 09:05 UTC");
+        assert_eq!(readable_time(time::macros::datetime!(2026-12-31 23:30:00 -01:00)), "2027-01-01 00:30 UTC");
     }
 
     /// A page with anything of the request's own besides its reference and time is rendered whole.

@@ -63,6 +63,21 @@ fn write_timestamp(out: &mut impl fmt::Write, at: OffsetDateTime) -> fmt::Result
 /// A JSON string: quoted, with `"`, `\` and control characters escaped as RFC 8259 requires.
 fn write_string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     out.write_char('"')?;
+    write_unquoted(out, value)?;
+    out.write_char('"')
+}
+
+/// Whether a string goes into JSON as it is. Written without an early return, so the compiler checks many bytes at
+/// once: almost every value logged is plain, and this is the whole cost of writing it.
+fn is_plain(value: &str) -> bool {
+    !value.bytes().fold(false, |special, byte| special | (byte < 0x20) | (byte == b'"') | (byte == b'\\'))
+}
+
+/// The inside of a JSON string.
+fn write_unquoted(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    if is_plain(value) {
+        return out.write_str(value);
+    }
     let mut start = 0;
     for (at, byte) in value.bytes().enumerate() {
         let escaped = match byte {
@@ -82,8 +97,7 @@ fn write_string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
         }
         start = at + 1;
     }
-    out.write_str(&value[start..])?;
-    out.write_char('"')
+    out.write_str(&value[start..])
 }
 
 /// Writes each field as `,"name":value`.
@@ -96,9 +110,16 @@ struct Fields<'a, W> {
 
 impl<W: fmt::Write> Fields<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
-        self.out.write_char(',')?;
-        write_string(self.out, field.name())?;
-        self.out.write_char(':')
+        self.out.write_str(",\"")?;
+        write_unquoted(self.out, field.name())?;
+        self.out.write_str("\":")
+    }
+
+    /// `,"name":"`, for a string value to follow.
+    fn quoted_key(&mut self, field: &Field) -> fmt::Result {
+        self.out.write_str(",\"")?;
+        write_unquoted(self.out, field.name())?;
+        self.out.write_str("\":\"")
     }
 
     fn raw(&mut self, field: &Field, value: fmt::Arguments<'_>) {
@@ -111,7 +132,10 @@ impl<W: fmt::Write> Fields<'_, W> {
 impl<W: fmt::Write> Visit for Fields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| write_string(self.out, value));
+            self.result = self
+                .quoted_key(field)
+                .and_then(|()| write_unquoted(self.out, value))
+                .and_then(|()| self.out.write_char('"'));
         }
     }
 
@@ -173,6 +197,19 @@ mod tests {
         let parsed: String = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed, hostile);
         assert!(!out.chars().any(|c| c.is_control() && c != '\u{7f}'), "{out}");
+    }
+
+    #[test]
+    fn only_quotes_backslashes_and_control_characters_are_not_plain() {
+        for byte in 0u8..0x80 {
+            let value = format!("ab{}cd", char::from(byte));
+            let special = byte < 0x20 || byte == b'"' || byte == b'\\';
+            assert_eq!(is_plain(&value), !special, "{byte:#x}");
+            let mut out = String::new();
+            write_string(&mut out, &value).unwrap();
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), value);
+        }
+        assert!(is_plain("é 日本 \u{7f} \u{2028}"), "JSON needs no escape beyond ASCII controls");
     }
 
     #[test]

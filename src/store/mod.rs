@@ -24,7 +24,7 @@ macro_rules! flow_columns {
     };
 }
 
-/// The columns of an outcome event, in `outcome_events` and `unauthenticated_events` alike.
+/// The columns of an outcome event, in `outcome_events` and (on PostgreSQL) `unauthenticated_events` alike.
 macro_rules! event_columns {
     () => {
         "reference, code, cause, class, connection, identifier, flow_id, error, error_description, error_uri, iss, \
@@ -524,8 +524,8 @@ pub const DELIVERED_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub const FAILED_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// How long outcome events (references) are kept.
 pub const REFERENCE_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-/// Events of requests that matched no flow a sweep looks at, from the oldest (they lie in the order they were
-/// written).
+/// Rows of events of requests that matched no flow a sweep looks at, from the oldest (they lie in the order they
+/// were written): events on PostgreSQL, batches of them on SQLite.
 pub const UNAUTHENTICATED_SWEEP_WINDOW: i64 = 10_000;
 
 /// The store's tables, named for counting.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -338,6 +339,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0008_refresh_failed_from_account.sql")),
         M::up(include_str!("../../migrations/sqlite/0009_unauthenticated_events.sql")),
         M::up(include_str!("../../migrations/sqlite/0010_unmatched_references_unindexed.sql")),
+        M::up(include_str!("../../migrations/sqlite/0011_unmatched_event_batches.sql")),
     ])
 }
 
@@ -999,7 +1001,11 @@ impl SqliteStore {
         let event = event.clone();
         self.write(move |db| {
             let tx = begin(db)?;
-            insert_event(&tx, &event)?;
+            if event.unauthenticated {
+                insert_unauthenticated(&tx, [&event])?;
+            } else {
+                insert_event(&tx, &event)?;
+            }
             if let (Some(connection), Some(identifier)) = (&event.connection, &event.identifier) {
                 tx.prepare_cached(
                     "UPDATE connected_accounts SET last_error_code = ?1, last_error_reference = ?2,
@@ -1020,9 +1026,10 @@ impl SqliteStore {
         .await
     }
 
-    /// Records events that concern no account, many in one transaction. Of the events caused by requests that
-    /// matched no flow and no account, only the newest `keep_unauthenticated` are kept: whoever sends such
-    /// requests, what they leave in the store is bounded.
+    /// Records events that concern no account, many in one transaction. The events caused by requests that
+    /// matched no flow and no account become one row of `unauthenticated_event_batches` (see migration 0011), and
+    /// of those only the newest `keep_unauthenticated` are kept: whoever sends such requests, what they leave in
+    /// the store is bounded.
     pub async fn record_outcomes(
         &self,
         events: Arc<[Arc<OutcomeEvent>]>,
@@ -1030,17 +1037,13 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.write(move |db| {
             let tx = begin(db)?;
-            for event in events.iter() {
+            for event in events.iter().filter(|event| !event.unauthenticated) {
                 insert_event(&tx, event)?;
             }
-            if events.iter().any(|event| event.unauthenticated) {
-                // Rowids grow with each insert and only the oldest are ever deleted, so the newest `keep` are
-                // those within `keep` of the largest.
+            let unauthenticated = events.iter().filter(|event| event.unauthenticated).map(|event| &**event);
+            if let Some(batch) = insert_unauthenticated(&tx, unauthenticated)? {
                 let keep = i64::try_from(keep_unauthenticated).unwrap_or(i64::MAX);
-                tx.prepare_cached(
-                    "DELETE FROM unauthenticated_events WHERE rowid <= (SELECT max(rowid) FROM unauthenticated_events) - ?",
-                )?
-                .execute([keep])?;
+                keep_newest_unauthenticated(&tx, batch, keep)?;
             }
             tx.commit()?;
             Ok(())
@@ -1048,18 +1051,21 @@ impl SqliteStore {
         .await
     }
 
+    /// The event behind a reference: from `outcome_events` through its index, else from the kept events of
+    /// requests that matched no flow, which are read whole (they have no index: see migrations 0010 and 0011).
     pub async fn reference(&self, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
         let reference = reference.to_owned();
         self.read(move |db| {
             let mut statement = db.prepare_cached(concat!(
                 "SELECT ",
                 event_columns!(),
-                ", unauthenticated FROM outcome_events WHERE reference = ?1 UNION ALL SELECT ",
-                event_columns!(),
-                ", 1 FROM unauthenticated_events WHERE reference = ?1 LIMIT 1"
+                ", unauthenticated FROM outcome_events WHERE reference = ?1"
             ))?;
-            let mut rows = statement.query([reference])?;
-            rows.next()?.map(event_from_row).transpose()
+            let mut rows = statement.query([&reference])?;
+            if let Some(row) = rows.next()? {
+                return event_from_row(row).map(Some);
+            }
+            unauthenticated_event(db, &reference)
         })
         .await
     }
@@ -1145,13 +1151,7 @@ impl SqliteStore {
             }
             let before = millis(now - REFERENCE_RETENTION);
             let references = tx.execute("DELETE FROM outcome_events WHERE created_at < ?", [before])?
-                // The oldest lie first: a window at the front is enough to look at, and a sweep a minute clears
-                // far more than are written.
-                + tx.execute(
-                    "DELETE FROM unauthenticated_events WHERE created_at < ?1
-                     AND rowid <= (SELECT min(rowid) FROM unauthenticated_events) + ?2",
-                    params![before, UNAUTHENTICATED_SWEEP_WINDOW],
-                )?;
+                + sweep_unauthenticated(&tx, before)?;
             let deliveries = tx.execute(
                 "DELETE FROM webhook_outbox WHERE (status = 'delivered' AND created_at < ?1)
                                                OR (status = 'failed' AND created_at < ?2)",
@@ -1170,7 +1170,8 @@ impl SqliteStore {
             Table::Flows => "SELECT COUNT(*) FROM flows",
             Table::Accounts => "SELECT COUNT(*) FROM connected_accounts",
             Table::OutcomeEvents => {
-                "SELECT (SELECT COUNT(*) FROM outcome_events) + (SELECT COUNT(*) FROM unauthenticated_events)"
+                "SELECT (SELECT COUNT(*) FROM outcome_events)
+                      + (SELECT COALESCE(sum(last_seq - first_seq + 1 - skip), 0) FROM unauthenticated_event_batches)"
             }
             Table::PendingVerifications => "SELECT COUNT(*) FROM pending_verifications",
             Table::WebhookOutbox => "SELECT COUNT(*) FROM webhook_outbox",
@@ -1304,23 +1305,14 @@ fn delivery_from_row(row: &Row<'_>) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
-/// Inserts one outcome event, into `unauthenticated_events` when it concerns no flow and no account (that table has
-/// no reference index to check: see migration 0010); in `outcome_events`, a reference already stored is left as it
-/// is.
+/// Inserts one outcome event of a flow or an account into `outcome_events`; a reference already stored is left as
+/// it is. Events of requests that matched no flow go to [`insert_unauthenticated`] instead.
 fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), StoreError> {
-    let sql = if event.unauthenticated {
-        concat!(
-            "INSERT INTO unauthenticated_events (",
-            event_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-    } else {
-        concat!(
-            "INSERT INTO outcome_events (",
-            event_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
-        )
-    };
+    let sql = concat!(
+        "INSERT INTO outcome_events (",
+        event_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reference) DO NOTHING"
+    );
     db.prepare_cached(sql)?.execute(params![
         event.reference,
         event.code,
@@ -1340,6 +1332,213 @@ fn insert_event(db: &rusqlite::Connection, event: &OutcomeEvent) -> Result<(), S
         millis(event.created_at.0),
     ])?;
     Ok(())
+}
+
+/// One event of a request that matched no flow, as a line of `unauthenticated_event_batches.events`: written with
+/// borrowed text (`S = &str`) and read back owned (`S = String`), so both go through the same fields. The keys are
+/// the columns of `outcome_events`, `reference` first, so a lookup finds an event's line by the text it starts with
+/// ([`line_start`]). Values absent are left out when written and read as `None` whether left out or `null` (the
+/// lines migration 0011 built from the old rows have nulls).
+#[derive(Serialize, Deserialize)]
+struct EventLine<S> {
+    reference: S,
+    code: S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<S>,
+    class: S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_id: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_description: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_uri: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<S>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider_status: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider_body: Option<S>,
+    detail: S,
+    hint: S,
+    /// Unix milliseconds, as in the other tables.
+    created_at: i64,
+}
+
+impl<'a> EventLine<&'a str> {
+    /// The line to write for an event, borrowing its text.
+    fn of(event: &'a OutcomeEvent) -> Self {
+        Self {
+            reference: &event.reference,
+            code: &event.code,
+            cause: event.cause.as_deref(),
+            class: &event.class,
+            connection: event.connection.as_deref(),
+            identifier: event.identifier.as_deref(),
+            flow_id: event.flow_id.as_deref(),
+            error: event.error.as_deref(),
+            error_description: event.error_description.as_deref(),
+            error_uri: event.error_uri.as_deref(),
+            iss: event.iss.as_deref(),
+            provider_status: event.provider_status,
+            provider_body: event.provider_body.as_deref(),
+            detail: &event.detail,
+            hint: &event.hint,
+            created_at: millis(event.created_at.0),
+        }
+    }
+}
+
+impl EventLine<String> {
+    /// Reads one line of a batch; a line that is not such an event is a [`StoreError::Corrupt`].
+    fn read(line: &str) -> Result<OutcomeEvent, StoreError> {
+        let line: Self = serde_json::from_str(line).map_err(|err| {
+            StoreError::Corrupt(format!("an event of a request that matched no flow cannot be read: {err}"))
+        })?;
+        Ok(OutcomeEvent {
+            reference: line.reference,
+            code: line.code,
+            cause: line.cause,
+            class: line.class,
+            connection: line.connection,
+            identifier: line.identifier,
+            flow_id: line.flow_id,
+            error: line.error,
+            error_description: line.error_description,
+            error_uri: line.error_uri,
+            iss: line.iss,
+            provider_status: line.provider_status,
+            provider_body: line.provider_body,
+            detail: line.detail,
+            hint: line.hint,
+            created_at: Millis(from_millis(line.created_at)?),
+            unauthenticated: true,
+        })
+    }
+}
+
+/// The row a batch of events of requests that matched no flow was stored as.
+#[derive(Debug, Clone, Copy)]
+struct StoredBatch {
+    id: i64,
+    /// The sequence number of its last event, the newest stored.
+    last_seq: i64,
+}
+
+/// Stores events of requests that matched no flow as one row of `unauthenticated_event_batches` (migration 0011),
+/// its sequence numbers following the newest batch's; `None` when there are none. Each event costs its
+/// serialization, not a row of its own.
+fn insert_unauthenticated<'e>(
+    db: &rusqlite::Connection,
+    events: impl IntoIterator<Item = &'e OutcomeEvent>,
+) -> Result<Option<StoredBatch>, StoreError> {
+    let mut lines = Vec::new();
+    let mut count: i64 = 0;
+    let mut newest_at = i64::MIN;
+    for event in events {
+        if count > 0 {
+            lines.push(b'\n');
+        }
+        let line = EventLine::of(event);
+        newest_at = newest_at.max(line.created_at);
+        serde_json::to_writer(&mut lines, &line).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    let lines = std::str::from_utf8(&lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    let batch = db
+        .prepare_cached(
+            "INSERT INTO unauthenticated_event_batches (first_seq, last_seq, newest_at, events)
+             SELECT before + 1, before + ?1, ?2, ?3
+             FROM (SELECT COALESCE((SELECT last_seq FROM unauthenticated_event_batches ORDER BY id DESC LIMIT 1), 0)
+                   AS before)
+             RETURNING id, last_seq",
+        )?
+        .query_row(params![count, newest_at, lines], |row| {
+            Ok(StoredBatch { id: row.get(0)?, last_seq: row.get(1)? })
+        })?;
+    Ok(Some(batch))
+}
+
+/// Deletes the batches of events of requests that matched no flow whose sequence numbers all lie at or below `?1`.
+/// Batches lie in the order of their sequence numbers, so this reads from the oldest up to the first batch kept
+/// (or past `?2`, the newest batch's id plus one, when none is), not the ones kept after it.
+const TRIM_UNAUTHENTICATED: &str = "DELETE FROM unauthenticated_event_batches
+    WHERE id < COALESCE((SELECT id FROM unauthenticated_event_batches WHERE last_seq > ?1 ORDER BY id LIMIT 1), ?2)";
+
+/// Marks the leading events of the oldest batch left, up to sequence number `?1`, as no longer kept.
+const SKIP_UNAUTHENTICATED: &str = "UPDATE unauthenticated_event_batches SET skip = ?1 - first_seq + 1
+    WHERE id = (SELECT min(id) FROM unauthenticated_event_batches) AND skip < ?1 - first_seq + 1";
+
+/// Keeps exactly the newest `keep` events of requests that matched no flow, `batch` being the one just stored:
+/// the batches wholly older go, and in the batch the bound falls inside, `skip` counts the lines no longer kept.
+fn keep_newest_unauthenticated(db: &rusqlite::Connection, batch: StoredBatch, keep: i64) -> Result<(), StoreError> {
+    let boundary = batch.last_seq.saturating_sub(keep);
+    db.prepare_cached(TRIM_UNAUTHENTICATED)?.execute(params![boundary, batch.id.saturating_add(1)])?;
+    db.prepare_cached(SKIP_UNAUTHENTICATED)?.execute([boundary])?;
+    Ok(())
+}
+
+/// Deletes the batches, among the oldest `?2`, whose newest event is older than `?1`; returns how many events each
+/// still kept.
+const SWEEP_UNAUTHENTICATED: &str = "DELETE FROM unauthenticated_event_batches
+    WHERE newest_at < ?1 AND id <= (SELECT min(id) FROM unauthenticated_event_batches) + ?2
+    RETURNING last_seq - first_seq + 1 - skip";
+
+/// Deletes the batches of events of requests that matched no flow whose newest event is older than `before`, and
+/// returns how many kept events they held. The oldest lie first: a window of [`UNAUTHENTICATED_SWEEP_WINDOW`]
+/// batches at the front is enough to look at, and a sweep a minute clears far more than are written.
+fn sweep_unauthenticated(db: &rusqlite::Connection, before: i64) -> Result<usize, StoreError> {
+    let mut statement = db.prepare_cached(SWEEP_UNAUTHENTICATED)?;
+    let kept = statement.query_map(params![before, UNAUTHENTICATED_SWEEP_WINDOW], |row| row.get::<_, i64>(0))?;
+    let mut swept: usize = 0;
+    for events in kept {
+        swept = swept.saturating_add(usize::try_from(events?).unwrap_or(0));
+    }
+    Ok(swept)
+}
+
+/// The text an event's line starts with: `{"reference":` and the reference as a JSON string, escaped as the lines
+/// are written. A line holds it only at its start (within a line, a quote is always escaped) and only for exactly
+/// this reference (the closing quote ends the string), so no reference, however shaped, finds another's line.
+fn line_start(reference: &str) -> Result<String, StoreError> {
+    let quoted = serde_json::to_string(reference).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    Ok(format!("{{\"reference\":{quoted}"))
+}
+
+/// The kept event of a request that matched no flow with this reference, the newest if several are: the batches
+/// whose text holds its line's start are read, newest first, and a line within a batch's `skip` is not kept.
+fn unauthenticated_event(db: &rusqlite::Connection, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
+    let start = line_start(reference)?;
+    let mut statement = db.prepare_cached(
+        "SELECT skip, events FROM unauthenticated_event_batches WHERE instr(events, ?1) > 0 ORDER BY id DESC",
+    )?;
+    let mut rows = statement.query([&start])?;
+    while let Some(row) = rows.next()? {
+        let skip = usize::try_from(row.get::<_, i64>(0)?)
+            .map_err(|_| StoreError::Corrupt("a batch of events skips fewer than none".into()))?;
+        let events = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        for (at, _) in events.rmatch_indices(&start) {
+            let before = &events[..at];
+            if before.bytes().filter(|&byte| byte == b'\n').count() < skip {
+                continue;
+            }
+            let line_begins = before.rfind('\n').map_or(0, |newline| newline + 1);
+            let line_ends = events[at..].find('\n').map_or(events.len(), |newline| at + newline);
+            let event = EventLine::read(&events[line_begins..line_ends])?;
+            if event.reference == reference {
+                return Ok(Some(event));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The link with this id.
@@ -1626,6 +1825,62 @@ mod tests {
         store.close().await;
     }
 
+    /// An event of a request that matched no flow, written at `at` unix milliseconds.
+    fn unmatched(reference: &str, at: i64) -> OutcomeEvent {
+        OutcomeEvent {
+            reference: reference.into(),
+            code: "state_missing".into(),
+            cause: None,
+            class: "security".into(),
+            connection: None,
+            identifier: None,
+            flow_id: None,
+            error: None,
+            error_description: None,
+            error_uri: None,
+            iss: None,
+            provider_status: None,
+            provider_body: None,
+            detail: "no state".into(),
+            hint: String::new(),
+            created_at: Millis(from_millis(at).unwrap()),
+            unauthenticated: true,
+        }
+    }
+
+    fn shared(events: Vec<OutcomeEvent>) -> Arc<[Arc<OutcomeEvent>]> {
+        events.into_iter().map(Arc::new).collect()
+    }
+
+    /// `(first_seq, last_seq, skip)` of each stored batch, oldest first.
+    async fn batches(store: &SqliteStore) -> Vec<(i64, i64, i64)> {
+        store
+            .read(|db| {
+                let mut statement =
+                    db.prepare("SELECT first_seq, last_seq, skip FROM unauthenticated_event_batches ORDER BY id")?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The references of each stored batch's lines, in order, skipped ones included.
+    async fn batch_references(store: &SqliteStore) -> Vec<Vec<String>> {
+        let texts: Vec<String> = store
+            .read(|db| {
+                let mut statement = db.prepare("SELECT events FROM unauthenticated_event_batches ORDER BY id")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        texts
+            .iter()
+            .map(|text| text.split('\n').map(|line| EventLine::read(line).unwrap().reference).collect())
+            .collect()
+    }
+
     /// A database written before unauthenticated events had their own table keeps them: each still resolves, and
     /// the events of flows stay where they were.
     #[tokio::test]
@@ -1647,17 +1902,11 @@ mod tests {
         assert_eq!((unmatched.code.as_str(), unmatched.unauthenticated), ("state_missing", true));
         let of_a_flow = store.reference("CG-BBBB-BBBB").await.unwrap().expect("kept");
         assert_eq!((of_a_flow.code.as_str(), of_a_flow.unauthenticated), ("access_denied", false));
-        let rows: (i64, i64) = store
-            .read(|db| {
-                Ok(db.query_row(
-                    "SELECT (SELECT COUNT(*) FROM outcome_events), (SELECT COUNT(*) FROM unauthenticated_events)",
-                    [],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, (1, 1));
+        let rows: i64 =
+            store.read(|db| Ok(db.query_row("SELECT COUNT(*) FROM outcome_events", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(rows, 1, "only the flow's event is left in outcome_events");
+        assert_eq!(batches(&store).await, [(1, 1, 0)], "the unmatched one is the first event of a batch");
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 2);
         store.close().await;
     }
 
@@ -1670,17 +1919,19 @@ mod tests {
             migrations().to_version(&mut db, 9).unwrap();
             db.execute_batch(
                 "INSERT INTO unauthenticated_events (rowid, reference, code, class, detail, hint, created_at)
-                 VALUES (7, 'CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', 1),
-                        (9, 'CG-BBBB-BBBB', 'state_invalid', 'security', 'forged', '', 2);",
+                 VALUES (9, 'CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', 1),
+                        (7, 'CG-BBBB-BBBB', 'state_invalid', 'security', 'forged', '', 2);",
             )
             .unwrap();
         }
         let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-        let (indexes, rowids): (i64, String) = store
+        let (indexes, tables): (i64, String) = store
             .read(|db| {
                 Ok(db.query_row(
-                    "SELECT (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'unauthenticated_events'),
-                            (SELECT group_concat(rowid || '=' || reference, ' ') FROM unauthenticated_events)",
+                    "SELECT (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index'
+                               AND tbl_name = 'unauthenticated_event_batches'),
+                            (SELECT group_concat(name, ' ') FROM sqlite_schema
+                             WHERE type = 'table' AND name LIKE 'unauthenticated%')",
                     [],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )?)
@@ -1688,35 +1939,343 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(indexes, 0, "no index to maintain on every batch");
-        assert_eq!(rowids, "7=CG-AAAA-AAAA 9=CG-BBBB-BBBB", "rowids, which order the trim, are kept");
-        let found = store.reference("CG-BBBB-BBBB").await.unwrap().expect("found by reading the table");
-        assert_eq!((found.code.as_str(), found.unauthenticated), ("state_invalid", true));
+        assert_eq!(tables, "unauthenticated_event_batches", "the table of one row per event is gone");
+        assert_eq!(batches(&store).await, [(1, 2, 0)]);
+        assert_eq!(batch_references(&store).await, [["CG-BBBB-BBBB", "CG-AAAA-AAAA"]], "in the order of their rowids");
+        let found = store.reference("CG-AAAA-AAAA").await.unwrap().expect("found by reading the batches");
+        assert_eq!((found.code.as_str(), found.unauthenticated), ("state_missing", true));
         assert!(store.reference("CG-CCCC-CCCC").await.unwrap().is_none());
-        // The trim still keeps the newest, by rowid.
-        let event = |reference: &str| OutcomeEvent {
-            reference: reference.into(),
-            code: "state_missing".into(),
-            cause: None,
+        // The trim still keeps the newest, in the order they were written.
+        let batch: Arc<[Arc<OutcomeEvent>]> = vec![Arc::new(unmatched("CG-DDDD-DDDD", 3))].into();
+        store.record_outcomes(batch, 2).await.unwrap();
+        assert!(store.reference("CG-BBBB-BBBB").await.unwrap().is_none(), "the oldest went");
+        assert!(store.reference("CG-AAAA-AAAA").await.unwrap().is_some());
+        assert!(store.reference("CG-DDDD-DDDD").await.unwrap().is_some());
+        assert_eq!(batches(&store).await, [(1, 2, 1), (3, 3, 0)]);
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 2);
+        store.close().await;
+    }
+
+    /// Every field of an event, `unauthenticated` included.
+    fn fields(event: &OutcomeEvent) -> String {
+        format!("{event:?}")
+    }
+
+    #[tokio::test]
+    async fn unmatched_events_are_one_row_per_batch_and_read_back_as_written() {
+        let (_dir, store) = scratch_store().await;
+        let awkward = "a \"quote\", a \\ backslash, a\nnewline, \r\t\u{0}\u{1}\u{1f}\u{7f}, \u{2028}, é, 日本, 🦀";
+        let full = OutcomeEvent {
+            reference: "CG-FULL-0001".into(),
+            code: "state_invalid".into(),
+            cause: Some("signature".into()),
             class: "security".into(),
-            connection: None,
-            identifier: None,
-            flow_id: None,
-            error: None,
-            error_description: None,
-            error_uri: None,
-            iss: None,
-            provider_status: None,
-            provider_body: None,
-            detail: "no state".into(),
-            hint: String::new(),
-            created_at: Millis(OffsetDateTime::now_utc()),
+            connection: Some(format!("conn {awkward}")),
+            identifier: Some("user\n2".into()),
+            flow_id: Some("flow".into()),
+            error: Some(awkward.into()),
+            // Text shaped like another event's line must not be found as one.
+            error_description: Some(
+                "{\"reference\":\"CG-FAKE-0001\",\"code\":\"x\"}\n{\"reference\":\"CG-FAKE-0002\"".into(),
+            ),
+            error_uri: Some("https://evil.example/\"".into()),
+            iss: Some(String::new()),
+            provider_status: Some(-1),
+            provider_body: Some(awkward.repeat(3)),
+            detail: awkward.into(),
+            hint: "a hint with specifics".into(),
+            created_at: Millis(from_millis(1_700_000_000_123).unwrap()),
             unauthenticated: true,
         };
-        let batch: Arc<[Arc<OutcomeEvent>]> = vec![Arc::new(event("CG-DDDD-DDDD"))].into();
-        store.record_outcomes(batch, 2).await.unwrap();
-        assert!(store.reference("CG-AAAA-AAAA").await.unwrap().is_none(), "the oldest went");
-        assert!(store.reference("CG-BBBB-BBBB").await.unwrap().is_some());
-        assert!(store.reference("CG-DDDD-DDDD").await.unwrap().is_some());
+        let bare = unmatched("CG-BARE-0002", 1_700_000_000_999);
+        let zero_status = OutcomeEvent { provider_status: Some(0), ..unmatched("CG-ZERO-0003", -5) };
+        let of_a_flow = OutcomeEvent {
+            flow_id: Some("flow-1".into()),
+            unauthenticated: false,
+            ..unmatched("CG-FLOW-0004", 1_700_000_001_000)
+        };
+        let events = vec![full.clone(), of_a_flow.clone(), bare.clone(), zero_status.clone()];
+        store.record_outcomes(shared(events), 100).await.unwrap();
+
+        let in_outcome_events: Vec<String> = store
+            .read(|db| {
+                let mut statement = db.prepare("SELECT reference FROM outcome_events")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(in_outcome_events, ["CG-FLOW-0004"], "the flow's event is a row of its own, as before");
+        assert_eq!(batches(&store).await, [(1, 3, 0)], "the three others are one row");
+        assert_eq!(batch_references(&store).await, [["CG-FULL-0001", "CG-BARE-0002", "CG-ZERO-0003"]]);
+        let newest_at: i64 = store
+            .read(|db| Ok(db.query_row("SELECT newest_at FROM unauthenticated_event_batches", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(newest_at, 1_700_000_000_999);
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 4);
+        for event in [&full, &bare, &zero_status, &of_a_flow] {
+            let found = store.reference(&event.reference).await.unwrap().expect("resolves");
+            assert_eq!(fields(&found), fields(event));
+        }
+        for fake in ["CG-FAKE-0001", "CG-FAKE-0002"] {
+            assert!(store.reference(fake).await.unwrap().is_none(), "{fake} is only text inside a value");
+        }
+        // A later batch follows on, and an event stored alone (`record_outcome`) is a batch too.
+        store.record_outcomes(shared(vec![unmatched("CG-NEXT-0005", 7)]), 100).await.unwrap();
+        store.record_outcome(&unmatched("CG-LONE-0006", 8)).await.unwrap();
+        assert_eq!(batches(&store).await, [(1, 3, 0), (4, 4, 0), (5, 5, 0)]);
+        assert_eq!(
+            fields(&store.reference("CG-LONE-0006").await.unwrap().unwrap()),
+            fields(&unmatched("CG-LONE-0006", 8))
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn exactly_the_newest_unmatched_events_are_kept_even_inside_a_batch() {
+        let (_dir, store) = scratch_store().await;
+        let keep = 10;
+        let reference = |n: usize| format!("CG-KEEP-{n:04}");
+        let mut written = 0;
+        // The batches kept after each write, as (first_seq, last_seq, skip): the bound falls inside an older batch,
+        // on a batch's end, and inside the newest batch itself.
+        let expected: [&[(i64, i64, i64)]; 6] = [
+            &[(1, 3, 0)],
+            &[(1, 3, 0), (4, 7, 0)],
+            &[(1, 3, 2), (4, 7, 0), (8, 12, 0)],
+            &[(4, 7, 0), (8, 12, 0), (13, 13, 0)],
+            &[(8, 12, 3), (13, 13, 0), (14, 20, 0)],
+            &[(21, 35, 5)],
+        ];
+        for (size, expected) in [3, 4, 5, 1, 7, 15].into_iter().zip(expected) {
+            let mut events: Vec<OutcomeEvent> =
+                (written..written + size).map(|n| unmatched(&reference(n), 1)).collect();
+            // Events of flows in the same batch count for nothing here.
+            events.insert(
+                1.min(events.len()),
+                OutcomeEvent { unauthenticated: false, ..unmatched(&format!("CG-FLOW-{written:04}"), 1) },
+            );
+            written += size;
+            store.record_outcomes(shared(events), keep).await.unwrap();
+            assert_eq!(batches(&store).await, expected, "after {written} events");
+            let kept = written.min(usize::try_from(keep).unwrap());
+            let flows_written: i64 = store
+                .read(|db| Ok(db.query_row("SELECT COUNT(*) FROM outcome_events", [], |r| r.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), i64::try_from(kept).unwrap() + flows_written);
+            for n in 0..written {
+                let found = store.reference(&reference(n)).await.unwrap();
+                assert_eq!(found.is_some(), n >= written - kept, "{} after {written} events", reference(n));
+            }
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_reference_finds_only_its_own_line() {
+        let (_dir, store) = scratch_store().await;
+        let stored = ["CG-AAAA-AAAA1", "CG-AAAA", "CG-BBBB-BBBB", "CG-\"QUOTE\"", "CG-\\SLASH"];
+        store.record_outcomes(shared(stored.iter().map(|r| unmatched(r, 1)).collect()), 100).await.unwrap();
+        for reference in stored {
+            let found = store.reference(reference).await.unwrap().expect("stored");
+            assert_eq!(found.reference, reference);
+        }
+        for missing in [
+            // Prefixes and extensions of stored ones.
+            "CG-AAAA-AAAA",
+            "CG-AAA",
+            "CG-BBBB-BBBB2",
+            "",
+            // Attempts to end the quoted reference early or to match across fields.
+            "CG-AAAA\"",
+            "CG-AAAA\\",
+            "CG-AAAA\",\"code\":\"state_missing",
+            "CG-\"QUOTE",
+            "CG-\\",
+            "CG-\\\\SLASH",
+            "\"",
+            "\\",
+        ] {
+            assert!(store.reference(missing).await.unwrap().is_none(), "{missing:?}");
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_line_that_cannot_be_read_is_an_error_not_a_panic() {
+        let (_dir, store) = scratch_store().await;
+        store
+            .write(|db| {
+                db.execute_batch(
+                    r#"INSERT INTO unauthenticated_event_batches (first_seq, last_seq, newest_at, events)
+                       VALUES (1, 2, 1, '{"reference":"CG-CUTS-0001","code":' || char(10) || '{"reference":"CG-TIME-0002","code":"c","class":"c","detail":"d","hint":"","created_at":9223372036854775807}')"#,
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        for reference in ["CG-CUTS-0001", "CG-TIME-0002"] {
+            assert!(matches!(store.reference(reference).await, Err(StoreError::Corrupt(_))), "{reference}");
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_version_10_database_moves_its_unmatched_events_into_batches_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.db");
+        let total: i64 = 5000;
+        // Rowids in the order written, references in no order of their own.
+        let reference = |n: i64| format!("CG-{:04}-{n:04}", (n * 7919) % 10_000);
+        let awkward = "\"quoted\" \\ a\nnewline \u{1} é 日本";
+        {
+            let mut db = rusqlite::Connection::open(&path).unwrap();
+            migrations().to_version(&mut db, 10).unwrap();
+            let tx = db.transaction().unwrap();
+            {
+                let mut insert = tx
+                    .prepare(concat!(
+                        "INSERT INTO unauthenticated_events (rowid, ",
+                        event_columns!(),
+                        ")
+                                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ))
+                    .unwrap();
+                for n in 0..total {
+                    let full = n == 2048;
+                    let text = |value: &str| full.then(|| value.to_owned());
+                    insert
+                        .execute(params![
+                            3 * n + 5,
+                            reference(n),
+                            "state_invalid",
+                            text("signature"),
+                            "security",
+                            text("conn"),
+                            text("user"),
+                            text("flow"),
+                            text(awkward),
+                            text("description"),
+                            text("https://uri.example/"),
+                            text("https://iss.example/"),
+                            full.then_some(502),
+                            text("body"),
+                            format!("detail {n}"),
+                            if full { "hint" } else { "" },
+                            1_000_000 + n,
+                        ])
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        assert_eq!(batches(&store).await, [(1, 2048, 0), (2049, 4096, 0), (4097, 5000, 0)]);
+        let in_order: Vec<String> = batch_references(&store).await.concat();
+        assert_eq!(in_order, (0..total).map(reference).collect::<Vec<_>>(), "sequence numbers follow the rowids");
+        let newest: Vec<i64> = store
+            .read(|db| {
+                let mut statement = db.prepare("SELECT newest_at FROM unauthenticated_event_batches ORDER BY id")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(newest, [1_002_047, 1_004_095, 1_004_999]);
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), total);
+        for n in [0, 2047, 2049, 4096, total - 1] {
+            let found = store.reference(&reference(n)).await.unwrap().expect("moved, not lost");
+            let expected = OutcomeEvent {
+                code: "state_invalid".into(),
+                detail: format!("detail {n}"),
+                ..unmatched(&reference(n), 1_000_000 + n)
+            };
+            assert_eq!(fields(&found), fields(&expected));
+        }
+        let full = store.reference(&reference(2048)).await.unwrap().expect("moved, not lost");
+        let expected = OutcomeEvent {
+            reference: reference(2048),
+            code: "state_invalid".into(),
+            cause: Some("signature".into()),
+            class: "security".into(),
+            connection: Some("conn".into()),
+            identifier: Some("user".into()),
+            flow_id: Some("flow".into()),
+            error: Some(awkward.into()),
+            error_description: Some("description".into()),
+            error_uri: Some("https://uri.example/".into()),
+            iss: Some("https://iss.example/".into()),
+            provider_status: Some(502),
+            provider_body: Some("body".into()),
+            detail: "detail 2048".into(),
+            hint: "hint".into(),
+            created_at: Millis(from_millis(1_002_048).unwrap()),
+            unauthenticated: true,
+        };
+        assert_eq!(fields(&full), fields(&expected), "lines built by SQLite read as those written by the store");
+        // New events follow on, and the cap still drops the oldest first.
+        store.record_outcomes(shared(vec![unmatched("CG-NEWS-0001", 2_000_000)]), 5000).await.unwrap();
+        assert_eq!(batches(&store).await, [(1, 2048, 1), (2049, 4096, 0), (4097, 5000, 0), (5001, 5001, 0)]);
+        assert!(store.reference(&reference(0)).await.unwrap().is_none());
+        assert!(store.reference(&reference(1)).await.unwrap().is_some());
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), total);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_unmatched_batches_past_retention_and_keeps_recent_ones() {
+        let (_dir, store) = scratch_store().await;
+        let now = OffsetDateTime::now_utc();
+        let old = millis(now - REFERENCE_RETENTION) - 1;
+        let recent = millis(now - REFERENCE_RETENTION) + 60_000;
+        let events = |prefix: &str, at: i64, count: usize| -> Vec<OutcomeEvent> {
+            (0..count).map(|n| unmatched(&format!("CG-{prefix}-{n:04}"), at)).collect()
+        };
+        store.record_outcomes(shared(events("OLDS", old, 3)), 7).await.unwrap();
+        // Its newest event is recent: the batch stays, its old events with it.
+        let mut mixed = events("MIXD", old, 2);
+        mixed.extend(events("MIXR", recent, 1));
+        store.record_outcomes(shared(mixed), 7).await.unwrap();
+        store.record_outcomes(shared(events("NEWS", recent, 3)), 7).await.unwrap();
+        assert_eq!(batches(&store).await, [(1, 3, 2), (4, 6, 0), (7, 9, 0)]);
+
+        assert_eq!(store.sweep(now).await.unwrap(), 1, "the one event still kept of the old batch");
+        assert_eq!(batches(&store).await, [(4, 6, 0), (7, 9, 0)]);
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 6);
+        assert!(store.reference("CG-OLDS-0002").await.unwrap().is_none());
+        for reference in ["CG-MIXD-0000", "CG-MIXR-0000", "CG-NEWS-0002"] {
+            assert!(store.reference(reference).await.unwrap().is_some(), "{reference}");
+        }
+        assert_eq!(store.sweep(now).await.unwrap(), 0, "nothing more is past retention");
+        assert_eq!(store.sweep(now + Duration::from_secs(120)).await.unwrap(), 6);
+        assert_eq!(batches(&store).await, []);
+        assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 0);
+        // Sequence numbers start again in an empty table, and the cap still holds.
+        store.record_outcomes(shared(events("AGIN", recent, 9)), 7).await.unwrap();
+        assert_eq!(batches(&store).await, [(1, 9, 2)]);
+        store.close().await;
+    }
+
+    /// The trim, the skip and the sweep of unmatched events find the oldest batches by id, in order, and stop there:
+    /// none reads every kept batch on every write.
+    #[tokio::test]
+    async fn unmatched_trims_and_sweeps_read_from_the_oldest_batch() {
+        let (_dir, store) = scratch_store().await;
+        for sql in [TRIM_UNAUTHENTICATED, SKIP_UNAUTHENTICATED, SWEEP_UNAUTHENTICATED] {
+            let plan: Vec<String> = store
+                .read(move |db| {
+                    let mut statement = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let bound = rusqlite::params_from_iter([5, 6].into_iter().take(statement.parameter_count()));
+                    let rows = statement.query_map(bound, |row| row.get::<_, String>(3))?;
+                    Ok(rows.collect::<Result<_, _>>()?)
+                })
+                .await
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains("USING INTEGER PRIMARY KEY")), "{sql}: {plan:?}");
+            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+        }
         store.close().await;
     }
 
@@ -1743,7 +2302,7 @@ mod tests {
         assert_eq!(store.find_link("l1").await.unwrap().map(|l| l.identifier), Some("u".into()));
         assert_eq!(store.count(Table::Accounts).await.unwrap(), 1);
         let version: i64 = store.read(|db| Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 10);
+        assert_eq!(version, 11);
         store.close().await;
     }
 

@@ -144,14 +144,30 @@ async fn a_megabyte_of_text_is_refused_without_storing_anything() {
 /// Bytes stored under one reference for the values a request can choose.
 async fn stored_bytes(app: &TestApp, reference: &str) -> i64 {
     assert!(callback_gate::telemetry::is_reference(reference));
+    let unauthenticated = if app.database_url.starts_with("postgres") {
+        "SELECT reference, error, error_description, error_uri, iss, detail, connection FROM unauthenticated_events"
+            .to_owned()
+    } else {
+        // On SQLite they are lines of JSON in batches, each line starting with its reference.
+        let start = format!(r#"{{"reference":"{reference}""#);
+        format!(
+            "SELECT json_extract(line, '$.reference') AS reference, json_extract(line, '$.error') AS error,
+                    json_extract(line, '$.error_description') AS error_description,
+                    json_extract(line, '$.error_uri') AS error_uri, json_extract(line, '$.iss') AS iss,
+                    json_extract(line, '$.detail') AS detail, json_extract(line, '$.connection') AS connection
+             FROM (SELECT CASE instr(rest, char(10)) WHEN 0 THEN rest
+                          ELSE substr(rest, 1, instr(rest, char(10)) - 1) END AS line
+                   FROM (SELECT substr(events, instr(events, '{start}')) AS rest
+                         FROM unauthenticated_event_batches WHERE instr(events, '{start}') > 0))"
+        )
+    };
     let rows = app
         .sql_rows(&format!(
             "SELECT COALESCE(length(error), 0) + COALESCE(length(error_description), 0) + COALESCE(length(error_uri), 0)
                   + COALESCE(length(iss), 0) + length(detail) + COALESCE(length(connection), 0)
              FROM (SELECT reference, error, error_description, error_uri, iss, detail, connection FROM outcome_events
                    UNION ALL
-                   SELECT reference, error, error_description, error_uri, iss, detail, connection
-                   FROM unauthenticated_events) AS events
+                   {unauthenticated}) AS events
              WHERE reference = '{reference}'"
         ))
         .await;

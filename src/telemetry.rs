@@ -79,13 +79,16 @@ const REFERENCE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub fn new_reference() -> String {
     use rand::Rng as _;
     let mut bits: u64 = rand::rng().random::<u64>() & ((1 << 40) - 1);
-    let mut chars = [0u8; 8];
-    for slot in chars.iter_mut().rev() {
-        *slot = REFERENCE_ALPHABET[(bits & 31) as usize];
-        bits >>= 5;
+    let mut reference = String::with_capacity(12);
+    reference.push_str("CG-");
+    for at in 0..8 {
+        if at == 4 {
+            reference.push('-');
+        }
+        reference.push(char::from(REFERENCE_ALPHABET[((bits >> 35) & 31) as usize]));
+        bits <<= 5;
     }
-    let text = String::from_utf8_lossy(&chars);
-    format!("CG-{}-{}", &text[..4], &text[4..])
+    reference
 }
 
 /// Whether a string has the shape of a reference id.

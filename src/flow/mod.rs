@@ -1090,6 +1090,10 @@ fn bounded(value: &str) -> String {
 /// What is kept of text sent by a request that matched no flow: its first `max` characters and, when it was
 /// longer, its size and the start of its SHA-256, enough to match it with the log line written at the time.
 fn digest(value: &str, max: usize) -> String {
+    // Fewer bytes than `max` are fewer characters too: nothing to cut, and no need to count them.
+    if value.len() <= max {
+        return value.to_owned();
+    }
     match value.char_indices().nth(max) {
         Some((cut, _)) => {
             let hash = crypto::hash_hex(value);

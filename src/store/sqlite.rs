@@ -1437,21 +1437,22 @@ fn insert_unauthenticated<'e>(
     db: &rusqlite::Connection,
     events: impl IntoIterator<Item = &'e OutcomeEvent>,
 ) -> Result<Option<StoredBatch>, StoreError> {
-    let mut lines = Vec::new();
-    let mut count: i64 = 0;
+    let events: Vec<&OutcomeEvent> = events.into_iter().collect();
+    if events.is_empty() {
+        return Ok(None);
+    }
+    // Room for a line of the usual size each, so a large batch is not copied again as it grows.
+    let mut lines = Vec::with_capacity(events.len() * 256);
     let mut newest_at = i64::MIN;
-    for event in events {
-        if count > 0 {
+    for (at, event) in events.iter().enumerate() {
+        if at > 0 {
             lines.push(b'\n');
         }
         let line = EventLine::of(event);
         newest_at = newest_at.max(line.created_at);
         serde_json::to_writer(&mut lines, &line).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        count += 1;
     }
-    if count == 0 {
-        return Ok(None);
-    }
+    let count = i64::try_from(events.len()).map_err(|err| StoreError::Corrupt(err.to_string()))?;
     let lines = std::str::from_utf8(&lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
     let batch = db
         .prepare_cached(

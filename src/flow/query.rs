@@ -3,6 +3,8 @@
 //! RFC 6749's character sets. A lenient parser (first value wins, invalid bytes replaced) is what makes parameter
 //! pollution and log or page injection possible, so nothing here is lenient.
 
+use std::borrow::Cow;
+
 use crate::crypto::Secret;
 
 pub use crate::outcome::{interpretable, is_rfc6749_text};
@@ -33,7 +35,7 @@ impl CallbackQuery {
         for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = decode_component(key)?;
-            let slot_name: &'static str = match key.as_str() {
+            let slot_name: &'static str = match &*key {
                 "state" => "state",
                 "code" => "code",
                 "error" => "error",
@@ -42,7 +44,7 @@ impl CallbackQuery {
                 "iss" => "iss",
                 _ => continue,
             };
-            let value = decode_component(value)?;
+            let value = decode_component(value)?.into_owned();
             let taken = match slot_name {
                 "state" => query.state.replace(Secret::new(value)).is_some(),
                 "code" => query.code.replace(Secret::new(value)).is_some(),
@@ -60,7 +62,11 @@ impl CallbackQuery {
 }
 
 /// Decodes one `application/x-www-form-urlencoded` component, refusing what a lenient decoder would paper over.
-fn decode_component(raw: &str) -> Result<String, QueryError> {
+fn decode_component(raw: &str) -> Result<Cow<'_, str>, QueryError> {
+    // Most components (every key, a state, a code) have nothing encoded: they are used as they are.
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(raw));
+    }
     let bytes = raw.as_bytes();
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'%' {
@@ -73,11 +79,10 @@ fn decode_component(raw: &str) -> Result<String, QueryError> {
     let spaced = raw.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
-        .map(|s| s.into_owned())
+        .map(|s| Cow::Owned(s.into_owned()))
         .map_err(|_| QueryError::Encoding)
 }
 
-/// RFC 6749 appendix A.9: `error_uri` is a URI reference of `%x21 / %x23-5B / %x5D-7E`.
 pub fn is_rfc6749_uri(c: char) -> bool {
     c != ' ' && is_rfc6749_text(c)
 }
@@ -100,6 +105,15 @@ mod tests {
         assert_eq!(CallbackQuery::parse(Some("state=%4")).unwrap_err(), QueryError::Encoding);
         let query = CallbackQuery::parse(Some("error=access_denied&error_description=User+said+no%21")).unwrap();
         assert_eq!(query.error_description.as_deref(), Some("User said no!"));
+    }
+
+    #[test]
+    fn plain_and_encoded_components_decode_alike() {
+        let query = CallbackQuery::parse(Some("st%61te=a%2Bb+c&code=plain-Code_1.~&iss=https%3A%2F%2Fidp")).unwrap();
+        assert_eq!(query.state.as_ref().map(Secret::expose), Some("a+b c"));
+        assert_eq!(query.code.as_ref().map(Secret::expose), Some("plain-Code_1.~"));
+        assert_eq!(query.iss.as_deref(), Some("https://idp"));
+        assert_eq!(CallbackQuery::parse(Some("state=a&st%61te=b")).unwrap_err(), QueryError::Repeated("state"));
     }
 
     #[test]

@@ -1090,7 +1090,7 @@ fn bounded(value: &str) -> String {
 /// What is kept of text sent by a request that matched no flow: its first `max` characters and, when it was
 /// longer, its size and the start of its SHA-256, enough to match it with the log line written at the time.
 fn digest(value: &str, max: usize) -> String {
-    // Fewer bytes than `max` are fewer characters too: nothing to cut, and no need to count them.
+    // No more bytes than `max` is no more characters either: nothing to cut, and no need to count them.
     if value.len() <= max {
         return value.to_owned();
     }

@@ -83,6 +83,7 @@ fn decode_component(raw: &str) -> Result<Cow<'_, str>, QueryError> {
         .map_err(|_| QueryError::Encoding)
 }
 
+/// RFC 6749 appendix A.9: `error_uri` is a URI reference of `%x21 / %x23-5B / %x5D-7E`.
 pub fn is_rfc6749_uri(c: char) -> bool {
     c != ' ' && is_rfc6749_text(c)
 }

@@ -21,8 +21,8 @@ const MAX_PAGES: usize = 256;
 const MAX_PER_OUTCOME: usize = 8;
 
 /// Marks where a value of the request goes, in a page rendered to be kept: a Unicode noncharacter followed by the
-/// slot's letter. Nothing callback-gate renders holds a noncharacter, and a page that does (a setting could) is
-/// not kept.
+/// slot's letter. Neither the templates nor the catalog's messages hold a noncharacter; a page that does all the
+/// same (from a setting, or in development mode a detail quoting the request) cannot be cut, and is rendered whole.
 const MARK: char = '\u{FDD0}';
 
 /// A value that differs with every request.

@@ -12,8 +12,9 @@ use super::{OutcomeEvent, Store};
 
 /// Events waiting to be written, at most; beyond this they are dropped (they are logged all the same).
 const QUEUE: usize = 8192;
-/// Events written in one transaction, at most. On SQLite a batch is one row (migration 0011), on PostgreSQL one
-/// transaction of inserts; larger batches write fewer pages per event (256 to 2,048 measured 28,500 to 32,400
+/// Events written in one transaction, at most. On SQLite the events of a batch that concern no flow are one row
+/// (migration 0011) and the others (of flows whose own write failed) a row each; on PostgreSQL a batch is one
+/// transaction of inserts. Larger batches write fewer pages per event (256 to 2,048 measured 28,500 to 32,400
 /// failure pages per second in `bench/`, when each event was a row).
 const BATCH: usize = 2048;
 /// How long a batch is retried while the database is unreachable before its events are given up (and logged).
@@ -23,8 +24,9 @@ const LINGER: Duration = Duration::from_millis(100);
 
 /// What the requests and the writer share. Requests only append to a list and wake the writer when the list was
 /// empty or has a batch's worth: a channel, a map by reference and a wake-up per event cost a few percent of each
-/// failure page under a flood of them (docs/performance.md, Finding 19). A lookup by reference, which only the
-/// references API makes, reads the lists through.
+/// failure page under a flood of them (docs/performance.md, Finding 20). A lookup by reference (the references API,
+/// and the result page of a flow whose event waits here) reads the lists through, holding the lock that senders
+/// take: at most [`QUEUE`] and a batch are compared, tens of microseconds, and only lookups pay them.
 #[derive(Debug, Default)]
 struct Queue {
     /// Events not taken by the writer yet, in the order they were sent.
@@ -38,7 +40,7 @@ struct Queue {
 #[derive(Debug, Default)]
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the writer: the first event of an empty list, a batch's worth, or the writer's own stop.
+    /// Wakes the writer: the first event of an empty list, or a batch's worth. (It stops on its `watch` channel.)
     wake: Notify,
     dropped: AtomicU64,
 }

@@ -2259,10 +2259,10 @@ mod tests {
         store.close().await;
     }
 
-    /// The trim, the skip and the sweep of unmatched events find the oldest batches by id, in order, and stop there:
-    /// none reads every kept batch on every write.
+    /// The trim, the skip and the sweep of unmatched events reach batches through their id (the table's key) and
+    /// sort nothing.
     #[tokio::test]
-    async fn unmatched_trims_and_sweeps_read_from_the_oldest_batch() {
+    async fn unmatched_trims_and_sweeps_use_the_batch_id_and_sort_nothing() {
         let (_dir, store) = scratch_store().await;
         for sql in [TRIM_UNAUTHENTICATED, SKIP_UNAUTHENTICATED, SWEEP_UNAUTHENTICATED] {
             let plan: Vec<String> = store

@@ -79,7 +79,7 @@ fn write_timestamp(out: &mut impl fmt::Write, at: OffsetDateTime) -> fmt::Result
 /// the float; other numbers as the standard library writes them.
 fn write_f64(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
     let thousandths = (value * 1000.0).round();
-    if !(0.0..1e15).contains(&thousandths) || thousandths / 1000.0 != value {
+    if !value.is_sign_positive() || !(0.0..1e15).contains(&thousandths) || thousandths / 1000.0 != value {
         return write!(out, "{value}");
     }
     // In range and integral: the cast is exact.
@@ -273,7 +273,7 @@ mod tests {
         for value in samples.into_iter().chain(odd) {
             let mut out = String::new();
             write_f64(&mut out, value).unwrap();
-            assert_eq!(out.parse::<f64>().unwrap(), value, "{value} as {out}");
+            assert_eq!(out.parse::<f64>().unwrap().to_bits(), value.to_bits(), "{value} as {out}");
             assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{out} is JSON");
         }
         let mut out = String::new();

@@ -1517,6 +1517,9 @@ fn line_start(reference: &str) -> Result<String, StoreError> {
 /// The kept event of a request that matched no flow with this reference, the newest if several are: the batches
 /// whose text holds its line's start are read, newest first, and a line within a batch's `skip` is not kept.
 fn unauthenticated_event(db: &rusqlite::Connection, reference: &str) -> Result<Option<OutcomeEvent>, StoreError> {
+    // The sweep removes a batch once its newest event is past the retention; its older events must not resolve
+    // meanwhile (a batch migration 0011 built from older rows can span days).
+    let kept_since = OffsetDateTime::now_utc() - REFERENCE_RETENTION;
     let start = line_start(reference)?;
     let mut statement = db.prepare_cached(
         "SELECT skip, events FROM unauthenticated_event_batches WHERE instr(events, ?1) > 0 ORDER BY id DESC",
@@ -1534,7 +1537,7 @@ fn unauthenticated_event(db: &rusqlite::Connection, reference: &str) -> Result<O
             let line_begins = before.rfind('\n').map_or(0, |newline| newline + 1);
             let line_ends = events[at..].find('\n').map_or(events.len(), |newline| at + newline);
             let event = EventLine::read(&events[line_begins..line_ends])?;
-            if event.reference == reference {
+            if event.reference == reference && event.created_at.0 >= kept_since {
                 return Ok(Some(event));
             }
         }
@@ -1826,8 +1829,21 @@ mod tests {
         store.close().await;
     }
 
-    /// An event of a request that matched no flow, written at `at` unix milliseconds.
+    /// Unix milliseconds `offset` after a moment a day before the tests started: recent enough that events written
+    /// then are still within the retention, and still resolve.
+    fn recent(offset: i64) -> i64 {
+        static BASE: std::sync::LazyLock<i64> =
+            std::sync::LazyLock::new(|| millis(OffsetDateTime::now_utc()) - 86_400_000);
+        *BASE + offset
+    }
+
+    /// An event of a request that matched no flow, written [`recent`]ly, `at` milliseconds after its base.
     fn unmatched(reference: &str, at: i64) -> OutcomeEvent {
+        unmatched_at(reference, recent(at))
+    }
+
+    /// An event of a request that matched no flow, written at `at` unix milliseconds.
+    fn unmatched_at(reference: &str, at: i64) -> OutcomeEvent {
         OutcomeEvent {
             reference: reference.into(),
             code: "state_missing".into(),
@@ -1891,11 +1907,13 @@ mod tests {
         {
             let mut db = rusqlite::Connection::open(&path).unwrap();
             migrations().to_version(&mut db, 8).unwrap();
-            db.execute_batch(
+            db.execute_batch(&format!(
                 "INSERT INTO outcome_events (reference, code, class, detail, hint, created_at, unauthenticated)
-                 VALUES ('CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', 1, 1),
-                        ('CG-BBBB-BBBB', 'access_denied', 'user', 'denied', '', 2, 0);",
-            )
+                 VALUES ('CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', {}, 1),
+                        ('CG-BBBB-BBBB', 'access_denied', 'user', 'denied', '', {}, 0);",
+                recent(1),
+                recent(2)
+            ))
             .unwrap();
         }
         let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
@@ -1918,11 +1936,13 @@ mod tests {
         {
             let mut db = rusqlite::Connection::open(&path).unwrap();
             migrations().to_version(&mut db, 9).unwrap();
-            db.execute_batch(
+            db.execute_batch(&format!(
                 "INSERT INTO unauthenticated_events (rowid, reference, code, class, detail, hint, created_at)
-                 VALUES (9, 'CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', 1),
-                        (7, 'CG-BBBB-BBBB', 'state_invalid', 'security', 'forged', '', 2);",
-            )
+                 VALUES (9, 'CG-AAAA-AAAA', 'state_missing', 'security', 'no state', '', {}),
+                        (7, 'CG-BBBB-BBBB', 'state_invalid', 'security', 'forged', '', {});",
+                recent(1),
+                recent(2)
+            ))
             .unwrap();
         }
         let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
@@ -1985,16 +2005,13 @@ mod tests {
             provider_body: Some(awkward.repeat(3)),
             detail: awkward.into(),
             hint: "a hint with specifics".into(),
-            created_at: Millis(from_millis(1_700_000_000_123).unwrap()),
+            created_at: Millis(from_millis(recent(123)).unwrap()),
             unauthenticated: true,
         };
-        let bare = unmatched("CG-BARE-0002", 1_700_000_000_999);
+        let bare = unmatched("CG-BARE-0002", 999);
         let zero_status = OutcomeEvent { provider_status: Some(0), ..unmatched("CG-ZERO-0003", -5) };
-        let of_a_flow = OutcomeEvent {
-            flow_id: Some("flow-1".into()),
-            unauthenticated: false,
-            ..unmatched("CG-FLOW-0004", 1_700_000_001_000)
-        };
+        let of_a_flow =
+            OutcomeEvent { flow_id: Some("flow-1".into()), unauthenticated: false, ..unmatched("CG-FLOW-0004", 1_000) };
         let events = vec![full.clone(), of_a_flow.clone(), bare.clone(), zero_status.clone()];
         store.record_outcomes(shared(events), 100).await.unwrap();
 
@@ -2013,7 +2030,7 @@ mod tests {
             .read(|db| Ok(db.query_row("SELECT newest_at FROM unauthenticated_event_batches", [], |r| r.get(0))?))
             .await
             .unwrap();
-        assert_eq!(newest_at, 1_700_000_000_999);
+        assert_eq!(newest_at, recent(999));
         assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 4);
         for event in [&full, &bare, &zero_status, &of_a_flow] {
             let found = store.reference(&event.reference).await.unwrap().expect("resolves");
@@ -2165,7 +2182,7 @@ mod tests {
                             text("body"),
                             format!("detail {n}"),
                             if full { "hint" } else { "" },
-                            1_000_000 + n,
+                            recent(1_000_000 + n),
                         ])
                         .unwrap();
                 }
@@ -2184,7 +2201,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(newest, [1_002_047, 1_004_095, 1_004_999]);
+        assert_eq!(newest, [recent(1_002_047), recent(1_004_095), recent(1_004_999)]);
         assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), total);
         for n in [0, 2047, 2049, 4096, total - 1] {
             let found = store.reference(&reference(n)).await.unwrap().expect("moved, not lost");
@@ -2212,7 +2229,7 @@ mod tests {
             provider_body: Some("body".into()),
             detail: "detail 2048".into(),
             hint: "hint".into(),
-            created_at: Millis(from_millis(1_002_048).unwrap()),
+            created_at: Millis(from_millis(recent(1_002_048)).unwrap()),
             unauthenticated: true,
         };
         assert_eq!(fields(&full), fields(&expected), "lines built by SQLite read as those written by the store");
@@ -2232,7 +2249,7 @@ mod tests {
         let old = millis(now - REFERENCE_RETENTION) - 1;
         let recent = millis(now - REFERENCE_RETENTION) + 60_000;
         let events = |prefix: &str, at: i64, count: usize| -> Vec<OutcomeEvent> {
-            (0..count).map(|n| unmatched(&format!("CG-{prefix}-{n:04}"), at)).collect()
+            (0..count).map(|n| unmatched_at(&format!("CG-{prefix}-{n:04}"), at)).collect()
         };
         store.record_outcomes(shared(events("OLDS", old, 3)), 7).await.unwrap();
         // Its newest event is recent: the batch stays, its old events with it.
@@ -2246,7 +2263,9 @@ mod tests {
         assert_eq!(batches(&store).await, [(4, 6, 0), (7, 9, 0)]);
         assert_eq!(store.count(Table::OutcomeEvents).await.unwrap(), 6);
         assert!(store.reference("CG-OLDS-0002").await.unwrap().is_none());
-        for reference in ["CG-MIXD-0000", "CG-MIXR-0000", "CG-NEWS-0002"] {
+        // An old event in a batch kept for a recent one stays stored with it, but no longer resolves.
+        assert!(store.reference("CG-MIXD-0000").await.unwrap().is_none());
+        for reference in ["CG-MIXR-0000", "CG-NEWS-0002"] {
             assert!(store.reference(reference).await.unwrap().is_some(), "{reference}");
         }
         assert_eq!(store.sweep(now).await.unwrap(), 0, "nothing more is past retention");

@@ -1503,6 +1503,17 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// The secrets unit tests configure with: a secret key, an API key, and `SECRET` for a connection's client secret.
+#[cfg(test)]
+pub(crate) fn test_secrets(name: &str) -> Option<String> {
+    match name {
+        "CALLBACK_GATE_SECRET_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+        "CALLBACK_GATE_API_KEYS" => Some("0123456789abcdef0123".into()),
+        "SECRET" => Some("s".into()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1517,12 +1528,7 @@ mod tests {
     }
 
     fn secrets(name: &str) -> Option<String> {
-        match name {
-            "CALLBACK_GATE_SECRET_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
-            "CALLBACK_GATE_API_KEYS" => Some("0123456789abcdef0123".into()),
-            "SECRET" => Some("s".into()),
-            _ => None,
-        }
+        test_secrets(name)
     }
 
     #[test]

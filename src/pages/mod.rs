@@ -239,21 +239,17 @@ fn readable_time(at: OffsetDateTime) -> String {
     let Some(year) = u32::try_from(at.year()).ok().filter(|year| *year <= 9999) else {
         return telemetry::rfc3339(at);
     };
-    // Digit by digit: every failure page shows one, and `format!` with widths costs several times as much.
     let fields = [
-        (year, 4, '-'),
-        (u32::from(u8::from(at.month())), 2, '-'),
-        (u32::from(at.day()), 2, ' '),
-        (u32::from(at.hour()), 2, ':'),
-        (u32::from(at.minute()), 2, ' '),
+        (year, 4, b'-'),
+        (u32::from(u8::from(at.month())), 2, b'-'),
+        (u32::from(at.day()), 2, b' '),
+        (u32::from(at.hour()), 2, b':'),
+        (u32::from(at.minute()), 2, b' '),
     ];
-    let mut out = String::with_capacity(20);
-    for (value, width, after) in fields {
-        for place in (0..width).rev() {
-            out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
-        }
-        out.push(after);
-    }
+    let mut buffer = [0u8; 32];
+    let written = telemetry::padded_digits(&fields, &mut buffer);
+    let mut out = String::with_capacity(written + 3);
+    out.push_str(std::str::from_utf8(&buffer[..written]).unwrap_or_default());
     out.push_str("UTC");
     out
 }
@@ -612,15 +608,6 @@ mod tests {
     use crate::outcome::{CATALOG, Failure};
     use crate::server::Application;
 
-    fn secrets(name: &str) -> Option<String> {
-        match name {
-            "CALLBACK_GATE_SECRET_KEY" => Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
-            "CALLBACK_GATE_API_KEYS" => Some("0123456789abcdef0123".into()),
-            "SECRET" => Some("s".into()),
-            _ => None,
-        }
-    }
-
     async fn app(dir: &std::path::Path, mode: &str) -> Application {
         let document = format!(
             r#"
@@ -644,7 +631,7 @@ token_url = "https://idp.example.com/token"
 "#,
             dir.join(format!("{mode}.db")).display()
         );
-        let settings = crate::config::from_toml(&document, &secrets).expect("config");
+        let settings = crate::config::from_toml(&document, &crate::config::test_secrets).expect("config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Application::build(settings, listener, Router::new()).await.expect("app")
     }

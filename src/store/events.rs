@@ -186,28 +186,9 @@ impl EventSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Millis;
 
     fn event(n: usize) -> OutcomeEvent {
-        OutcomeEvent {
-            reference: format!("CG-TEST-{n:04}"),
-            code: "state_missing".into(),
-            cause: None,
-            class: "security".into(),
-            connection: None,
-            identifier: None,
-            flow_id: None,
-            error: None,
-            error_description: None,
-            error_uri: None,
-            iss: None,
-            provider_status: None,
-            provider_body: None,
-            detail: "no state".into(),
-            hint: String::new(),
-            created_at: Millis(time::OffsetDateTime::now_utc()),
-            unauthenticated: true,
-        }
+        OutcomeEvent::unmatched_for_tests(&format!("CG-TEST-{n:04}"), time::OffsetDateTime::now_utc())
     }
 
     async fn store(dir: &tempfile::TempDir) -> Store {

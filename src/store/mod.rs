@@ -453,6 +453,32 @@ pub struct OutcomeEvent {
     pub unauthenticated: bool,
 }
 
+#[cfg(test)]
+impl OutcomeEvent {
+    /// The event of a callback with no state, written at `at`: what the store's tests write by the thousand.
+    pub(crate) fn unmatched_for_tests(reference: &str, at: OffsetDateTime) -> Self {
+        Self {
+            reference: reference.into(),
+            code: "state_missing".into(),
+            cause: None,
+            class: "security".into(),
+            connection: None,
+            identifier: None,
+            flow_id: None,
+            error: None,
+            error_description: None,
+            error_uri: None,
+            iss: None,
+            provider_status: None,
+            provider_body: None,
+            detail: "no state".into(),
+            hint: String::new(),
+            created_at: Millis(at),
+            unauthenticated: true,
+        }
+    }
+}
+
 /// Time stored as unix milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Millis(pub OffsetDateTime);

@@ -1844,25 +1844,7 @@ mod tests {
 
     /// An event of a request that matched no flow, written at `at` unix milliseconds.
     fn unmatched_at(reference: &str, at: i64) -> OutcomeEvent {
-        OutcomeEvent {
-            reference: reference.into(),
-            code: "state_missing".into(),
-            cause: None,
-            class: "security".into(),
-            connection: None,
-            identifier: None,
-            flow_id: None,
-            error: None,
-            error_description: None,
-            error_uri: None,
-            iss: None,
-            provider_status: None,
-            provider_body: None,
-            detail: "no state".into(),
-            hint: String::new(),
-            created_at: Millis(from_millis(at).unwrap()),
-            unauthenticated: true,
-        }
+        OutcomeEvent::unmatched_for_tests(reference, from_millis(at).unwrap())
     }
 
     fn shared(events: Vec<OutcomeEvent>) -> Arc<[Arc<OutcomeEvent>]> {

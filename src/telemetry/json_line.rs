@@ -45,33 +45,24 @@ where
     }
 }
 
-/// `2026-12-04T01:48:46.710772Z`: UTC, microseconds. Written digit by digit: every log line starts with one, and
-/// `write!` with widths cost several times as much.
+/// `2026-12-04T01:48:46.710772Z`: UTC, microseconds, written digit by digit (every log line starts with one).
 fn write_timestamp(out: &mut impl fmt::Write, at: OffsetDateTime) -> fmt::Result {
     let at = at.to_offset(time::UtcOffset::UTC);
     let Some(year) = u32::try_from(at.year()).ok().filter(|year| *year <= 9999) else {
         return write!(out, "{at}");
     };
     let fields = [
-        (year, 4, '-'),
-        (u32::from(u8::from(at.month())), 2, '-'),
-        (u32::from(at.day()), 2, 'T'),
-        (u32::from(at.hour()), 2, ':'),
-        (u32::from(at.minute()), 2, ':'),
-        (u32::from(at.second()), 2, '.'),
-        (at.microsecond(), 6, 'Z'),
+        (year, 4, b'-'),
+        (u32::from(u8::from(at.month())), 2, b'-'),
+        (u32::from(at.day()), 2, b'T'),
+        (u32::from(at.hour()), 2, b':'),
+        (u32::from(at.minute()), 2, b':'),
+        (u32::from(at.second()), 2, b'.'),
+        (at.microsecond(), 6, b'Z'),
     ];
-    let mut text = [0u8; 27];
-    let mut at = 0;
-    for (value, width, after) in fields {
-        for place in (0..width).rev() {
-            text[at] = b'0' + (value / 10u32.pow(place) % 10) as u8;
-            at += 1;
-        }
-        text[at] = after as u8;
-        at += 1;
-    }
-    out.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    let mut buffer = [0u8; 32];
+    let written = crate::telemetry::padded_digits(&fields, &mut buffer);
+    out.write_str(std::str::from_utf8(&buffer[..written]).map_err(|_| fmt::Error)?)
 }
 
 /// A number of milliseconds as the service logs them (rounded to the microsecond): written from its integer count

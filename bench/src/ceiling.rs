@@ -21,7 +21,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 /// About the size of the head and first paragraph of a real page, well under one TCP segment.
-const PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ceiling</title></head>\
+pub const PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ceiling</title></head>\
 <body><main><h1>Connected</h1><p>You can close this window and go back to the app.</p></main></body></html>";
 
 /// Bytes of callback-gate's failure page for a missing or unknown state, as the load tool receives it.

@@ -11,6 +11,7 @@
 
 mod browser;
 mod ceiling;
+mod flow_floor;
 mod load;
 mod process;
 mod profile;
@@ -55,6 +56,13 @@ enum Role {
         #[arg(long, default_value_t = 0)]
         token_delay_ms: u64,
     },
+    /// Serve the flow floor (a flow's five steps from memory) on a loopback port; used by the harness itself.
+    #[command(hide = true)]
+    FlowFloor {
+        /// The mock provider's base URL.
+        #[arg(long)]
+        provider: String,
+    },
     /// Webhook delivery: mint `--events` links (each writes one event) and time each event from the API's answer
     /// to a local receiver's receipt; prints the throughput and latency, and writes them to OUT/webhooks.md.
     Webhooks {
@@ -93,6 +101,10 @@ enum Role {
         /// Run callback-gate on a fresh PostgreSQL database on this server (as for the main run).
         #[arg(long, value_name = "URL")]
         database_url_admin: Option<String>,
+        /// Run the flows against the flow floor instead of callback-gate: the same requests answered from memory
+        /// by a minimal service, what the machine, the harness and the provider cost a flow on their own.
+        #[arg(long, conflicts_with_all = ["gate_bin", "database_url_admin", "perf_out"])]
+        flow_floor: bool,
     },
     /// Instructions callback-gate spends on each step of a flow, counted by `valgrind --tool=callgrind` (one
     /// browser, SQLite): repeatable for the same binary, whatever else the machine is doing.
@@ -242,6 +254,7 @@ fn main() -> ExitCode {
     };
     match cli.role {
         Some(Role::Ceiling { log_file }) => serve(runtime.block_on(ceiling::serve(log_file.as_deref()))),
+        Some(Role::FlowFloor { provider }) => serve(runtime.block_on(flow_floor::serve(provider))),
         Some(Role::Provider { token_delay_ms }) => {
             serve(runtime.block_on(provider::serve(Duration::from_millis(token_delay_ms))))
         }
@@ -263,7 +276,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Role::Flows { gate_bin, out, browsers, seconds, perf_out, database_url_admin }) => {
+        Some(Role::Flows { gate_bin, out, browsers, seconds, perf_out, database_url_admin, flow_floor }) => {
             let outcome = (|| {
                 let repo = repository_root();
                 let out = out.unwrap_or_else(|| repo.join("bench").join("out").join("flows"));
@@ -274,12 +287,13 @@ fn main() -> ExitCode {
                 };
                 let (binary, _) = match gate_bin {
                     Some(path) => (path, String::new()),
+                    None if flow_floor => (PathBuf::new(), String::new()),
                     None => build_gate(&repo, true)?,
                 };
                 let mut settings = cli.run.settings();
                 settings.window = Duration::from_secs_f64(seconds.max(0.1));
                 let bench = Bench::new(settings, binary, out, backend);
-                runtime.block_on(profile::flows(&bench, browsers.max(1), perf_out))
+                runtime.block_on(profile::flows(&bench, browsers.max(1), perf_out, flow_floor))
             })();
             report_text(outcome)
         }

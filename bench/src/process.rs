@@ -118,7 +118,7 @@ mod tests {
         assert!(memory.rss_kib > 0 && memory.peak_kib >= memory.rss_kib, "{memory:?}");
         let mut spin = 0u64;
         for i in 0..20_000_000u64 {
-            spin = spin.wrapping_add(i * i);
+            spin = spin.wrapping_add(std::hint::black_box(i) * i);
         }
         std::hint::black_box(spin);
         assert!(cpu_time(me) > Duration::ZERO);

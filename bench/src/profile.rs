@@ -15,9 +15,18 @@ use crate::scenario::Bench;
 use crate::servers::{self, Backend, GateSetup};
 
 /// `flows`: one concurrency row, printed as the run's table shows it.
-pub async fn flows(bench: &Bench, browsers: usize, perf_out: Option<PathBuf>) -> Result<String, String> {
+pub async fn flows(
+    bench: &Bench,
+    browsers: usize,
+    perf_out: Option<PathBuf>,
+    flow_floor: bool,
+) -> Result<String, String> {
     let provider = servers::spawn_role(&["provider", "--token-delay-ms", "0"]).await?;
-    let flows = bench.flows_closed(&provider, browsers, perf_out.as_deref()).await;
+    let flows = if flow_floor {
+        bench.flows_on_floor(&provider, browsers).await
+    } else {
+        bench.flows_closed(&provider, browsers, perf_out.as_deref()).await
+    };
     provider.stop().await;
     let flows = flows?;
     Ok(describe(&flows))

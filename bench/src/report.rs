@@ -174,6 +174,9 @@ pub struct Report {
     pub failure_pages: Requests,
     pub flows_at_rate: Flows,
     pub concurrency: Vec<Flows>,
+    /// The same closed loop at 10 browsers on the flow floor (`crate::flow_floor`): the same requests answered from
+    /// memory, what the machine, the harness and the provider cost a flow before any service does real work.
+    pub flow_floor: Flows,
     pub max_flows_per_second: f64,
     pub slow: Slow,
     pub idle: Idle,
@@ -338,11 +341,12 @@ impl Report {
             "| Browsers | Flows/s | Flow p50 | Flow p99 | Callback p99 | Added p50 | Added p99 | Server CPU per flow | CPU used (server + harness + provider) | Peak RSS | Errors |"
         );
         let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for f in &self.concurrency {
+        for (f, floor) in self.concurrency.iter().map(|f| (f, false)).chain(std::iter::once((&self.flow_floor, true))) {
+            let browsers = if floor { format!("*flow floor*: {}", f.browsers) } else { f.browsers.to_string() };
             let _ = writeln!(
                 w,
                 "| {} | {:.0} | {} | {} | {} | {} | {} | {:.0} µs | {:.2} + {:.2} + {:.2} cores | {} | {} |",
-                f.browsers,
+                browsers,
                 f.flows_per_second,
                 time(f.flow.p50_us),
                 time(f.flow.p99_us),
@@ -410,7 +414,8 @@ impl Report {
         for r in [&self.ceiling, &self.floor, &self.failure_pages, &self.slow.failure_pages, &self.slow.healthz] {
             add(&r.name, r.errors, &r.first_error);
         }
-        for f in std::iter::once(&self.flows_at_rate).chain(&self.concurrency).chain(std::iter::once(&self.slow.flows))
+        for f in
+            std::iter::once(&self.flows_at_rate).chain(&self.concurrency).chain([&self.flow_floor, &self.slow.flows])
         {
             add(&format!("{} ({})", f.name, f.load), f.errors, &f.first_error);
         }
@@ -428,6 +433,7 @@ impl Report {
             ("floor", self.floor.ok),
             ("failure pages", self.failure_pages.ok),
             ("flows at a fixed rate", self.flows_at_rate.ok),
+            ("flows on the flow floor", self.flow_floor.ok),
             ("slow provider flows", self.slow.flows.ok),
             ("slow provider failure pages", self.slow.failure_pages.ok),
             ("slow provider healthz", self.slow.healthz.ok),

@@ -45,6 +45,8 @@ pub struct Settings {
 const FAILURE_RATIO_TARGET: f64 = 0.5;
 const ADDED_P99_TARGET_US: u64 = 2_000;
 const FLOW_RATE_TARGET: f64 = 500.0;
+/// The concurrency at which the callback's added latency has its own target, and the flow floor is measured.
+const CALLBACK_TARGET_BROWSERS: usize = 10;
 const SLOW_FAILURE_P99_TARGET_US: u64 = 5_000;
 const SLOW_RSS_TARGET_KIB: u64 = 64 * 1024;
 const IDLE_RSS_TARGET_KIB: u64 = 32 * 1024;
@@ -120,6 +122,13 @@ impl Bench {
         }
         let max_flows_per_second =
             concurrency.iter().filter(|f| f.errors == 0).map(|f| f.flows_per_second).fold(0.0, f64::max);
+        let flow_floor = self.flows_on_floor(&fast, CALLBACK_TARGET_BROWSERS).await?;
+        log(format!(
+            "flow floor, {CALLBACK_TARGET_BROWSERS} browsers: {:.0} flows/s, flow p99 {}, added p99 {}",
+            flow_floor.flows_per_second,
+            report::time(flow_floor.flow.p99_us),
+            report::time(flow_floor.added.p99_us)
+        ));
         fast.stop().await;
 
         let (slow, slow_setup) = self.slow_provider().await?;
@@ -157,6 +166,7 @@ impl Bench {
             failure_pages,
             flows_at_rate,
             concurrency,
+            flow_floor,
             max_flows_per_second,
             slow,
             idle,
@@ -301,15 +311,33 @@ impl Bench {
     ) -> Result<Flows, String> {
         log(format!("complete flows, {browsers} concurrent browsers, closed loop"));
         let (_, gate) = self.start_gate(&format!("flows-{browsers}"), provider).await?;
-        let target = Target::new(gate.server.base_url(), gate.api_key.clone());
+        self.flows_closed_on(gate.server, &gate.api_key, provider, browsers, perf_out).await
+    }
+
+    /// Complete flows with `browsers` browsers on the flow floor (see [`crate::flow_floor`]) instead of
+    /// callback-gate.
+    pub async fn flows_on_floor(&self, provider: &Server, browsers: usize) -> Result<Flows, String> {
+        log(format!("complete flows on the flow floor, {browsers} concurrent browsers, closed loop"));
+        let floor = servers::spawn_role(&["flow-floor", "--provider", &provider.base_url()]).await?;
+        self.flows_closed_on(floor, crate::flow_floor::API_KEY, provider, browsers, None).await
+    }
+
+    async fn flows_closed_on(
+        &self,
+        server: Server,
+        api_key: &str,
+        provider: &Server,
+        browsers: usize,
+        perf_out: Option<&std::path::Path>,
+    ) -> Result<Flows, String> {
+        let target = Target::new(server.base_url(), api_key.to_owned());
         token_times(provider).await?;
         let collector = Arc::new(Mutex::new(Collector::default()));
-        let watch = Watch::start(&self.settings, gate.server.pid, Some(provider.pid));
+        let watch = Watch::start(&self.settings, server.pid, Some(provider.pid));
         let record_from = Instant::now() + self.settings.warmup;
         let stop_at = record_from + self.settings.window;
-        let perf = perf_out.map(|out| {
-            crate::profile::record_cpu(gate.server.pid, record_from, self.settings.window, out.to_path_buf())
-        });
+        let perf = perf_out
+            .map(|out| crate::profile::record_cpu(server.pid, record_from, self.settings.window, out.to_path_buf()));
         let mut tasks = Vec::with_capacity(browsers);
         for b in 0..browsers {
             let (target, collector) = (target.clone(), collector.clone());
@@ -335,8 +363,8 @@ impl Bench {
             let _ = perf.await;
         }
         let times = token_times(provider).await?;
-        let peak = gate.server.memory().peak_kib;
-        gate.server.stop().await;
+        let peak = server.memory().peak_kib;
+        server.stop().await;
         Ok(take(&collector).figures(
             format!("{browsers} browsers"),
             format!("closed loop, {browsers} browsers"),
@@ -892,6 +920,29 @@ fn targets(report: &Report, settings: &Settings) -> Vec<Check> {
             at_rate.errors
         ),
         met: rate_held && at_rate.added.p99_us < ADDED_P99_TARGET_US && settings.flow_rate >= FLOW_RATE_TARGET,
+    });
+    let at_target = report.concurrency.iter().find(|f| f.browsers == CALLBACK_TARGET_BROWSERS);
+    checks.push(Check {
+        target: format!(
+            "Callback p99 added latency under {} ms at {CALLBACK_TARGET_BROWSERS} browsers",
+            ADDED_P99_TARGET_US / 1000
+        ),
+        measured: at_target.map_or_else(
+            || format!("{CALLBACK_TARGET_BROWSERS} browsers were not run"),
+            |f| {
+                format!(
+                    "p99 added {} (p50 {}) at {:.0} flows/s, {} errors; the flow floor: p99 {} (p50 {}) at {:.0} flows/s",
+                    report::time(f.added.p99_us),
+                    report::time(f.added.p50_us),
+                    f.flows_per_second,
+                    f.errors,
+                    report::time(report.flow_floor.added.p99_us),
+                    report::time(report.flow_floor.added.p50_us),
+                    report.flow_floor.flows_per_second
+                )
+            },
+        ),
+        met: at_target.is_some_and(|f| f.errors == 0 && f.added.count > 0 && f.added.p99_us < ADDED_P99_TARGET_US),
     });
     let best = report
         .concurrency

@@ -448,8 +448,15 @@ impl SqliteStore {
         readers[turn].run(operation).await
     }
 
+    /// Answers once the writer and every reader have: an instance whose writer's thread has stopped (it does when a
+    /// transaction it cannot roll back is left open) can store nothing, and must not say it is ready.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|db| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        let select_one = |db: &mut rusqlite::Connection| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?);
+        self.inner.writer.run(select_one).await?;
+        for reader in &self.inner.readers {
+            reader.run(select_one).await?;
+        }
+        Ok(())
     }
 
     /// Closes every connection; operations after this fail as [`StoreError::Closed`].
@@ -2593,6 +2600,21 @@ mod tests {
         let cap = i64::try_from(GROUP).unwrap();
         let expected: Vec<i64> = std::iter::repeat_n(0, GROUP).chain(std::iter::repeat_n(cap, 8)).collect();
         assert_eq!(seen, expected, "the first {GROUP} commit together, the rest in the next group");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn readiness_needs_the_writer_and_every_reader() {
+        let (_dir, store) = scratch_store().await;
+        store.ping().await.expect("ready");
+        store.inner.writer.close().await;
+        assert!(matches!(store.ping().await, Err(StoreError::Closed)), "no writer, not ready");
+        assert!(store.find_link("any").await.unwrap().is_none(), "the readers still answer");
+        store.close().await;
+
+        let (_dir, store) = scratch_store().await;
+        store.inner.readers[READERS - 1].close().await;
+        assert!(matches!(store.ping().await, Err(StoreError::Closed)), "a reader gone, not ready");
         store.close().await;
     }
 

@@ -6,8 +6,10 @@
 //! the mock provider's token endpoint for tokens over HTTP and redirects to the result page, a result page), so a
 //! flow makes the same requests and the same token round trip on the same cores. It keeps no database, writes no
 //! log, seals nothing and keeps its flows in a map under a mutex: what it measures is what the machine, the
-//! harness and the provider cost a flow before any service does real work. It runs as its own process
-//! (`callback-gate-bench flow-floor --provider URL`), and `flows --flow-floor` runs the concurrency rows against it.
+//! harness and the provider cost a flow before any service does real work. Its requests are also a little smaller
+//! than callback-gate's (no PKCE challenge or verifier, no client secret, a shorter result page), which only lowers
+//! the floor. It runs as its own process (`callback-gate-bench flow-floor --provider URL`), and `flows --flow-floor`
+//! runs a concurrency row against it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

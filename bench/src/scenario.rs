@@ -319,7 +319,9 @@ impl Bench {
     pub async fn flows_on_floor(&self, provider: &Server, browsers: usize) -> Result<Flows, String> {
         log(format!("complete flows on the flow floor, {browsers} concurrent browsers, closed loop"));
         let floor = servers::spawn_role(&["flow-floor", "--provider", &provider.base_url()]).await?;
-        self.flows_closed_on(floor, crate::flow_floor::API_KEY, provider, browsers, None).await
+        let mut flows = self.flows_closed_on(floor, crate::flow_floor::API_KEY, provider, browsers, None).await?;
+        flows.name = format!("flow floor, {browsers} browsers");
+        Ok(flows)
     }
 
     async fn flows_closed_on(

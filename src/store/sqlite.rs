@@ -217,6 +217,8 @@ impl Worker {
                     return;
                 }
                 if let Some(done) = close {
+                    // Closed before the answer, so that the thread counts as stopped once its closer hears back.
+                    queue.close();
                     let closed = connection.close().map_err(|(_, err)| err);
                     let _ = done.send(closed);
                     return;
@@ -250,6 +252,11 @@ impl Worker {
             })
         })));
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the connection's thread has stopped: closed, or after a transaction it could not roll back.
+    fn stopped(&self) -> bool {
+        self.jobs.is_closed()
     }
 
     async fn close(&self) {
@@ -448,14 +455,16 @@ impl SqliteStore {
         readers[turn].run(operation).await
     }
 
-    /// Answers once the writer and every reader have: an instance whose writer's thread has stopped (it does when a
-    /// transaction it cannot roll back is left open) can store nothing, and must not say it is ready.
+    /// Answers once every reader has, and if the writer's thread still runs: an instance whose writer has stopped
+    /// (it does when a transaction it cannot roll back is left open) can store nothing, and must not say it is
+    /// ready. The writer is not sent a query: readiness must neither wait behind queued writes nor fail with a
+    /// group of them whose commit fails.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let select_one = |db: &mut rusqlite::Connection| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?);
-        self.inner.writer.run(select_one).await?;
-        for reader in &self.inner.readers {
-            reader.run(select_one).await?;
+        if self.inner.writer.stopped() {
+            return Err(StoreError::Closed);
         }
+        let select_one = |db: &mut rusqlite::Connection| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?);
+        futures_util::future::try_join_all(self.inner.readers.iter().map(|reader| reader.run(select_one))).await?;
         Ok(())
     }
 
@@ -2607,6 +2616,14 @@ mod tests {
     async fn readiness_needs_the_writer_and_every_reader() {
         let (_dir, store) = scratch_store().await;
         store.ping().await.expect("ready");
+        // A busy writer is still a ready one: readiness does not wait behind its writes.
+        let (release, holder) = hold_writer(&store).await;
+        tokio::time::timeout(Duration::from_secs(2), store.ping())
+            .await
+            .expect("answered while the writer is busy")
+            .expect("ready while the writer is busy");
+        drop(release);
+        holder.await.unwrap();
         store.inner.writer.close().await;
         assert!(matches!(store.ping().await, Err(StoreError::Closed)), "no writer, not ready");
         assert!(store.find_link("any").await.unwrap().is_none(), "the readers still answer");

@@ -116,11 +116,26 @@ mod tests {
         let me = std::process::id();
         let memory = memory(me);
         assert!(memory.rss_kib > 0 && memory.peak_kib >= memory.rss_kib, "{memory:?}");
+        // The kernel's own count of this process's CPU time, against which `/proc`'s is checked: spin until it
+        // has grown by 300 ms, then `cpu_time` must have grown by as much, within its 10 ms ticks and the reads'
+        // skew (other tests' threads count in both).
+        let process_clock = || {
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime only writes the struct passed by pointer.
+            let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+            assert_eq!(read, 0, "clock_gettime");
+            Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+        };
+        let (proc_before, clock_before) = (cpu_time(me), process_clock());
         let mut spin = 0u64;
-        for i in 0..20_000_000u64 {
-            spin = spin.wrapping_add(std::hint::black_box(i) * i);
+        while process_clock() - clock_before < Duration::from_millis(300) {
+            for i in 0..10_000u64 {
+                spin = spin.wrapping_add(std::hint::black_box(i) * i);
+            }
         }
         std::hint::black_box(spin);
-        assert!(cpu_time(me) > Duration::ZERO);
+        let (proc_spent, clock_spent) = (cpu_time(me) - proc_before, process_clock() - clock_before);
+        let gap = proc_spent.abs_diff(clock_spent);
+        assert!(gap < Duration::from_millis(60), "/proc says {proc_spent:?}, the clock {clock_spent:?}");
     }
 }

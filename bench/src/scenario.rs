@@ -109,6 +109,7 @@ impl Bench {
         ));
 
         let mut concurrency = Vec::new();
+        let mut flow_floor = None;
         for &browsers in &self.settings.sweep {
             let mut flows = self.flows_closed(&fast, browsers, None).await?;
             flows.ratio_to_ceiling = Some(flows.gate_requests_per_second / ceiling.per_second.max(1e-9));
@@ -119,16 +120,17 @@ impl Bench {
                 report::time(flows.added.p99_us)
             ));
             concurrency.push(flows);
+            // The floor is measured right after the row it is compared with, in the same minute of the host.
+            if browsers == CALLBACK_TARGET_BROWSERS && flow_floor.is_none() {
+                flow_floor = Some(self.flow_floor_row(&fast).await?);
+            }
         }
         let max_flows_per_second =
             concurrency.iter().filter(|f| f.errors == 0).map(|f| f.flows_per_second).fold(0.0, f64::max);
-        let flow_floor = self.flows_on_floor(&fast, CALLBACK_TARGET_BROWSERS).await?;
-        log(format!(
-            "flow floor, {CALLBACK_TARGET_BROWSERS} browsers: {:.0} flows/s, flow p99 {}, added p99 {}",
-            flow_floor.flows_per_second,
-            report::time(flow_floor.flow.p99_us),
-            report::time(flow_floor.added.p99_us)
-        ));
+        let flow_floor = match flow_floor {
+            Some(floor) => floor,
+            None => self.flow_floor_row(&fast).await?,
+        };
         fast.stop().await;
 
         let (slow, slow_setup) = self.slow_provider().await?;
@@ -312,6 +314,18 @@ impl Bench {
         log(format!("complete flows, {browsers} concurrent browsers, closed loop"));
         let (_, gate) = self.start_gate(&format!("flows-{browsers}"), provider).await?;
         self.flows_closed_on(gate.server, &gate.api_key, provider, browsers, perf_out).await
+    }
+
+    /// The flow floor's row of the run, at the callback target's concurrency, with its log line.
+    async fn flow_floor_row(&self, provider: &Server) -> Result<Flows, String> {
+        let floor = self.flows_on_floor(provider, CALLBACK_TARGET_BROWSERS).await?;
+        log(format!(
+            "flow floor, {CALLBACK_TARGET_BROWSERS} browsers: {:.0} flows/s, flow p99 {}, added p99 {}",
+            floor.flows_per_second,
+            report::time(floor.flow.p99_us),
+            report::time(floor.added.p99_us)
+        ));
+        Ok(floor)
     }
 
     /// Complete flows with `browsers` browsers on the flow floor (see [`crate::flow_floor`]) instead of

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{CONNECTION, Options, spawn_with};
+use crate::helpers::{CONNECTION, Options, TestApp, spawn_with};
 use crate::lifecycle::{connect, eventually, exposing, refresh};
 
 /// A receiver that checks each delivery's signature with every key it knows and keeps what it received.
@@ -91,6 +91,19 @@ fn with_webhooks(options: Options, receiver: &MockServer, keys: &[String]) -> Op
     }
 }
 
+/// The outbox's status, attempts and last status per event, once no delivery is pending: a receiver has an event
+/// before its sender has recorded the answer, so the rows are read only after every answer is recorded.
+async fn settled_outbox(app: &TestApp) -> Vec<Vec<Option<String>>> {
+    const QUERY: &str = "SELECT status, attempts, last_status FROM webhook_outbox";
+    let settled = eventually(Duration::from_secs(5), async || {
+        app.sql_rows(QUERY).await.iter().all(|row| row[0].as_deref() != Some("pending"))
+    })
+    .await;
+    let rows = app.sql_rows(QUERY).await;
+    assert!(settled, "a delivery stayed pending: {rows:?}");
+    rows
+}
+
 #[tokio::test]
 async fn connecting_an_account_is_told_as_signed_status_changes() {
     let keys = [new_key()];
@@ -119,7 +132,7 @@ async fn connecting_an_account_is_told_as_signed_status_changes() {
         assert!(!everything.contains(secret), "{secret} in a webhook");
     }
     // Each delivery is recorded as delivered, once.
-    let rows = app.sql_rows("SELECT status, attempts, last_status FROM webhook_outbox").await;
+    let rows = settled_outbox(&app).await;
     assert!(
         rows.iter().all(|row| row[0].as_deref() == Some("delivered") && row[1].as_deref() == Some("1")),
         "{rows:?}"
@@ -178,7 +191,7 @@ async fn a_receiver_that_answers_503_gets_the_event_again() {
     app.mint_link("user_1").await;
     // The first attempt is refused; the next, about 5 seconds later, delivers.
     assert!(eventually(Duration::from_secs(12), async || !receiver.events().is_empty()).await, "delivered in the end");
-    let rows = app.sql_rows("SELECT status, attempts, last_status FROM webhook_outbox").await;
+    let rows = settled_outbox(&app).await;
     assert_eq!(rows, vec![vec![Some("delivered".into()), Some("2".into()), Some("204".into())]]);
     assert_eq!(receiver.events().len(), 1, "once delivered, never again");
 }
@@ -249,10 +262,13 @@ async fn operators_see_each_delivery_and_can_retry_it_now() {
     let server = receiver.serve().await;
     let app = spawn_with(with_webhooks(exposing(), &server, &keys)).await;
     app.mint_link("user_1").await;
-    // The first attempt is refused: the delivery waits for its next attempt, about 5 seconds out.
+    // The first attempt is refused: the delivery waits for its next attempt, about 5 seconds out. The receiver has
+    // the request before the sender records its answer, so the listing is read once it shows that attempt.
     assert!(eventually(Duration::from_secs(5), async || server.received_requests().await.unwrap().len() == 1).await);
-    let (status, page) =
-        crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=pending").await;
+    let pending =
+        async || crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=pending").await;
+    eventually(Duration::from_secs(5), async || pending().await.1["data"][0]["attempts"] == 1).await;
+    let (status, page) = pending().await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let delivery = &page["data"][0];
     assert_eq!(delivery["type"], "account.status_changed");
@@ -269,7 +285,10 @@ async fn operators_see_each_delivery_and_can_retry_it_now() {
         crate::lifecycle::call(&app, reqwest::Method::POST, &format!("/v1/webhook-deliveries/{id}/retry")).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert!(eventually(Duration::from_secs(3), async || receiver.events().len() == 1).await, "delivered on retry");
-    let (_, page) = crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=delivered").await;
+    let delivered =
+        async || crate::lifecycle::call(&app, reqwest::Method::GET, "/v1/webhook-deliveries?status=delivered").await;
+    eventually(Duration::from_secs(5), async || delivered().await.1["data"][0]["id"] == id.as_str()).await;
+    let (_, page) = delivered().await;
     assert_eq!(page["data"][0]["id"], id.as_str());
     assert_eq!(page["data"][0]["attempts"], 2);
     assert!(page["data"][0]["delivered_at"].is_string());

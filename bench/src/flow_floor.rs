@@ -31,6 +31,8 @@ const COOKIE: &str = "floor-browser";
 #[derive(Clone)]
 struct Floor {
     base: Arc<str>,
+    /// Where the provider sends the browser back: the same for every flow, so made once.
+    redirect_uri: Arc<str>,
     provider: Arc<str>,
     client: reqwest::Client,
     next: Arc<AtomicU64>,
@@ -53,6 +55,7 @@ pub async fn serve(provider: String) -> std::io::Result<()> {
         .map_err(|err| std::io::Error::other(err.to_string()))?;
     let floor = Floor {
         base: format!("http://{addr}").into(),
+        redirect_uri: format!("http://{addr}/connect/callback/bench").into(),
         provider: provider.trim_end_matches('/').into(),
         client,
         next: Arc::new(AtomicU64::new(1)),
@@ -135,7 +138,7 @@ async fn start(State(floor): State<Floor>, Path(link): Path<String>, headers: He
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
             .append_pair("client_id", "bench-client")
-            .append_pair("redirect_uri", &format!("{}/connect/callback/bench", floor.base))
+            .append_pair("redirect_uri", &floor.redirect_uri)
             .append_pair("state", &state)
             .finish()
     );
@@ -170,7 +173,7 @@ async fn callback(State(floor): State<Floor>, RawQuery(query): RawQuery, headers
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("grant_type", "authorization_code")
         .append_pair("code", &code)
-        .append_pair("redirect_uri", &format!("{}/connect/callback/bench", floor.base))
+        .append_pair("redirect_uri", &floor.redirect_uri)
         .append_pair("client_id", "bench-client")
         .finish();
     let answer = floor

@@ -209,39 +209,24 @@ impl PostgresStore {
         self.pool.close();
     }
 
+    /// One round trip for the transaction's four statements: they are sent together (pipelined) and run in order,
+    /// and a failure in any leaves the transaction aborted, rolled back as it is dropped.
     pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        lock_identifier(&tx, &link.connection, &link.identifier).await?;
+        let lock = tx.prepare_cached(LOCK_IDENTIFIER).await?;
         let insert = tx
             .prepare_cached(
                 "INSERT INTO authorization_links (id, connection, identifier, return_to, created_at, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .await?;
-        tx.execute(
-            &insert,
-            &[
-                &link.id,
-                &link.connection,
-                &link.identifier,
-                &link.return_to,
-                &millis(link.created_at),
-                &millis(link.expires_at),
-            ],
-        )
-        .await?;
         let account = tx
             .prepare_cached(
                 "INSERT INTO connected_accounts (connection, identifier, status, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $4) ON CONFLICT (connection, identifier) DO NOTHING",
             )
             .await?;
-        tx.execute(
-            &account,
-            &[&link.connection, &link.identifier, &AccountStatus::PendingAuth.as_str(), &millis(link.created_at)],
-        )
-        .await?;
         let trim = tx
             .prepare_cached(
                 "DELETE FROM authorization_links WHERE id IN
@@ -249,7 +234,19 @@ impl PostgresStore {
                      ORDER BY created_at DESC, id OFFSET $3)",
             )
             .await?;
-        tx.execute(&trim, &[&link.connection, &link.identifier, &i64::from(keep)]).await?;
+        let (created_at, expires_at, keep) = (millis(link.created_at), millis(link.expires_at), i64::from(keep));
+        let pending = AccountStatus::PendingAuth.as_str();
+        let who: [Param<'_>; 2] = [&link.connection, &link.identifier];
+        let row: [Param<'_>; 6] =
+            [&link.id, &link.connection, &link.identifier, &link.return_to, &created_at, &expires_at];
+        let account_row: [Param<'_>; 4] = [&link.connection, &link.identifier, &pending, &created_at];
+        let trimmed: [Param<'_>; 3] = [&link.connection, &link.identifier, &keep];
+        futures_util::try_join!(
+            tx.execute(&lock, &who),
+            tx.execute(&insert, &row),
+            tx.execute(&account, &account_row),
+            tx.execute(&trim, &trimmed),
+        )?;
         tx.commit().await?;
         Ok(())
     }
@@ -289,10 +286,12 @@ impl PostgresStore {
         Ok(StartedFlow { link: Some(link), flow: Some(flow) })
     }
 
+    /// Locks the identifier, stores the flow and trims the identifier's waiting flows in one round trip
+    /// (pipelined, run in order), between its transaction's `BEGIN` and `COMMIT`.
     async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        lock_identifier(&tx, &flow.connection, &flow.identifier).await?;
+        let lock = tx.prepare_cached(LOCK_IDENTIFIER).await?;
         let insert = tx
             .prepare_cached(
                 "INSERT INTO flows (id, state_hash, link_id, connection, identifier, browser_hash, sealed_secrets,
@@ -300,23 +299,6 @@ impl PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await?;
-        tx.execute(
-            &insert,
-            &[
-                &flow.id,
-                &flow.state_hash,
-                &flow.link_id,
-                &flow.connection,
-                &flow.identifier,
-                &flow.browser_hash,
-                &flow.sealed_secrets,
-                &flow.return_to,
-                &flow.status.as_str(),
-                &millis(flow.created_at),
-                &millis(flow.expires_at),
-            ],
-        )
-        .await?;
         let trim = tx
             .prepare_cached(
                 "DELETE FROM flows WHERE id IN
@@ -324,7 +306,24 @@ impl PostgresStore {
                      ORDER BY created_at DESC, id OFFSET $3)",
             )
             .await?;
-        tx.execute(&trim, &[&flow.connection, &flow.identifier, &i64::from(keep)]).await?;
+        let (created_at, expires_at, keep) = (millis(flow.created_at), millis(flow.expires_at), i64::from(keep));
+        let status = flow.status.as_str();
+        let who: [Param<'_>; 2] = [&flow.connection, &flow.identifier];
+        let row: [Param<'_>; 11] = [
+            &flow.id,
+            &flow.state_hash,
+            &flow.link_id,
+            &flow.connection,
+            &flow.identifier,
+            &flow.browser_hash,
+            &flow.sealed_secrets,
+            &flow.return_to,
+            &status,
+            &created_at,
+            &expires_at,
+        ];
+        let trimmed: [Param<'_>; 3] = [&flow.connection, &flow.identifier, &keep];
+        futures_util::try_join!(tx.execute(&lock, &who), tx.execute(&insert, &row), tx.execute(&trim, &trimmed))?;
         tx.commit().await?;
         Ok(())
     }
@@ -354,21 +353,26 @@ impl PostgresStore {
             return Ok(Some((flow, Claim::OtherBrowser)));
         }
         // The flow's row first, then the link's: the order in which completing a flow takes them, so a claim and a
-        // completion of two flows of one link wait for each other instead of deadlocking.
+        // completion of two flows of one link wait for each other instead of deadlocking. Both statements go in one
+        // round trip (pipelined, run in order); when the first claims nothing, the transaction is rolled back.
         let claim = tx
             .prepare_cached(
                 "UPDATE flows SET status = 'exchanging', claimed_at = $1 WHERE id = $2 AND status = 'started'",
             )
             .await?;
-        if tx.execute(&claim, &[&millis(now), &flow.id]).await? == 0 {
-            return Ok(Some((flow, Claim::NotStarted)));
-        }
         // A share lock on the link: a flow of the same link that is connecting the account right now holds it for
         // update, so this waits for that transaction and then sees the link consumed.
         let link = tx
             .prepare_cached("SELECT consumed_at IS NOT NULL FROM authorization_links WHERE id = $1 FOR SHARE")
             .await?;
-        let link_consumed = match tx.query_opt(&link, &[&flow.link_id]).await? {
+        let claimed_at = millis(now);
+        let claiming: [Param<'_>; 2] = [&claimed_at, &flow.id];
+        let of_link: [Param<'_>; 1] = [&flow.link_id];
+        let (claimed, link) = futures_util::try_join!(tx.execute(&claim, &claiming), tx.query_opt(&link, &of_link))?;
+        if claimed == 0 {
+            return Ok(Some((flow, Claim::NotStarted)));
+        }
+        let link_consumed = match link {
             Some(row) => row.try_get::<_, bool>(0)?,
             None => false,
         };
@@ -1116,17 +1120,23 @@ async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(
     Ok(())
 }
 
+/// A statement's parameter, as the client takes them.
+///
+/// Statements of one transaction that do not wait for each other's results are sent together: the client pipelines
+/// requests it is given before their answers arrive, and the server runs them in the order sent. They are joined
+/// with `futures_util::try_join!`, which polls in order, so they are sent in the order written and, of several
+/// that fail, the first one's error is the one returned (the later ones only say the transaction was aborted).
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync + 'a);
+
 /// Serialises, until the transaction ends, the transactions that add links or flows for one connection and
 /// identifier: each then trims to its newest `keep` with every earlier insert in view, so a flood of starts spread
 /// over instances leaves no more than `keep` behind. (The two-key advisory locks are a keyspace of their own.)
-async fn lock_identifier(tx: &impl GenericClient, connection: &str, identifier: &str) -> Result<(), StoreError> {
-    let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))").await?;
-    tx.execute(&lock, &[&connection, &identifier]).await?;
-    Ok(())
-}
+/// Parameters: the connection and the identifier.
+const LOCK_IDENTIFIER: &str = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))";
 
 /// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
-/// the flow was no longer exchanging or verifying. The caller commits.
+/// the flow was no longer exchanging or verifying. The caller commits. Two round trips: the flow's update, whose
+/// count decides the rest, then the account's and the link's statements together (pipelined, run in order).
 async fn complete_in(
     tx: &impl GenericClient,
     flow_id: &str,
@@ -1134,15 +1144,13 @@ async fn complete_in(
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let scopes = tokens.scopes_json()?;
+    let metadata = tokens.metadata_json()?;
     let succeed = tx
         .prepare_cached(
             "UPDATE flows SET status = 'succeeded', finished_at = $1
              WHERE id = $2 AND status IN ('exchanging', 'verifying')",
         )
         .await?;
-    if tx.execute(&succeed, &[&millis(now), &flow_id]).await? == 0 {
-        return Ok(false);
-    }
     let account = tx
         .prepare_cached(
             "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
@@ -1157,22 +1165,6 @@ async fn complete_in(
                 updated_at = excluded.updated_at, metadata = excluded.metadata",
         )
         .await?;
-    tx.execute(
-        &account,
-        &[
-            &tokens.connection,
-            &tokens.identifier,
-            &tokens.status.as_str(),
-            &scopes,
-            &tokens.sealed_tokens,
-            &tokens.key_id,
-            &tokens.token_expires_at,
-            &millis(now),
-            &tokens.refresh_due_at.map(millis),
-            &tokens.metadata_json()?,
-        ],
-    )
-    .await?;
     // The link did its job: forwarded or reopened, it starts no further flow for this account. The row lock this
     // takes makes a concurrent claim on the same link wait for this transaction (see `claim_flow`).
     let consume = tx
@@ -1181,7 +1173,25 @@ async fn complete_in(
              WHERE id = (SELECT link_id FROM flows WHERE id = $2) AND consumed_at IS NULL",
         )
         .await?;
-    tx.execute(&consume, &[&millis(now), &flow_id]).await?;
+    let at = millis(now);
+    if tx.execute(&succeed, &[&at, &flow_id]).await? == 0 {
+        return Ok(false);
+    }
+    let (status, due) = (tokens.status.as_str(), tokens.refresh_due_at.map(millis));
+    let account_row: [Param<'_>; 10] = [
+        &tokens.connection,
+        &tokens.identifier,
+        &status,
+        &scopes,
+        &tokens.sealed_tokens,
+        &tokens.key_id,
+        &tokens.token_expires_at,
+        &at,
+        &due,
+        &metadata,
+    ];
+    let of_flow: [Param<'_>; 2] = [&at, &flow_id];
+    futures_util::try_join!(tx.execute(&account, &account_row), tx.execute(&consume, &of_flow))?;
     Ok(true)
 }
 

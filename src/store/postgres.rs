@@ -209,8 +209,8 @@ impl PostgresStore {
         self.pool.close();
     }
 
-    /// One round trip for the transaction's four statements: they are sent together (pipelined) and run in order,
-    /// and a failure in any leaves the transaction aborted, rolled back as it is dropped.
+    /// Three round trips: `BEGIN`, the transaction's four statements sent together (pipelined, run in order), and
+    /// `COMMIT`. A failure in any statement leaves the transaction aborted, rolled back as it is dropped.
     pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -240,13 +240,17 @@ impl PostgresStore {
         let row: [Param<'_>; 6] =
             [&link.id, &link.connection, &link.identifier, &link.return_to, &created_at, &expires_at];
         let account_row: [Param<'_>; 4] = [&link.connection, &link.identifier, &pending, &created_at];
-        let trimmed: [Param<'_>; 3] = [&link.connection, &link.identifier, &keep];
-        futures_util::try_join!(
+        let trim_args: [Param<'_>; 3] = [&link.connection, &link.identifier, &keep];
+        let (locked, inserted, opened, trimmed) = futures_util::join!(
             tx.execute(&lock, &who),
             tx.execute(&insert, &row),
             tx.execute(&account, &account_row),
-            tx.execute(&trim, &trimmed),
-        )?;
+            tx.execute(&trim, &trim_args),
+        );
+        locked?;
+        inserted?;
+        opened?;
+        trimmed?;
         tx.commit().await?;
         Ok(())
     }
@@ -322,8 +326,12 @@ impl PostgresStore {
             &created_at,
             &expires_at,
         ];
-        let trimmed: [Param<'_>; 3] = [&flow.connection, &flow.identifier, &keep];
-        futures_util::try_join!(tx.execute(&lock, &who), tx.execute(&insert, &row), tx.execute(&trim, &trimmed))?;
+        let trim_args: [Param<'_>; 3] = [&flow.connection, &flow.identifier, &keep];
+        let (locked, inserted, trimmed) =
+            futures_util::join!(tx.execute(&lock, &who), tx.execute(&insert, &row), tx.execute(&trim, &trim_args));
+        locked?;
+        inserted?;
+        trimmed?;
         tx.commit().await?;
         Ok(())
     }
@@ -354,7 +362,8 @@ impl PostgresStore {
         }
         // The flow's row first, then the link's: the order in which completing a flow takes them, so a claim and a
         // completion of two flows of one link wait for each other instead of deadlocking. Both statements go in one
-        // round trip (pipelined, run in order); when the first claims nothing, the transaction is rolled back.
+        // round trip (pipelined, run in order), so the link's lock is taken even when the update claims nothing: such
+        // a claim may wait for another flow of the link that is completing, and is then rolled back, writing nothing.
         let claim = tx
             .prepare_cached(
                 "UPDATE flows SET status = 'exchanging', claimed_at = $1 WHERE id = $2 AND status = 'started'",
@@ -368,7 +377,8 @@ impl PostgresStore {
         let claimed_at = millis(now);
         let claiming: [Param<'_>; 2] = [&claimed_at, &flow.id];
         let of_link: [Param<'_>; 1] = [&flow.link_id];
-        let (claimed, link) = futures_util::try_join!(tx.execute(&claim, &claiming), tx.query_opt(&link, &of_link))?;
+        let (claimed, link) = futures_util::join!(tx.execute(&claim, &claiming), tx.query_opt(&link, &of_link));
+        let (claimed, link) = (claimed?, link?);
         if claimed == 0 {
             return Ok(Some((flow, Claim::NotStarted)));
         }
@@ -1124,8 +1134,10 @@ async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(
 ///
 /// Statements of one transaction that do not wait for each other's results are sent together: the client pipelines
 /// requests it is given before their answers arrive, and the server runs them in the order sent. They are joined
-/// with `futures_util::try_join!`, which polls in order, so they are sent in the order written and, of several
-/// that fail, the first one's error is the one returned (the later ones only say the transaction was aborted).
+/// with `futures_util::join!`, which polls in order, so they are sent in the order written; every answer is awaited
+/// and the results are checked in that order, so of several that fail, the first one's error is the one returned
+/// (the later ones only say the transaction was aborted). `try_join!` would return whichever error a poll finds
+/// first, which can be a later statement's.
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync + 'a);
 
 /// Serialises, until the transaction ends, the transactions that add links or flows for one connection and
@@ -1144,13 +1156,16 @@ async fn complete_in(
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let scopes = tokens.scopes_json()?;
-    let metadata = tokens.metadata_json()?;
     let succeed = tx
         .prepare_cached(
             "UPDATE flows SET status = 'succeeded', finished_at = $1
              WHERE id = $2 AND status IN ('exchanging', 'verifying')",
         )
         .await?;
+    let at = millis(now);
+    if tx.execute(&succeed, &[&at, &flow_id]).await? == 0 {
+        return Ok(false);
+    }
     let account = tx
         .prepare_cached(
             "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
@@ -1173,11 +1188,7 @@ async fn complete_in(
              WHERE id = (SELECT link_id FROM flows WHERE id = $2) AND consumed_at IS NULL",
         )
         .await?;
-    let at = millis(now);
-    if tx.execute(&succeed, &[&at, &flow_id]).await? == 0 {
-        return Ok(false);
-    }
-    let (status, due) = (tokens.status.as_str(), tokens.refresh_due_at.map(millis));
+    let (status, due, metadata) = (tokens.status.as_str(), tokens.refresh_due_at.map(millis), tokens.metadata_json()?);
     let account_row: [Param<'_>; 10] = [
         &tokens.connection,
         &tokens.identifier,
@@ -1191,7 +1202,9 @@ async fn complete_in(
         &metadata,
     ];
     let of_flow: [Param<'_>; 2] = [&at, &flow_id];
-    futures_util::try_join!(tx.execute(&account, &account_row), tx.execute(&consume, &of_flow))?;
+    let (upserted, consumed) = futures_util::join!(tx.execute(&account, &account_row), tx.execute(&consume, &of_flow));
+    upserted?;
+    consumed?;
     Ok(true)
 }
 

@@ -310,3 +310,38 @@ async fn two_instances_refreshing_in_the_background_renew_each_token_once() {
         assert_eq!(second.account(&format!("user_{n}")).await["status"], "ACTIVE");
     }
 }
+
+#[tokio::test]
+async fn a_refusal_worth_retrying_is_reported_as_such_from_among_statements_sent_together() {
+    // A link's statements go to PostgreSQL in one round trip: the identifier's lock, the link, the account, the
+    // trim. When the link's insert is refused as a serialization failure, the account's insert and the trim after
+    // it only say that the transaction was aborted; the answer must be the insert's own error, which is worth
+    // trying again (503), not theirs, which is not (500).
+    let database = postgres_database().await;
+    let app =
+        spawn_with(Options { database: Some(database.url.clone()), ..Options::default() }).await.keeping(database);
+    app.sql(
+        "CREATE FUNCTION refuse_link() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = 'serialization_failure'; END $$;
+         CREATE TRIGGER refuse_links BEFORE INSERT ON authorization_links
+            FOR EACH ROW EXECUTE FUNCTION refuse_link();",
+    )
+    .await;
+    for _ in 0..20 {
+        let response = app.post_link(serde_json::json!({ "connection": CONNECTION, "identifier": "user_1" })).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    }
+    // Nothing of the transaction is kept: no link, and no account made pending for it.
+    assert_eq!(app.count(Table::Links).await, 0);
+    let account = app
+        .api
+        .get(app.url(&format!("/v1/connected-accounts/{CONNECTION}/user_1")))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(account.status(), StatusCode::NOT_FOUND);
+}

@@ -336,12 +336,7 @@ async fn a_refusal_worth_retrying_is_reported_as_such_from_among_statements_sent
     }
     // Nothing of the transaction is kept: no link, and no account made pending for it.
     assert_eq!(app.count(Table::Links).await, 0);
-    let account = app
-        .api
-        .get(app.url(&format!("/v1/connected-accounts/{CONNECTION}/user_1")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(account.status(), StatusCode::NOT_FOUND);
+    let path = format!("/v1/connected-accounts/{CONNECTION}/user_1");
+    let (status, _) = crate::lifecycle::call(&app, reqwest::Method::GET, &path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

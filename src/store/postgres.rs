@@ -209,11 +209,11 @@ impl PostgresStore {
         self.pool.close();
     }
 
-    /// Three round trips: `BEGIN`, the transaction's four statements sent together (pipelined, run in order), and
-    /// `COMMIT`. A failure in any statement leaves the transaction aborted, rolled back as it is dropped.
+    /// One round trip: `BEGIN`, the transaction's four statements and `COMMIT`, sent together (pipelined, run in
+    /// order). A failure in any statement aborts the transaction, and the `COMMIT` then rolls it back.
     pub async fn create_link(&self, link: &LinkRecord, keep: u32) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let mut transaction = Pipelined::new(self.client().await?);
+        let tx = transaction.client()?;
         let lock = tx.prepare_cached(LOCK_IDENTIFIER).await?;
         let insert = tx
             .prepare_cached(
@@ -236,22 +236,27 @@ impl PostgresStore {
             .await?;
         let (created_at, expires_at, keep) = (millis(link.created_at), millis(link.expires_at), i64::from(keep));
         let pending = AccountStatus::PendingAuth.as_str();
+        let tx = transaction.begin()?;
         let who: [Param<'_>; 2] = [&link.connection, &link.identifier];
         let row: [Param<'_>; 6] =
             [&link.id, &link.connection, &link.identifier, &link.return_to, &created_at, &expires_at];
         let account_row: [Param<'_>; 4] = [&link.connection, &link.identifier, &pending, &created_at];
         let trim_args: [Param<'_>; 3] = [&link.connection, &link.identifier, &keep];
-        let (locked, inserted, opened, trimmed) = futures_util::join!(
+        let (begun, locked, inserted, opened, trimmed, committed) = futures_util::join!(
+            tx.batch_execute("BEGIN"),
             tx.execute(&lock, &who),
             tx.execute(&insert, &row),
             tx.execute(&account, &account_row),
             tx.execute(&trim, &trim_args),
+            tx.batch_execute("COMMIT"),
         );
+        transaction.ended(&committed);
+        begun?;
         locked?;
         inserted?;
         opened?;
         trimmed?;
-        tx.commit().await?;
+        committed?;
         Ok(())
     }
 
@@ -290,11 +295,11 @@ impl PostgresStore {
         Ok(StartedFlow { link: Some(link), flow: Some(flow) })
     }
 
-    /// Locks the identifier, stores the flow and trims the identifier's waiting flows in one round trip
-    /// (pipelined, run in order), between its transaction's `BEGIN` and `COMMIT`.
+    /// Locks the identifier, stores the flow and trims the identifier's waiting flows in one round trip, with its
+    /// transaction's `BEGIN` and `COMMIT` (pipelined, run in order).
     async fn create_flow(&self, flow: &FlowRecord, keep: u32) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let mut transaction = Pipelined::new(self.client().await?);
+        let tx = transaction.client()?;
         let lock = tx.prepare_cached(LOCK_IDENTIFIER).await?;
         let insert = tx
             .prepare_cached(
@@ -312,6 +317,7 @@ impl PostgresStore {
             .await?;
         let (created_at, expires_at, keep) = (millis(flow.created_at), millis(flow.expires_at), i64::from(keep));
         let status = flow.status.as_str();
+        let tx = transaction.begin()?;
         let who: [Param<'_>; 2] = [&flow.connection, &flow.identifier];
         let row: [Param<'_>; 11] = [
             &flow.id,
@@ -327,12 +333,19 @@ impl PostgresStore {
             &expires_at,
         ];
         let trim_args: [Param<'_>; 3] = [&flow.connection, &flow.identifier, &keep];
-        let (locked, inserted, trimmed) =
-            futures_util::join!(tx.execute(&lock, &who), tx.execute(&insert, &row), tx.execute(&trim, &trim_args));
+        let (begun, locked, inserted, trimmed, committed) = futures_util::join!(
+            tx.batch_execute("BEGIN"),
+            tx.execute(&lock, &who),
+            tx.execute(&insert, &row),
+            tx.execute(&trim, &trim_args),
+            tx.batch_execute("COMMIT"),
+        );
+        transaction.ended(&committed);
+        begun?;
         locked?;
         inserted?;
         trimmed?;
-        tx.commit().await?;
+        committed?;
         Ok(())
     }
 
@@ -342,24 +355,17 @@ impl PostgresStore {
         client.query_opt(&statement, &[&id]).await?.as_ref().map(flow_from_row).transpose()
     }
 
+    /// Three round trips: `BEGIN` with the flow's lookup, the claim with the link's lock, and `COMMIT` (or
+    /// `ROLLBACK`, when the flow is not this browser's, not waiting, or its link is used).
     pub async fn claim_flow(
         &self,
         state_hash: &str,
         browser_hash: Option<String>,
         now: OffsetDateTime,
     ) -> Result<Option<(FlowRecord, Claim)>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let mut transaction = Pipelined::new(self.client().await?);
+        let tx = transaction.client()?;
         let find = tx.prepare_cached(concat!("SELECT ", flow_columns!(), " FROM flows WHERE state_hash = $1")).await?;
-        let Some(row) = tx.query_opt(&find, &[&state_hash]).await? else {
-            return Ok(None);
-        };
-        let flow = flow_from_row(&row)?;
-        let same_browser = browser_hash
-            .is_some_and(|hash| crate::crypto::constant_time_eq(hash.as_bytes(), flow.browser_hash.as_bytes()));
-        if !same_browser {
-            return Ok(Some((flow, Claim::OtherBrowser)));
-        }
         // The flow's row first, then the link's: the order in which completing a flow takes them, so a claim and a
         // completion of two flows of one link wait for each other instead of deadlocking. Both statements go in one
         // round trip (pipelined, run in order), so the link's lock is taken even when the update claims nothing: such
@@ -374,24 +380,44 @@ impl PostgresStore {
         let link = tx
             .prepare_cached("SELECT consumed_at IS NOT NULL FROM authorization_links WHERE id = $1 FOR SHARE")
             .await?;
-        let claimed_at = millis(now);
-        let claiming: [Param<'_>; 2] = [&claimed_at, &flow.id];
-        let of_link: [Param<'_>; 1] = [&flow.link_id];
-        let (claimed, link) = futures_util::join!(tx.execute(&claim, &claiming), tx.query_opt(&link, &of_link));
-        let (claimed, link) = (claimed?, link?);
-        if claimed == 0 {
-            return Ok(Some((flow, Claim::NotStarted)));
+        let by_state: [Param<'_>; 1] = [&state_hash];
+        let tx = transaction.begin()?;
+        let decided = async {
+            let (begun, found) = futures_util::join!(tx.batch_execute("BEGIN"), tx.query_opt(&find, &by_state));
+            begun?;
+            let Some(flow) = found?.as_ref().map(flow_from_row).transpose()? else {
+                return Ok(None);
+            };
+            let same_browser = browser_hash
+                .is_some_and(|hash| crate::crypto::constant_time_eq(hash.as_bytes(), flow.browser_hash.as_bytes()));
+            if !same_browser {
+                return Ok(Some((flow, Claim::OtherBrowser)));
+            }
+            let claimed_at = millis(now);
+            let claiming: [Param<'_>; 2] = [&claimed_at, &flow.id];
+            let of_link: [Param<'_>; 1] = [&flow.link_id];
+            let (claimed, link) = futures_util::join!(tx.execute(&claim, &claiming), tx.query_opt(&link, &of_link));
+            let (claimed, link) = (claimed?, link?);
+            let link_consumed = match link {
+                Some(row) => row.try_get::<_, bool>(0)?,
+                None => false,
+            };
+            Ok(Some(match (claimed, link_consumed) {
+                (0, _) => (flow, Claim::NotStarted),
+                // Rolled back below: the flow stays started, as it was.
+                (_, true) => (flow, Claim::LinkUsed),
+                (_, false) => (flow, Claim::Claimed),
+            }))
         }
-        let link_consumed = match link {
-            Some(row) => row.try_get::<_, bool>(0)?,
-            None => false,
-        };
-        if link_consumed {
-            // Rolled back: the flow stays started, as it was.
-            return Ok(Some((flow, Claim::LinkUsed)));
+        .await;
+        if !matches!(decided, Ok(Some((_, Claim::Claimed)))) {
+            transaction.rollback().await;
+            return decided;
         }
-        tx.commit().await?;
-        Ok(Some((flow, Claim::Claimed)))
+        let committed = tx.batch_execute("COMMIT").await;
+        transaction.ended(&committed);
+        committed?;
+        decided
     }
 
     pub async fn complete_flow(
@@ -400,13 +426,35 @@ impl PostgresStore {
         tokens: &TokenWrite,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let completed = complete_in(&tx, flow_id, tokens, now).await?;
-        if completed {
-            tx.commit().await?;
+        let mut transaction = Pipelined::new(self.client().await?);
+        let tx = transaction.client()?;
+        let (statements, account) = (Completion::prepare(tx).await?, AccountTokens::new(tokens, now)?);
+        let of_flow: [Param<'_>; 2] = [&account.at, &flow_id];
+        let tx = transaction.begin()?;
+        let (begun, succeeded) =
+            futures_util::join!(tx.batch_execute("BEGIN"), tx.execute(&statements.succeed, &of_flow));
+        match begun.and(succeeded) {
+            Ok(0) => {
+                transaction.rollback().await;
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                transaction.rollback().await;
+                return Err(err.into());
+            }
         }
-        Ok(completed)
+        let account_row = account.params();
+        let (upserted, consumed, committed) = futures_util::join!(
+            tx.execute(&statements.account, &account_row),
+            tx.execute(&statements.consume, &of_flow),
+            tx.batch_execute("COMMIT"),
+        );
+        transaction.ended(&committed);
+        upserted?;
+        consumed?;
+        committed?;
+        Ok(true)
     }
 
     pub async fn hold_for_verification(
@@ -1140,11 +1188,155 @@ async fn insert_event(tx: &impl GenericClient, event: &OutcomeEvent) -> Result<(
 /// first, which can be a later statement's.
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync + 'a);
 
+/// A transaction whose `BEGIN` goes out with its first statements and whose `COMMIT` with its last, so that a
+/// transaction whose statements need no answer before the next one is a single round trip.
+///
+/// A `COMMIT` sent after a statement that failed finds the transaction aborted, and the server answers it by rolling
+/// back, without an error: the statements' own results, checked in order, say what failed. Hand-made because
+/// tokio-postgres's `Transaction` awaits its `BEGIN` alone and is consumed by its `commit`, so neither can be sent
+/// with the statements. Its guard sends a `ROLLBACK` when dropped unfinished, through the client's internals; this
+/// one, dropped while the server may still be inside the transaction (a cancelled request, a connection that broke
+/// before the `COMMIT` was answered), takes its connection out of the pool and closes it, and the server rolls back.
+struct Pipelined {
+    /// Emptied only as the guard is dropped.
+    client: Option<deadpool_postgres::Object>,
+    /// Whether the server may be inside the transaction: from before `BEGIN` is sent until `COMMIT` or `ROLLBACK`
+    /// is answered.
+    open: bool,
+}
+
+impl Pipelined {
+    fn new(client: deadpool_postgres::Object) -> Self {
+        Self { client: Some(client), open: false }
+    }
+
+    /// The connection, to prepare statements before the transaction begins.
+    fn client(&self) -> Result<&deadpool_postgres::Client, StoreError> {
+        self.client.as_ref().ok_or(StoreError::Closed)
+    }
+
+    /// The connection, for the first group of statements, which sends `BEGIN` before them.
+    fn begin(&mut self) -> Result<&deadpool_postgres::Client, StoreError> {
+        self.open = true;
+        self.client()
+    }
+
+    /// Notes the answer to the `COMMIT` or `ROLLBACK` sent last. Any answer from the server, an error included,
+    /// means it has left the transaction; no answer (the connection failed) leaves that unknown.
+    fn ended(&mut self, answer: &Result<(), tokio_postgres::Error>) {
+        if answer.as_ref().map_or_else(|err| err.as_db_error().is_some(), |()| true) {
+            self.open = false;
+        }
+    }
+
+    /// Ends the transaction without keeping anything; the connection goes back to the pool once that is answered.
+    async fn rollback(mut self) {
+        let answer = match self.client() {
+            Ok(client) => client.batch_execute("ROLLBACK").await,
+            Err(_) => return,
+        };
+        self.ended(&answer);
+    }
+}
+
+impl Drop for Pipelined {
+    fn drop(&mut self) {
+        if self.open
+            && let Some(client) = self.client.take()
+        {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 /// Serialises, until the transaction ends, the transactions that add links or flows for one connection and
 /// identifier: each then trims to its newest `keep` with every earlier insert in view, so a flood of starts spread
 /// over instances leaves no more than `keep` behind. (The two-key advisory locks are a keyspace of their own.)
 /// Parameters: the connection and the identifier.
 const LOCK_IDENTIFIER: &str = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))";
+
+/// The statements that complete a flow, prepared on the connection that runs them: the flow's update, whose count
+/// decides the rest, then the account's and the link's.
+struct Completion {
+    /// Parameters: the time, the flow's id.
+    succeed: tokio_postgres::Statement,
+    /// Parameters: [`AccountTokens::params`].
+    account: tokio_postgres::Statement,
+    /// Parameters: the time, the flow's id.
+    consume: tokio_postgres::Statement,
+}
+
+impl Completion {
+    async fn prepare(db: &impl GenericClient) -> Result<Self, StoreError> {
+        let succeed = db
+            .prepare_cached(
+                "UPDATE flows SET status = 'succeeded', finished_at = $1
+                 WHERE id = $2 AND status IN ('exchanging', 'verifying')",
+            )
+            .await?;
+        let account = db
+            .prepare_cached(
+                "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
+                                                 token_expires_at, refresh_due_at, token_version, created_at,
+                                                 updated_at, metadata)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 1, $8, $8, $10)
+                 ON CONFLICT (connection, identifier) DO UPDATE SET
+                    status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
+                    key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
+                    refresh_due_at = excluded.refresh_due_at, token_version = connected_accounts.token_version + 1,
+                    refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, missing_scopes = NULL,
+                    updated_at = excluded.updated_at, metadata = excluded.metadata",
+            )
+            .await?;
+        // The link did its job: forwarded or reopened, it starts no further flow for this account. The row lock this
+        // takes makes a concurrent claim on the same link wait for this transaction (see `claim_flow`).
+        let consume = db
+            .prepare_cached(
+                "UPDATE authorization_links SET consumed_at = $1
+                 WHERE id = (SELECT link_id FROM flows WHERE id = $2) AND consumed_at IS NULL",
+            )
+            .await?;
+        Ok(Self { succeed, account, consume })
+    }
+}
+
+/// A flow's tokens as [`Completion::account`] takes them, with the time of the write.
+struct AccountTokens<'t> {
+    tokens: &'t TokenWrite,
+    status: &'static str,
+    scopes: String,
+    refresh_due_at: Option<i64>,
+    metadata: Option<String>,
+    at: i64,
+}
+
+impl<'t> AccountTokens<'t> {
+    fn new(tokens: &'t TokenWrite, now: OffsetDateTime) -> Result<Self, StoreError> {
+        Ok(Self {
+            tokens,
+            status: tokens.status.as_str(),
+            scopes: tokens.scopes_json()?,
+            refresh_due_at: tokens.refresh_due_at.map(millis),
+            metadata: tokens.metadata_json()?,
+            at: millis(now),
+        })
+    }
+
+    fn params(&self) -> [Param<'_>; 10] {
+        [
+            &self.tokens.connection,
+            &self.tokens.identifier,
+            &self.status,
+            &self.scopes,
+            &self.tokens.sealed_tokens,
+            &self.tokens.key_id,
+            &self.tokens.token_expires_at,
+            &self.at,
+            &self.refresh_due_at,
+            &self.metadata,
+        ]
+    }
+}
 
 /// Makes a flow succeeded, gives its account the tokens and consumes its link; false (and nothing written) when
 /// the flow was no longer exchanging or verifying. The caller commits. Two round trips: the flow's update, whose
@@ -1155,54 +1347,14 @@ async fn complete_in(
     tokens: &TokenWrite,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let scopes = tokens.scopes_json()?;
-    let succeed = tx
-        .prepare_cached(
-            "UPDATE flows SET status = 'succeeded', finished_at = $1
-             WHERE id = $2 AND status IN ('exchanging', 'verifying')",
-        )
-        .await?;
-    let at = millis(now);
-    if tx.execute(&succeed, &[&at, &flow_id]).await? == 0 {
+    let (statements, account) = (Completion::prepare(tx).await?, AccountTokens::new(tokens, now)?);
+    let of_flow: [Param<'_>; 2] = [&account.at, &flow_id];
+    if tx.execute(&statements.succeed, &of_flow).await? == 0 {
         return Ok(false);
     }
-    let account = tx
-        .prepare_cached(
-            "INSERT INTO connected_accounts (connection, identifier, status, scopes, sealed_tokens, key_id,
-                                             token_expires_at, refresh_due_at, token_version, created_at, updated_at,
-                                             metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 1, $8, $8, $10)
-             ON CONFLICT (connection, identifier) DO UPDATE SET
-                status = excluded.status, scopes = excluded.scopes, sealed_tokens = excluded.sealed_tokens,
-                key_id = excluded.key_id, token_expires_at = excluded.token_expires_at,
-                refresh_due_at = excluded.refresh_due_at, token_version = connected_accounts.token_version + 1,
-                refresh_lease = NULL, refresh_lease_until = NULL, refresh_failures = 0, missing_scopes = NULL,
-                updated_at = excluded.updated_at, metadata = excluded.metadata",
-        )
-        .await?;
-    // The link did its job: forwarded or reopened, it starts no further flow for this account. The row lock this
-    // takes makes a concurrent claim on the same link wait for this transaction (see `claim_flow`).
-    let consume = tx
-        .prepare_cached(
-            "UPDATE authorization_links SET consumed_at = $1
-             WHERE id = (SELECT link_id FROM flows WHERE id = $2) AND consumed_at IS NULL",
-        )
-        .await?;
-    let (status, due, metadata) = (tokens.status.as_str(), tokens.refresh_due_at.map(millis), tokens.metadata_json()?);
-    let account_row: [Param<'_>; 10] = [
-        &tokens.connection,
-        &tokens.identifier,
-        &status,
-        &scopes,
-        &tokens.sealed_tokens,
-        &tokens.key_id,
-        &tokens.token_expires_at,
-        &at,
-        &due,
-        &metadata,
-    ];
-    let of_flow: [Param<'_>; 2] = [&at, &flow_id];
-    let (upserted, consumed) = futures_util::join!(tx.execute(&account, &account_row), tx.execute(&consume, &of_flow));
+    let account_row = account.params();
+    let (upserted, consumed) =
+        futures_util::join!(tx.execute(&statements.account, &account_row), tx.execute(&statements.consume, &of_flow));
     upserted?;
     consumed?;
     Ok(true)

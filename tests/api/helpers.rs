@@ -410,7 +410,8 @@ pub async fn sql_rows(database_url: &str, query: &str) -> Vec<Vec<Option<String>
     .expect("query ran")
 }
 
-async fn postgres_client(database_url: &str) -> tokio_postgres::Client {
+/// A session of its own on a PostgreSQL database, as another program would have.
+pub async fn postgres_client(database_url: &str) -> tokio_postgres::Client {
     let (client, connection) =
         tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
     tokio::spawn(connection);

@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Browser, CONNECTION, Options, TestApp, code_on, new_secret_key, postgres_database, reference_on, spawn_with,
+    Browser, CONNECTION, Options, TestApp, code_on, new_secret_key, postgres_client, postgres_database, reference_on,
+    spawn_with,
 };
 use callback_gate::store::Table;
 
@@ -339,4 +340,103 @@ async fn a_refusal_worth_retrying_is_reported_as_such_from_among_statements_sent
     let path = format!("/v1/connected-accounts/{CONNECTION}/user_1");
     let (status, _) = crate::lifecycle::call(&app, reqwest::Method::GET, &path).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The service's sessions on its database that are in `state` (`idle in transaction`, `active`, ...) and, when
+/// given, waiting for a `wait_event_type` (`Lock`).
+async fn service_sessions(app: &TestApp, state: &str, waiting_for: Option<&str>) -> usize {
+    let query = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+           AND application_name = 'callback-gate' AND state = '{state}' {}",
+        waiting_for.map(|event| format!("AND wait_event_type = '{event}'")).unwrap_or_default()
+    );
+    let rows = app.sql_rows(&query).await;
+    rows[0][0].as_deref().and_then(|count| count.parse().ok()).expect("a count")
+}
+
+/// Waits up to `limit` for `ready` to hold.
+async fn until<F: AsyncFn() -> bool>(limit: Duration, what: &str, ready: F) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "still not so after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_callback_given_up_while_its_claim_waits_keeps_nothing_and_leaves_no_transaction_open() {
+    // A claim's `BEGIN` goes out with its lookup, and its `COMMIT` only once the claim is decided. A browser that gives
+    // up while the claim waits for a lock takes the request, and the transaction, with it: the connection must not
+    // go back to the pool inside that transaction, or the next operation to get it would run inside it, and commit
+    // or lose what the abandoned claim wrote.
+    let database = postgres_database().await;
+    // The server looks every 50 ms for sessions whose client has gone, even while they wait for a lock; without
+    // this, the abandoned claim would wait until its statement timed out (10 s).
+    crate::helpers::sql(
+        &database.url,
+        "DO $$ BEGIN
+            EXECUTE format('ALTER DATABASE %I SET client_connection_check_interval = 50', current_database());
+         END $$",
+    )
+    .await;
+    let app =
+        spawn_with(Options { database: Some(database.url.clone()), ..Options::default() }).await.keeping(database);
+    app.mock_token_success(1).await;
+    let link = app.mint_link("user_1").await;
+    let browser = Browser::new();
+    let started = app.start(&browser, &link).await;
+    let holder = postgres_client(&app.database_url).await;
+    holder.batch_execute("BEGIN; SELECT id FROM flows FOR UPDATE").await.expect("the flow's row is held");
+
+    let query = format!("code=the-code&state={}", started.state);
+    let waiting = tokio::spawn({
+        let (url, client) = (app.url(&format!("/connect/callback/{CONNECTION}?{query}")), browser.client.clone());
+        async move { client.get(url).send().await }
+    });
+    let claim_waits = async || service_sessions(&app, "active", Some("Lock")).await;
+    until(Duration::from_secs(10), "the claim waits for the flow's row", async || claim_waits().await == 1).await;
+    waiting.abort();
+    // The service drops the request, and with it the connection the claim had: the server ends that session, well
+    // before the statement would have timed out.
+    until(Duration::from_secs(5), "the abandoned claim's session is gone", async || claim_waits().await == 0).await;
+    holder.batch_execute("ROLLBACK").await.expect("the flow's row is let go");
+
+    // Nothing of the claim was kept, no session of the service is left inside a transaction, and the same callback,
+    // sent again, connects the account.
+    let status = app.sql_rows("SELECT status FROM flows").await;
+    assert_eq!(status, vec![vec![Some("started".to_owned())]]);
+    assert_eq!(service_sessions(&app, "idle in transaction", None).await, 0);
+    assert_eq!(service_sessions(&app, "idle in transaction (aborted)", None).await, 0);
+    let response = app.callback(&browser, &query).await;
+    let (status, page) = app.follow(&browser, response).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(app.account("user_1").await["status"], "ACTIVE");
+    assert_eq!(token_requests(&app).await, 1);
+}
+
+#[tokio::test]
+async fn callbacks_refused_at_their_claim_end_their_transactions() {
+    // A claim that claims nothing (another browser's callback, a replay, a state whose flow is gone) rolls its
+    // transaction back before its connection goes back to the pool, so no later operation runs inside it.
+    let database = postgres_database().await;
+    let app =
+        spawn_with(Options { database: Some(database.url.clone()), ..Options::default() }).await.keeping(database);
+    app.mock_token_success(1).await;
+    let (browser, started) = app.begin("user_1").await;
+    let query = format!("code=the-code&state={}", started.state);
+    let page = app.callback(&Browser::new(), &query).await.text().await.expect("page");
+    assert_eq!(code_on(&page), "browser_mismatch");
+    let (status, page) = app.follow(&browser, app.callback(&browser, &query).await).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = app.callback(&browser, &query).await.text().await.expect("page");
+    assert_eq!(code_on(&page), "flow_already_used");
+    let (browser, started) = app.begin("user_2").await;
+    app.sql("DELETE FROM flows WHERE identifier = 'user_2'").await;
+    let page = app.callback(&browser, &format!("code=the-code&state={}", started.state)).await.text().await;
+    assert_eq!(code_on(&page.expect("page")), "state_invalid");
+
+    assert_eq!(service_sessions(&app, "idle in transaction", None).await, 0);
+    assert_eq!(service_sessions(&app, "idle in transaction (aborted)", None).await, 0);
+    assert_eq!(app.account("user_1").await["status"], "ACTIVE");
+    assert_eq!(token_requests(&app).await, 1);
 }

@@ -236,28 +236,12 @@ impl PostgresStore {
             .await?;
         let (created_at, expires_at, keep) = (millis(link.created_at), millis(link.expires_at), i64::from(keep));
         let pending = AccountStatus::PendingAuth.as_str();
-        let tx = transaction.begin()?;
         let who: [Param<'_>; 2] = [&link.connection, &link.identifier];
         let row: [Param<'_>; 6] =
             [&link.id, &link.connection, &link.identifier, &link.return_to, &created_at, &expires_at];
         let account_row: [Param<'_>; 4] = [&link.connection, &link.identifier, &pending, &created_at];
         let trim_args: [Param<'_>; 3] = [&link.connection, &link.identifier, &keep];
-        let (begun, locked, inserted, opened, trimmed, committed) = futures_util::join!(
-            tx.batch_execute("BEGIN"),
-            tx.execute(&lock, &who),
-            tx.execute(&insert, &row),
-            tx.execute(&account, &account_row),
-            tx.execute(&trim, &trim_args),
-            tx.batch_execute("COMMIT"),
-        );
-        transaction.ended(&committed);
-        begun?;
-        locked?;
-        inserted?;
-        opened?;
-        trimmed?;
-        committed?;
-        Ok(())
+        transaction.all_at_once(&[(&lock, &who), (&insert, &row), (&account, &account_row), (&trim, &trim_args)]).await
     }
 
     pub async fn find_link(&self, id: &str) -> Result<Option<LinkRecord>, StoreError> {
@@ -317,7 +301,6 @@ impl PostgresStore {
             .await?;
         let (created_at, expires_at, keep) = (millis(flow.created_at), millis(flow.expires_at), i64::from(keep));
         let status = flow.status.as_str();
-        let tx = transaction.begin()?;
         let who: [Param<'_>; 2] = [&flow.connection, &flow.identifier];
         let row: [Param<'_>; 11] = [
             &flow.id,
@@ -333,20 +316,7 @@ impl PostgresStore {
             &expires_at,
         ];
         let trim_args: [Param<'_>; 3] = [&flow.connection, &flow.identifier, &keep];
-        let (begun, locked, inserted, trimmed, committed) = futures_util::join!(
-            tx.batch_execute("BEGIN"),
-            tx.execute(&lock, &who),
-            tx.execute(&insert, &row),
-            tx.execute(&trim, &trim_args),
-            tx.batch_execute("COMMIT"),
-        );
-        transaction.ended(&committed);
-        begun?;
-        locked?;
-        inserted?;
-        trimmed?;
-        committed?;
-        Ok(())
+        transaction.all_at_once(&[(&lock, &who), (&insert, &row), (&trim, &trim_args)]).await
     }
 
     pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
@@ -1227,6 +1197,29 @@ impl Pipelined {
         if answer.as_ref().map_or_else(|err| err.as_db_error().is_some(), |()| true) {
             self.open = false;
         }
+    }
+
+    /// Sends `BEGIN`, `statements` and `COMMIT` together, a single round trip, for a transaction in which nothing
+    /// waits for an earlier statement's answer. Every answer is awaited and checked in the order sent, so the first
+    /// statement that failed gives the error; the `COMMIT` after it rolled the transaction back.
+    async fn all_at_once(
+        &mut self,
+        statements: &[(&tokio_postgres::Statement, &[Param<'_>])],
+    ) -> Result<(), StoreError> {
+        let tx = self.begin()?;
+        let (begun, answers, committed) = futures_util::join!(
+            tx.batch_execute("BEGIN"),
+            // Up to 30 futures, `join_all` polls them in the order given, so the statements are sent in that order.
+            futures_util::future::join_all(statements.iter().map(|(statement, params)| tx.execute(*statement, params))),
+            tx.batch_execute("COMMIT"),
+        );
+        self.ended(&committed);
+        begun?;
+        for answer in answers {
+            answer?;
+        }
+        committed?;
+        Ok(())
     }
 
     /// Ends the transaction without keeping anything; the connection goes back to the pool once that is answered.

@@ -8,6 +8,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -241,7 +242,9 @@ impl PostgresStore {
             [&link.id, &link.connection, &link.identifier, &link.return_to, &created_at, &expires_at];
         let account_row: [Param<'_>; 4] = [&link.connection, &link.identifier, &pending, &created_at];
         let trim_args: [Param<'_>; 3] = [&link.connection, &link.identifier, &keep];
-        transaction.all_at_once(&[(&lock, &who), (&insert, &row), (&account, &account_row), (&trim, &trim_args)]).await
+        let statements: [(&tokio_postgres::Statement, &[Param<'_>]); 4] =
+            [(&lock, &who), (&insert, &row), (&account, &account_row), (&trim, &trim_args)];
+        transaction.commit_with(true, &statements).await
     }
 
     pub async fn find_link(&self, id: &str) -> Result<Option<LinkRecord>, StoreError> {
@@ -316,7 +319,7 @@ impl PostgresStore {
             &expires_at,
         ];
         let trim_args: [Param<'_>; 3] = [&flow.connection, &flow.identifier, &keep];
-        transaction.all_at_once(&[(&lock, &who), (&insert, &row), (&trim, &trim_args)]).await
+        transaction.commit_with(true, &[(&lock, &who), (&insert, &row), (&trim, &trim_args)]).await
     }
 
     pub async fn find_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
@@ -325,8 +328,8 @@ impl PostgresStore {
         client.query_opt(&statement, &[&id]).await?.as_ref().map(flow_from_row).transpose()
     }
 
-    /// Three round trips: `BEGIN` with the flow's lookup, the claim with the link's lock, and `COMMIT` (or
-    /// `ROLLBACK`, when the flow is not this browser's, not waiting, or its link is used).
+    /// At most three round trips: `BEGIN` with the flow's lookup, the claim with the link's lock, and `COMMIT` (or
+    /// `ROLLBACK`, when no flow is found, or it is not this browser's, not waiting, or its link is used).
     pub async fn claim_flow(
         &self,
         state_hash: &str,
@@ -415,15 +418,7 @@ impl PostgresStore {
             }
         }
         let account_row = account.params();
-        let (upserted, consumed, committed) = futures_util::join!(
-            tx.execute(&statements.account, &account_row),
-            tx.execute(&statements.consume, &of_flow),
-            tx.batch_execute("COMMIT"),
-        );
-        transaction.ended(&committed);
-        upserted?;
-        consumed?;
-        committed?;
+        transaction.commit_with(false, &[(&statements.account, &account_row), (&statements.consume, &of_flow)]).await?;
         Ok(true)
     }
 
@@ -1166,7 +1161,9 @@ type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync + 'a);
 /// tokio-postgres's `Transaction` awaits its `BEGIN` alone and is consumed by its `commit`, so neither can be sent
 /// with the statements. Its guard sends a `ROLLBACK` when dropped unfinished, through the client's internals; this
 /// one, dropped while the server may still be inside the transaction (a cancelled request, a connection that broke
-/// before the `COMMIT` was answered), takes its connection out of the pool and closes it, and the server rolls back.
+/// before the `COMMIT` was answered), takes its connection out of the pool and closes it. A transaction whose
+/// `COMMIT` was not sent yet is then rolled back by the server; one whose `COMMIT` was already sent usually commits,
+/// as the server reads what was sent before it notices the connection closed.
 struct Pipelined {
     /// Emptied only as the guard is dropped.
     client: Option<deadpool_postgres::Object>,
@@ -1199,26 +1196,50 @@ impl Pipelined {
         }
     }
 
-    /// Sends `BEGIN`, `statements` and `COMMIT` together, a single round trip, for a transaction in which nothing
-    /// waits for an earlier statement's answer. Every answer is awaited and checked in the order sent, so the first
-    /// statement that failed gives the error; the `COMMIT` after it rolled the transaction back.
-    async fn all_at_once(
+    /// Sends `statements` and then `COMMIT` together, after `BEGIN` when the transaction has not begun yet: a single
+    /// round trip, for the part of a transaction in which nothing waits for an earlier statement's answer. Every
+    /// answer is awaited and checked in the order sent, so the first statement that failed gives the error.
+    ///
+    /// A statement the server refuses aborts the transaction, and the `COMMIT` after it rolls back. One that fails
+    /// before it is sent (its parameters did not encode) leaves the server's transaction as it was, so `ROLLBACK` is
+    /// sent in place of `COMMIT`: the futures are first polled in the order written, and such a failure is known by
+    /// the time the last one is.
+    async fn commit_with(
         &mut self,
+        begin: bool,
         statements: &[(&tokio_postgres::Statement, &[Param<'_>])],
     ) -> Result<(), StoreError> {
         let tx = self.begin()?;
-        let (begun, answers, committed) = futures_util::join!(
-            tx.batch_execute("BEGIN"),
+        let failed = AtomicBool::new(false);
+        let noted = |answer: Result<u64, tokio_postgres::Error>| {
+            if answer.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            answer
+        };
+        let (begun, answers, ended) = futures_util::join!(
+            async {
+                if !begin {
+                    return Ok(());
+                }
+                let begun = tx.batch_execute("BEGIN").await;
+                if begun.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                begun
+            },
             // Up to 30 futures, `join_all` polls them in the order given, so the statements are sent in that order.
-            futures_util::future::join_all(statements.iter().map(|(statement, params)| tx.execute(*statement, params))),
-            tx.batch_execute("COMMIT"),
+            futures_util::future::join_all(
+                statements.iter().map(|(statement, params)| async { noted(tx.execute(*statement, params).await) })
+            ),
+            async { tx.batch_execute(if failed.load(Ordering::Relaxed) { "ROLLBACK" } else { "COMMIT" }).await },
         );
-        self.ended(&committed);
+        self.ended(&ended);
         begun?;
         for answer in answers {
             answer?;
         }
-        committed?;
+        ended?;
         Ok(())
     }
 

@@ -135,6 +135,17 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
+/// The server settings each session starts with: callback-gate's statement timeout, then whatever the URL's own
+/// `options` name (a `search_path`, say), so that both apply and an operator's explicit setting wins.
+/// `Config::options` replaces what it is given, so the URL's are carried over here rather than lost.
+fn session_options(from_url: Option<&str>) -> String {
+    let ours = format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}");
+    match from_url.map(str::trim) {
+        Some(theirs) if !theirs.is_empty() => format!("{ours} {theirs}"),
+        _ => ours,
+    }
+}
+
 impl PostgresStore {
     /// Connects, checks the database answers, and brings its schema up to date (one instance at a time).
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
@@ -143,7 +154,8 @@ impl PostgresStore {
             config.application_name("callback-gate");
         }
         config.connect_timeout(WAIT);
-        config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        let options = session_options(config.get_options());
+        config.options(options);
         let manager = Manager::from_config(config, tls(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
@@ -1513,4 +1525,22 @@ fn event_from_row(row: &Row) -> Result<OutcomeEvent, StoreError> {
         created_at: Millis(from_millis(row.try_get("created_at")?)?),
         unauthenticated: row.try_get("unauthenticated")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_urls_own_session_options_are_kept_after_the_statement_timeout() {
+        assert_eq!(session_options(None), "-c statement_timeout=10000");
+        assert_eq!(session_options(Some("  ")), "-c statement_timeout=10000");
+        let url = "postgres://gate@db/gate?options=-c%20search_path%3Dgate%20-c%20statement_timeout%3D30000";
+        let from_url = options(url).unwrap();
+        assert_eq!(
+            session_options(from_url.get_options()),
+            "-c statement_timeout=10000 -c search_path=gate -c statement_timeout=30000",
+            "the server applies them in order, so the URL's timeout is the one in force"
+        );
+    }
 }

@@ -342,29 +342,32 @@ async fn a_refusal_worth_retrying_is_reported_as_such_from_among_statements_sent
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// The service's sessions on its database that are in `state` (`idle in transaction`, `active`, ...) and, when
-/// given, waiting for a `wait_event_type` (`Lock`).
-async fn service_sessions(app: &TestApp, state: &str, waiting_for: Option<&str>) -> usize {
+/// The service's sessions on its database for which `condition`, an SQL condition on `pg_stat_activity`, holds.
+async fn service_sessions_where(app: &TestApp, condition: &str) -> usize {
     let query = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-           AND application_name = 'callback-gate' AND state = '{state}' {}",
-        waiting_for.map(|event| format!("AND wait_event_type = '{event}'")).unwrap_or_default()
+           AND application_name = 'callback-gate' AND {condition}"
     );
     let rows = app.sql_rows(&query).await;
     rows[0][0].as_deref().and_then(|count| count.parse().ok()).expect("a count")
 }
 
+/// The service's sessions on its database that are in `state` (`idle in transaction`, `active`, ...) and, when
+/// given, waiting for a `wait_event_type` (`Lock`).
+async fn service_sessions(app: &TestApp, state: &str, waiting_for: Option<&str>) -> usize {
+    let waiting = waiting_for.map(|event| format!("AND wait_event_type = '{event}'")).unwrap_or_default();
+    service_sessions_where(app, &format!("state = '{state}' {waiting}")).await
+}
+
 /// The service's sessions inside a transaction whose last statement was one of a claim's: its lookup of the flow
 /// by state, or its share lock on the flow's link.
 async fn claims_inside_a_transaction(app: &TestApp) -> usize {
-    let rows = app
-        .sql_rows(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND application_name = 'callback-gate' AND state LIKE 'idle in transaction%'
-               AND (query LIKE '%FROM flows WHERE state_hash = $1%' OR query LIKE '%authorization_links%FOR SHARE%')",
-        )
-        .await;
-    rows[0][0].as_deref().and_then(|count| count.parse().ok()).expect("a count")
+    service_sessions_where(
+        app,
+        "state LIKE 'idle in transaction%'
+           AND (query LIKE '%FROM flows WHERE state_hash = $1%' OR query LIKE '%authorization_links%FOR SHARE%')",
+    )
+    .await
 }
 
 /// Waits up to 5 s for no session of the service to be inside a transaction.
